@@ -1,0 +1,423 @@
+"""``clean`` stage: validate, normalise, quarantine, reconcile and pseudonymise.
+
+For each table (children, referrals, plans), every field is normalised (whitespace
+stripped, code spellings mapped to one code, dates read from ISO ``2021-03-04``, UK
+``04/03/2021`` or Excel serial ``44259``), then each row is checked against the rules in
+``pipeline.schema.REJECT_REASONS``, in that order; a row failing any rule goes to
+``data/clean/rejects.csv`` with the first reason, the field and the raw value. Rows in =
+rows kept + rows rejected, per table, is asserted. Kept rows are checked once more
+against the pandera contract in ``pipeline.schema``.
+
+Identifiers are replaced by a keyed BLAKE2b hash (RFC 7693; 64-bit digest) whose key comes
+from the environment variable named in ``input.pseudonym_key_env``; only synthetic input
+may fall back to a fixed, public key.
+
+A fault that makes the whole file unusable (missing file or column, unreadable encoding,
+empty table, a column of the wrong type) stops the stage with a one-line error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pandera.errors
+
+from pipeline import config
+from pipeline.errors import InputError, stage_entry
+from pipeline.io import read_table, write_csv, write_json, write_parquet
+from pipeline.schema import (CHILDREN, FLAG, PLANS, REFERRALS, REJECT_REASONS, Field, Table,
+                             analysis_table_schema, clean_schema)
+
+CLEAN_DIR = Path("data/clean")
+METRICS_FILE = Path("metrics/clean.json")
+SYNTHETIC_KEY = b"synthetic-data-only-not-a-secret"
+EXCEL_EPOCH = np.datetime64("1899-12-30", "D")
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
+_SLASH = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}$")
+_SERIAL = re.compile(r"^\d{1,5}(?:\.0+)?$")
+REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
+
+
+@dataclass
+class TableResult:
+    """One table after validation: kept rows (typed), quarantined rows, and counts."""
+
+    kept: pd.DataFrame
+    rejects: pd.DataFrame
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def as_text(series: pd.Series) -> pd.Series:
+    """Any input column as stripped text, with missing values as NA (Parquet numbers too)."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        days = series.to_numpy().astype("datetime64[D]")
+        return pd.Series(np.datetime_as_string(days, unit="D"), index=series.index).where(series.notna())
+    if pd.api.types.is_float_dtype(series):
+        whole = series.dropna().eq(series.dropna().round()).all()
+        text = series.map(lambda v: f"{v:.0f}" if whole else repr(v), na_action="ignore")
+        return text.astype(object)
+    s = series.astype(object).where(series.notna())
+    s = s.map(str, na_action="ignore")
+    return s
+
+
+def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, int]]:
+    """Dates from ISO, day/month/year (or month/day/year) and Excel serial text.
+
+    Returns the parsed dates (NaT where missing or unreadable) and a count per format.
+    """
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
+    present = text.notna()
+    t = text[present]
+    iso = t.str.match(_ISO)
+    out[iso[iso].index] = pd.to_datetime(t[iso].str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
+    slash = t.str.match(_SLASH)
+    fmt = "%d/%m/%Y" if dayfirst else "%m/%d/%Y"
+    out[slash[slash].index] = pd.to_datetime(t[slash], format=fmt, errors="coerce")
+    serial = t.str.match(_SERIAL)
+    if serial.any():
+        n = t[serial].astype(float).astype(np.int64).to_numpy()
+        plausible = (n >= 1) & (n <= 80_000)  # 1900 to 2119
+        days = EXCEL_EPOCH + n.astype("timedelta64[D]")
+        out[serial[serial].index] = pd.Series(days.astype("datetime64[ns]"), index=serial[serial].index).where(plausible)
+    counts = {"iso": int(iso.sum()), "day_month_year" if dayfirst else "month_day_year": int(slash.sum()),
+              "excel_serial": int(serial.sum())}
+    return out, counts
+
+
+def _wrong_type(path: Path, f: Field, bad: pd.Series, text: pd.Series, n_present: int,
+                max_share: float, expected: str) -> None:
+    if n_present and bad.sum() / n_present > max_share:
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise InputError(
+            f"{path}: column {f.name}, row {first + 1}: wrong type, expected {expected}, got "
+            f"{text.iloc[first]!r} ({bad.sum():,} of {n_present:,} values unreadable)")
+
+
+def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date: pd.Timestamp,
+                   dayfirst: bool, max_unparseable_share: float) -> tuple[pd.DataFrame, dict[str, Any], dict]:
+    """Normalise one table and find each row's first reject reason (relational rules excepted).
+
+    Returns the typed frame (all rows), per-row ``reason``/``field``/``value`` arrays in a
+    dict, and normalisation counts.
+    """
+    missing = [c for c in table.columns if c not in raw.columns]
+    if missing:
+        raise InputError(f"{path}: header (line 1): missing column '{missing[0]}'"
+                         + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    n = len(raw)
+    typed: dict[str, pd.Series] = {}
+    masks: dict[str, list[tuple[str, np.ndarray]]] = {r: [] for r in REJECT_REASONS}
+    norm: dict[str, Any] = {"whitespace_stripped": {}, "recoded": {}, "date_formats": {}}
+    raw_text: dict[str, pd.Series] = {}
+    for f in table.fields:
+        original = as_text(raw[f.name]).reset_index(drop=True)
+        stripped = original.str.strip()
+        changed = int((stripped != original).fillna(False).sum())
+        if changed:
+            norm["whitespace_stripped"][f.name] = changed
+        stripped = stripped.where(stripped != "")
+        raw_text[f.name] = original
+        present = stripped.notna()
+        if f.kind in ("id", "text"):
+            typed[f.name] = stripped
+            masks["missing_id" if f.kind == "id" else "missing_value"].append((f.name, (~present).to_numpy()))
+        elif f.kind in ("code", "flag"):
+            mapped = stripped.str.lower().map(f.alias_map())
+            bad = present & mapped.isna()
+            _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
+                        "one of " + "/".join(str(c) for c in f.codes))
+            recoded = present & ~bad & (mapped.astype(str) != stripped)
+            if recoded.any():
+                norm["recoded"][f.name] = int(recoded.sum())
+            if f.kind == "flag":
+                typed[f.name] = mapped.fillna(-1).astype(np.int8)
+            else:
+                typed[f.name] = mapped.astype(object)
+            masks["unknown_code"].append((f.name, bad.to_numpy()))
+            if f.required:
+                masks["missing_value"].append((f.name, (~present).to_numpy()))
+        elif f.kind == "date":
+            if pd.api.types.is_datetime64_any_dtype(raw[f.name]):
+                parsed = pd.to_datetime(raw[f.name]).dt.normalize().reset_index(drop=True).astype("datetime64[ns]")
+                counts = {"typed": int(parsed.notna().sum())}
+            else:
+                parsed, counts = parse_dates(stripped, dayfirst)
+            bad = present & parsed.isna()
+            _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
+                        "dates like 2021-03-04")
+            norm["date_formats"][f.name] = {k: v for k, v in counts.items() if v}
+            typed[f.name] = parsed
+            masks["unparseable_date"].append((f.name, bad.to_numpy()))
+            masks["date_after_extract"].append((f.name, (parsed > extract_date).to_numpy()))
+            if f.required:
+                masks["missing_value"].append((f.name, (~present).to_numpy()))
+    frame = pd.DataFrame(typed)
+    for later, earlier, reason in table.date_order:
+        masks[reason].append((later, (frame[later] < frame[earlier]).to_numpy()))
+
+    reason = np.full(n, None, dtype=object)
+    where = np.full(n, None, dtype=object)
+    value = np.full(n, None, dtype=object)
+
+    def assign(rule: str, fname: str, mask: np.ndarray, values: np.ndarray | None = None) -> None:
+        hit = mask & (reason == None)  # noqa: E711 - elementwise on an object array
+        reason[hit] = rule
+        where[hit] = fname
+        value[hit] = raw_text[fname].to_numpy()[hit] if values is None else values[hit]
+
+    for rule in REJECT_REASONS:
+        if rule == "duplicate_row":
+            alive = reason == None  # noqa: E711
+            hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+            dup = np.zeros(n, dtype=bool)
+            dup[alive] = pd.Series(hashes[alive]).duplicated().to_numpy()
+            first_row = pd.Series(np.arange(n)[alive]).groupby(hashes[alive]).transform("min").to_numpy()
+            first = np.zeros(n, dtype=np.int64)
+            first[alive] = first_row
+            note = np.full(n, None, dtype=object)
+            note[dup] = [f"same as row {r + 1}" for r in first[dup]]
+            assign(rule, "(row)", dup, note)
+        elif rule == "duplicate_id":
+            alive = reason == None  # noqa: E711
+            dup = np.zeros(n, dtype=bool)
+            dup[alive] = frame[table.id_field][alive].duplicated().to_numpy()
+            assign(rule, table.id_field, dup)
+        else:
+            for fname, mask in masks.get(rule, []):
+                assign(rule, fname, mask)
+    return frame, {"reason": reason, "field": where, "value": value, "raw_text": raw_text}, norm
+
+
+def _rejects_frame(table: str, flags: dict[str, Any]) -> pd.DataFrame:
+    bad = np.flatnonzero(flags["reason"] != None)  # noqa: E711
+    return pd.DataFrame({
+        "table": table, "source_row": bad + 1, "field": flags["field"][bad],
+        "value": flags["value"][bad], "reason": flags["reason"][bad],
+    }, columns=REJECT_COLUMNS)
+
+
+def relational_rules(children: pd.DataFrame, child_reason: np.ndarray, other: pd.DataFrame,
+                     other_flags: dict[str, Any], date_field: str, before_birth: str) -> None:
+    """Rules across tables, applied in place to a referrals or plans table's flags.
+
+    ``unknown_child``: the child id is in no row of the children table;
+    ``child_rejected``: it is, but that child row was quarantined;
+    ``referral_before_birth`` / ``plan_before_birth``: the date precedes the date of birth.
+    """
+    reason, where, value = other_flags["reason"], other_flags["field"], other_flags["value"]
+    ids = other["child_id"]
+    kept_children = children.loc[child_reason == None]  # noqa: E711
+    all_ids = set(children["child_id"].dropna())
+    known = ids.isin(all_ids).to_numpy()
+    kept = ids.isin(set(kept_children["child_id"])).to_numpy()
+    dob = ids.map(kept_children.drop_duplicates("child_id").set_index("child_id")["date_of_birth"])
+    raw_child = other_flags["raw_text"]["child_id"].to_numpy()
+    raw_date = other_flags["raw_text"][date_field].to_numpy()
+    for rule, mask, fname, vals in (
+        ("unknown_child", ~known & ids.notna().to_numpy(), "child_id", raw_child),
+        ("child_rejected", known & ~kept, "child_id", raw_child),
+        (before_birth, (other[date_field] < dob).to_numpy(), date_field, raw_date),
+    ):
+        hit = mask & (reason == None)  # noqa: E711
+        reason[hit], where[hit], value[hit] = rule, fname, vals[hit]
+
+
+def overlapping_plans(plans: pd.DataFrame, flags: dict[str, Any]) -> None:
+    """Quarantine a plan that starts before an earlier plan of the same child has ended.
+
+    Earlier plans are compared by start date; an open plan (no end date) never ends.
+    """
+    reason = flags["reason"]
+    alive = np.flatnonzero(reason == None)  # noqa: E711
+    p = plans.iloc[alive]
+    order = np.lexsort((p["start_date"].to_numpy(), p["child_id"].to_numpy()))
+    rows = alive[order]
+    child = plans["child_id"].to_numpy()[rows]
+    start = plans["start_date"].to_numpy()[rows].astype("datetime64[D]").astype(np.int64)
+    end = plans["end_date"].to_numpy()[rows].astype("datetime64[D]")
+    end = np.where(np.isnat(end), np.iinfo(np.int64).max, end.astype(np.int64))
+    running_end = pd.Series(end).groupby(child).cummax()
+    prev_end = running_end.groupby(child).shift(1).to_numpy()  # NaN for a child's first plan
+    hit = start < np.nan_to_num(prev_end, nan=-np.inf)
+    hit_rows = rows[hit]
+    reason[hit_rows] = "overlapping_plan"
+    flags["field"][hit_rows] = "start_date"
+    flags["value"][hit_rows] = flags["raw_text"]["start_date"].to_numpy()[hit_rows]
+
+
+def pseudonymise(values: pd.Series, key: bytes) -> pd.Series:
+    """Keyed BLAKE2b (RFC 7693), 64-bit digest as 16 hex characters; hashes each distinct value once."""
+    codes, uniques = pd.factorize(values)
+    digests = np.array([hashlib.blake2b(str(u).encode("utf-8"), digest_size=8, key=key).hexdigest()
+                        for u in uniques], dtype=object)
+    return pd.Series(np.where(codes >= 0, digests[np.maximum(codes, 0)], None), index=values.index)
+
+
+def pseudonym_key(params: dict[str, Any]) -> bytes:
+    env = params["input"]["pseudonym_key_env"]
+    key = os.environ.get(env)
+    if key:
+        return hashlib.blake2b(key.encode("utf-8"), digest_size=32).digest()  # any length -> 32 bytes
+    if params["input"]["source"] == "synthetic":
+        return SYNTHETIC_KEY
+    raise InputError(f"environment variable {env} is not set: give it a secret key to pseudonymise identifiers")
+
+
+def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extract_date: pd.Timestamp,
+                  dayfirst: bool = True, max_unparseable_share: float = 0.5, key: bytes = SYNTHETIC_KEY,
+                  progress: bool = False) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
+    """Clean the three tables (pure: raw frames in; kept tables, rejects and metrics out)."""
+    frames, flags, norms = {}, {}, {}
+    for table in (CHILDREN, REFERRALS, PLANS):
+        t0 = time.perf_counter()
+        frames[table.name], flags[table.name], norms[table.name] = validate_table(
+            raw[table.name], table, paths[table.name], extract_date=extract_date, dayfirst=dayfirst,
+            max_unparseable_share=max_unparseable_share)
+        if progress:
+            print(f"clean: {table.name}: {len(raw[table.name]):,} rows validated in "
+                  f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
+    child_reason = flags["children"]["reason"]
+    relational_rules(frames["children"], child_reason, frames["referrals"], flags["referrals"],
+                     "referral_date", "referral_before_birth")
+    relational_rules(frames["children"], child_reason, frames["plans"], flags["plans"],
+                     "start_date", "plan_before_birth")
+    overlapping_plans(frames["plans"], flags["plans"])
+
+    kept, rejects, metrics = {}, [], {"extract_date": extract_date.date().isoformat(), "tables": {}}
+    for table in (CHILDREN, REFERRALS, PLANS):
+        name = table.name
+        ok = flags[name]["reason"] == None  # noqa: E711
+        frame = frames[name].loc[ok].reset_index(drop=True)
+        for f in table.fields:
+            if f.kind == "id":
+                frame[f.name] = pseudonymise(frame[f.name], key)
+        try:
+            frame = clean_schema(table, extract_date).validate(frame)
+        except pandera.errors.SchemaError as err:  # a bug in the rules above, not bad input
+            raise RuntimeError(f"clean {name} broke its own contract: {err}") from err
+        kept[name] = frame
+        rej = _rejects_frame(name, flags[name])
+        rejects.append(rej)
+        rows_in = len(raw[name])
+        by_reason = rej["reason"].value_counts()
+        metrics["tables"][name] = {
+            "file": str(paths[name]), "rows_in": rows_in, "rows_kept": int(len(frame)),
+            "rows_rejected": int(len(rej)),
+            "rejected_by_reason": {r: int(by_reason.get(r, 0)) for r in REJECT_REASONS if by_reason.get(r, 0)},
+            "normalised": norms[name],
+            "ignored_columns": [c for c in raw[name].columns if c not in table.columns],
+        }
+        if rows_in != len(frame) + len(rej):
+            raise RuntimeError(f"{name}: rows in {rows_in} != kept {len(frame)} + rejected {len(rej)}")
+    metrics["reconciled"] = True
+    return kept, pd.concat(rejects, ignore_index=True), metrics
+
+
+def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *, key: bytes,
+                         ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Validate a prepared one-row-per-subject table (second entry point).
+
+    Values are handed on unchanged but for pseudonymised identifiers; rows with a missing
+    or duplicate id, a negative or unreadable duration, an event other than 0/1, or a
+    missing covariate are quarantined.
+    """
+    id_col, cluster, duration, event = spec["id"], spec.get("cluster"), spec["duration"], spec["event"]
+    covariates = list(spec.get("covariates") or [])
+    needed = [id_col, duration, event, *covariates] + ([cluster] if cluster else [])
+    missing = [c for c in needed if c not in raw.columns]
+    if missing:
+        raise InputError(f"{path}: header (line 1): missing column '{missing[0]}' (named in input.analysis_table)")
+    n = len(raw)
+    text = {c: as_text(raw[c]).reset_index(drop=True).str.strip() for c in needed}
+    text = {c: s.where(s != "") for c, s in text.items()}
+    reason = np.full(n, None, dtype=object)
+    where = np.full(n, None, dtype=object)
+
+    def assign(rule: str, col: str, mask: np.ndarray) -> None:
+        hit = mask & (reason == None)  # noqa: E711
+        reason[hit], where[hit] = rule, col
+
+    dur = pd.to_numeric(text[duration], errors="coerce")
+    ev = text[event].str.lower().map(Field(event, "flag", codes=FLAG).alias_map())
+    for col, bad, expected in ((duration, text[duration].notna() & dur.isna(), "a number of days"),
+                               (event, text[event].notna() & ev.isna(), "0 or 1")):
+        _wrong_type(path, Field(col, "flag"), bad, text[col], int(text[col].notna().sum()), 0.5, expected)
+    assign("missing_id", id_col, text[id_col].isna().to_numpy())
+    if cluster:
+        assign("missing_id", cluster, text[cluster].isna().to_numpy())
+    for col in (duration, event, *covariates):
+        assign("missing_value", col, text[col].isna().to_numpy())
+    assign("invalid_value", duration, (dur.isna() | (dur < 0)).to_numpy())
+    assign("unknown_code", event, ev.isna().to_numpy())
+    frame = raw.reset_index(drop=True).copy()
+    alive = reason == None  # noqa: E711
+    dup_row = np.zeros(n, dtype=bool)
+    dup_row[alive] = frame.loc[alive].duplicated().to_numpy()
+    assign("duplicate_row", "(row)", dup_row)
+    alive = reason == None  # noqa: E711
+    dup_id = np.zeros(n, dtype=bool)
+    dup_id[alive] = text[id_col][alive].duplicated().to_numpy()
+    assign("duplicate_id", id_col, dup_id)
+
+    ok = reason == None  # noqa: E711
+    bad = np.flatnonzero(~ok)
+    rejects = pd.DataFrame({"table": "analysis_table", "source_row": bad + 1, "field": where[bad],
+                            "value": [None if w == "(row)" else raw[w].iloc[i] for w, i in zip(where[bad], bad)],
+                            "reason": reason[bad]}, columns=REJECT_COLUMNS)
+    kept = frame.loc[ok].reset_index(drop=True)
+    kept[id_col] = pseudonymise(text[id_col][ok].reset_index(drop=True), key)
+    if cluster:
+        kept[cluster] = pseudonymise(text[cluster][ok].reset_index(drop=True), key)
+    kept[duration] = dur[ok].to_numpy(dtype=float)
+    kept[event] = ev[ok].to_numpy(dtype=np.int8)
+    for col in covariates:
+        as_number = pd.to_numeric(kept[col], errors="coerce")
+        if as_number.notna().all():
+            kept[col] = as_number
+    analysis_table_schema(id_col, cluster, duration, event, covariates).validate(kept)
+    by_reason = rejects["reason"].value_counts()
+    metrics = {"tables": {"analysis_table": {
+        "file": str(path), "rows_in": n, "rows_kept": int(len(kept)), "rows_rejected": int(len(rejects)),
+        "rejected_by_reason": {r: int(c) for r, c in by_reason.items()}}}, "reconciled": True}
+    if n != len(kept) + len(rejects):
+        raise RuntimeError("analysis table: rows do not reconcile")
+    return kept, rejects, metrics
+
+
+def main() -> None:
+    params = config.load_params()
+    inp = params["input"]
+    extract_date = config.extract_date(params)
+    key = pseudonym_key(params)
+    if inp["source"] == "analysis_table":
+        path = config.input_path(params, "analysis_table")
+        kept, rejects, metrics = clean_analysis_table(read_table(path, encoding=inp["encoding"]),
+                                                      inp["analysis_table"], path, key=key)
+        write_parquet(kept, CLEAN_DIR / "analysis_table.parquet")
+    else:
+        paths = {t: config.input_path(params, t) for t in ("children", "referrals", "plans")}
+        raw = {t: read_table(p, encoding=inp["encoding"]) for t, p in paths.items()}
+        big = len(raw["referrals"]) >= 500_000
+        kept, rejects, metrics = clean_extract(
+            raw, paths, extract_date=extract_date, dayfirst=bool(inp["dayfirst"]),
+            max_unparseable_share=float(params["clean"]["max_unparseable_share"]), key=key, progress=big)
+        for name, frame in kept.items():
+            write_parquet(frame, CLEAN_DIR / f"{name}.parquet")
+    write_csv(rejects, CLEAN_DIR / "rejects.csv")
+    write_json(metrics, METRICS_FILE)
+    for name, m in metrics["tables"].items():
+        print(f"clean: {name}: {m['rows_in']:,} in = {m['rows_kept']:,} kept + {m['rows_rejected']:,} rejected")
+
+
+if __name__ == "__main__":
+    stage_entry(main)()

@@ -1,0 +1,60 @@
+"""The one place that reads ``params.yaml``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from pipeline.errors import InputError
+
+PARAMS_FILE = Path("params.yaml")
+INPUT_SOURCES = ("synthetic", "extract", "analysis_table")
+SYNTHETIC_DIR = Path("data/raw/synthetic")
+
+
+def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read and sanity-check the parameters file."""
+    path = Path(path)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            params = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise InputError(f"{path}: parameters file not found (run from the project root)") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise InputError(f"{path}:{where} not valid YAML") from None
+    for key in ("seed", "input", "simulate", "clean", "episodes", "disclosure"):
+        if key not in params:
+            raise InputError(f"{path}: missing top-level key '{key}'")
+    source = params["input"].get("source")
+    if source not in INPUT_SOURCES:
+        raise InputError(f"{path}: input.source is '{source}'; expected one of {', '.join(INPUT_SOURCES)}")
+    extract_date(params)  # validate early
+    return params
+
+
+def extract_date(params: dict[str, Any]) -> pd.Timestamp:
+    raw = params["input"].get("extract_date")
+    try:
+        return pd.Timestamp(str(raw)).normalize()
+    except ValueError:
+        raise InputError(f"params.yaml: input.extract_date '{raw}' is not a date (YYYY-MM-DD)") from None
+
+
+def input_path(params: dict[str, Any], table: str) -> Path:
+    """Path of an input table ('children', 'referrals', 'plans' or 'analysis_table')."""
+    inp = params["input"]
+    name = inp["analysis_table"]["file"] if table == "analysis_table" else inp[table]
+    return Path(inp["dir"]) / name
+
+
+def rng(params: dict[str, Any], stream: str) -> np.random.Generator:
+    """An independent, reproducible random stream for one named step."""
+    # Stable across Python runs (unlike hash()): the stream name's bytes seed the spawn key.
+    key = [int(b) for b in stream.encode("utf-8")]
+    return np.random.default_rng(np.random.SeedSequence(int(params["seed"]), spawn_key=key))

@@ -1,0 +1,206 @@
+"""Inject the data faults real extracts carry, and log each one, so the cleaner can be tested.
+
+Every fault class gets its own rows (no row carries two injected faults). Rows are
+numbered as the cleaner numbers them: data rows from 1, header excluded. Classes that the
+cleaner must quarantine are logged with the reject reason it should give; classes it must
+repair (codes, whitespace, date formats) are logged as ``normalise``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.schema import FACTORS, TABLES
+
+EXCEL_EPOCH = pd.Timestamp("1899-12-30")
+
+#: table -> fault class -> expected handling ("reject:<reason>" or "normalise")
+FAULT_CLASSES: dict[str, dict[str, str]] = {
+    "children": {
+        "duplicate_row": "reject:duplicate_row",
+        "missing_child_id": "reject:missing_id",
+        "unknown_code": "reject:unknown_code",
+        "inconsistent_code": "normalise",
+        "stray_whitespace": "normalise",
+        "mixed_date_format": "normalise",
+    },
+    "referrals": {
+        "duplicate_row": "reject:duplicate_row",
+        "closure_before_referral": "reject:closure_before_referral",
+        "date_after_extract": "reject:date_after_extract",
+        "referral_before_birth": "reject:referral_before_birth",
+        "missing_child_id": "reject:missing_id",
+        "child_not_in_children_table": "reject:unknown_child",
+        "unknown_code": "reject:unknown_code",
+        "inconsistent_code": "normalise",
+        "stray_whitespace": "normalise",
+        "mixed_date_format": "normalise",
+    },
+    "plans": {
+        "duplicate_row": "reject:duplicate_row",
+        "overlapping_plan": "reject:overlapping_plan",
+        "date_after_extract": "reject:date_after_extract",
+        "missing_child_id": "reject:missing_id",
+        "unknown_code": "reject:unknown_code",
+        "inconsistent_code": "normalise",
+        "stray_whitespace": "normalise",
+        "mixed_date_format": "normalise",
+    },
+}
+
+_VARIANTS = {
+    "sex": {"M": ["male", "1", "m", "Male"], "F": ["female", "2", "f", "Female"]},
+    "outcome": {"NFA": ["no further action"], "ASSESSED": ["assessment only"], "CIN": ["child in need"],
+                "CPP": ["child protection plan", "plan"]},
+    "category": {"NEGLECT": ["N", "neglect"], "EMOTIONAL": ["E", "Emotional abuse"], "PHYSICAL": ["P"],
+                 "SEXUAL": ["S"], "MULTIPLE": ["M", "multiple"]},
+    "flag": {"1": ["Y", "yes", "TRUE"], "0": ["N", "no", "FALSE"]},
+}
+
+
+def to_text(df: pd.DataFrame) -> pd.DataFrame:
+    """Render a typed table as the strings a CSV extract holds (ISO dates, '' for missing)."""
+    out = {}
+    for col in df.columns:
+        s = df[col]
+        if pd.api.types.is_datetime64_any_dtype(s):
+            text = np.datetime_as_string(s.to_numpy().astype("datetime64[D]"), unit="D")
+            out[col] = np.where(s.isna().to_numpy(), "", text)
+        else:
+            out[col] = s.astype(object).where(s.notna(), "").astype(str).to_numpy()
+    return pd.DataFrame(out, columns=df.columns)
+
+
+def _dmy(days: pd.Series) -> pd.Series:
+    return pd.to_datetime(days).dt.strftime("%d/%m/%Y")
+
+
+def inject(tables: dict[str, pd.DataFrame], rng: np.random.Generator, rate: float,
+           extract_date: pd.Timestamp) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """Return the tables as raw text with faults injected, and the log of what went where."""
+    dob = tables["children"].set_index("child_id")["date_of_birth"]
+    # Children given a rejecting fault; other tables' faults avoid them, so each injected
+    # row has exactly one expected reason (not a cascade from its child).
+    faulted_children: set[str] = set()
+    raw_out: dict[str, pd.DataFrame] = {}
+    log: dict[str, Any] = {"rate": rate, "row_numbering": "data rows from 1, header excluded", "tables": {}}
+    for name, typed in tables.items():
+        text = to_text(typed)
+        classes = list(FAULT_CLASSES[name])
+        n = len(text)
+        per_class = max(1, int(round(rate * n / len(classes)))) if n else 0
+        eligible = _eligibility(name, typed)
+        if name != "children":
+            clear = ~typed["child_id"].isin(faulted_children).to_numpy()
+            eligible = {cls: eligible.get(cls, np.ones(n, dtype=bool)) & clear for cls in classes}
+        taken = np.zeros(n, dtype=bool)
+        chosen: dict[str, np.ndarray] = {}
+        for cls in classes:
+            ok = np.flatnonzero(eligible.get(cls, np.ones(n, dtype=bool)) & ~taken)
+            pick = np.sort(rng.choice(ok, size=min(per_class, len(ok)), replace=False)) if len(ok) else ok
+            taken[pick] = True
+            chosen[cls] = pick
+        inserts: list[pd.DataFrame] = []
+        tag = np.full(n, "", dtype=object)
+        if name == "children":
+            for cls, rows in chosen.items():
+                if FAULT_CLASSES[name][cls].startswith("reject"):
+                    faulted_children.update(typed["child_id"].iloc[rows])
+        for cls, rows in chosen.items():
+            tag[rows] = cls
+            if cls == "duplicate_row":
+                dup = text.iloc[rows].copy()
+                dup["_after"] = rows
+                dup["_tag"] = cls
+                tag[rows] = ""  # the original is fine; the copy is the fault
+                inserts.append(dup)
+            elif cls == "overlapping_plan":
+                ins = text.iloc[rows].copy()
+                start = typed["start_date"].iloc[rows]
+                end = typed["end_date"].iloc[rows]
+                mid = start + (end - start) / 2
+                ins["start_date"] = to_text(pd.DataFrame({"d": mid.dt.floor("D")}))["d"].to_numpy()
+                ins["plan_id"] = [f"{pid}X" for pid in ins["plan_id"]]
+                ins["_after"] = rows
+                ins["_tag"] = cls
+                tag[rows] = ""
+                inserts.append(ins)
+            else:
+                _apply(name, cls, text, typed, rows, rng, extract_date, dob)
+        text["_after"] = np.arange(n)
+        text["_tag"] = tag
+        text["_order"] = 0
+        for ins in inserts:
+            ins["_order"] = 1
+        full = pd.concat([text, *inserts], ignore_index=True)
+        full = full.sort_values(["_after", "_order"], kind="stable").reset_index(drop=True)
+        row_number = np.arange(1, len(full) + 1)
+        log["tables"][name] = {
+            "rows_written": int(len(full)),
+            "faults": {cls: {"expected": FAULT_CLASSES[name][cls],
+                             "rows": row_number[(full["_tag"] == cls).to_numpy()].tolist()}
+                       for cls in classes},
+        }
+        raw_out[name] = full.drop(columns=["_after", "_tag", "_order"])
+    return raw_out, log
+
+
+def _eligibility(name: str, typed: pd.DataFrame) -> dict[str, np.ndarray]:
+    n = len(typed)
+    if name == "referrals":
+        closed = typed["closure_date"].notna().to_numpy()
+        return {"closure_before_referral": closed}
+    if name == "plans":
+        return {"overlapping_plan": (typed["end_date"] - typed["start_date"]).dt.days.fillna(0).to_numpy() > 20,
+                "mixed_date_format": np.ones(n, dtype=bool)}
+    return {}
+
+
+def _apply(name: str, cls: str, text: pd.DataFrame, typed: pd.DataFrame, rows: np.ndarray,
+           rng: np.random.Generator, extract_date: pd.Timestamp, dob: pd.Series) -> None:
+    """Mutate ``text`` in place at ``rows`` for one fault class."""
+    if len(rows) == 0:
+        return
+    table = TABLES[name]
+    k = len(rows)
+    if cls == "missing_child_id":
+        text.loc[rows, "child_id"] = ""
+    elif cls == "child_not_in_children_table":
+        text.loc[rows, "child_id"] = [f"C9{i:06d}Z" for i in range(k)]
+    elif cls == "closure_before_referral":
+        ref = typed["referral_date"].iloc[rows]
+        text.loc[rows, "closure_date"] = to_text(pd.DataFrame(
+            {"d": ref - pd.to_timedelta(rng.integers(1, 60, size=k), unit="D")}))["d"].to_numpy()
+    elif cls == "date_after_extract":
+        col = "referral_date" if name == "referrals" else "start_date"
+        late = extract_date + pd.to_timedelta(rng.integers(1, 200, size=k), unit="D")
+        text.loc[rows, col] = to_text(pd.DataFrame({"d": late}))["d"].to_numpy()
+        text.loc[rows, "closure_date" if name == "referrals" else "end_date"] = ""
+    elif cls == "referral_before_birth":
+        born = dob.reindex(typed["child_id"].iloc[rows]).to_numpy()
+        early = pd.Series(born) - pd.to_timedelta(rng.integers(30, 400, size=k), unit="D")
+        text.loc[rows, "referral_date"] = to_text(pd.DataFrame({"d": early}))["d"].to_numpy()
+    elif cls == "unknown_code":
+        col = {"children": "sex", "referrals": "outcome", "plans": "category"}[name]
+        text.loc[rows, col] = rng.choice(["X", "ZZ", "99", "??"], size=k)
+    elif cls == "inconsistent_code":
+        col = {"children": "sex", "referrals": "outcome", "plans": "category"}[name]
+        variants = _VARIANTS[col]
+        text.loc[rows, col] = [variants[v][rng.integers(len(variants[v]))] for v in text.loc[rows, col]]
+        if name == "referrals":
+            factor = FACTORS[int(rng.integers(len(FACTORS)))]
+            text.loc[rows, factor] = [_VARIANTS["flag"][v][rng.integers(3)] for v in text.loc[rows, factor]]
+    elif cls == "stray_whitespace":
+        col = {"children": "la_code", "referrals": "referral_source", "plans": "category"}[name]
+        pads = rng.choice([" {} ", "{}  ", "\t{}", " {}"], size=k)
+        text.loc[rows, col] = [p.format(v) for p, v in zip(pads, text.loc[rows, col])]
+    elif cls == "mixed_date_format":
+        col = next(f.name for f in table.fields if f.kind == "date")
+        dates = typed[col].iloc[rows]
+        serial = (dates - EXCEL_EPOCH).dt.days.astype(str).to_numpy()
+        text.loc[rows, col] = np.where(rng.random(k) < 0.5, _dmy(dates).to_numpy(), serial)
+    else:  # pragma: no cover - FAULT_CLASSES and this function move together
+        raise ValueError(f"unknown fault class {cls}")
