@@ -66,18 +66,27 @@ def as_text(series: pd.Series) -> pd.Series:
         text = series.map(lambda v: f"{v:.0f}" if whole else repr(v), na_action="ignore")
         return text.astype(object)
     s = series.astype(object).where(series.notna())
-    s = s.map(str, na_action="ignore")
+    if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
+        s = s.map(str, na_action="ignore")  # Parquet ints, bools, mixed objects
     return s
 
 
-def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, int]]:
+def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, np.ndarray]]:
     """Dates from ISO, day/month/year (or month/day/year) and Excel serial text.
 
-    Returns the parsed dates (NaT where missing or unreadable) and a count per format.
+    Returns the parsed dates (NaT where missing or unreadable) and, per format, a boolean
+    mask of the values read in it.
     """
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
-    present = text.notna()
-    t = text[present]
+    present = text.notna().to_numpy()
+    # Fast path (C-level) for the common exact ISO date; only the rest is classified by regex.
+    fast = pd.to_datetime(text[present], format="%Y-%m-%d", errors="coerce")
+    out[fast.index] = fast
+    fast_mask = np.zeros(len(text), dtype=bool)
+    fast_mask[present] = fast.notna().to_numpy()
+    rest = present & ~fast_mask
+    t = text[rest].astype(str)
+    masks = {}
     iso = t.str.match(_ISO)
     out[iso[iso].index] = pd.to_datetime(t[iso].str.slice(0, 10), format="%Y-%m-%d", errors="coerce")
     slash = t.str.match(_SLASH)
@@ -89,9 +98,16 @@ def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, i
         plausible = (n >= 1) & (n <= 80_000)  # 1900 to 2119
         days = EXCEL_EPOCH + n.astype("timedelta64[D]")
         out[serial[serial].index] = pd.Series(days.astype("datetime64[ns]"), index=serial[serial].index).where(plausible)
-    counts = {"iso": int(iso.sum()), "day_month_year" if dayfirst else "month_day_year": int(slash.sum()),
-              "excel_serial": int(serial.sum())}
-    return out, counts
+
+    def full(mask: pd.Series) -> np.ndarray:
+        m = np.zeros(len(text), dtype=bool)
+        m[np.flatnonzero(rest)[mask.to_numpy()]] = True
+        return m
+
+    masks["iso"] = fast_mask | full(iso)
+    masks["day_month_year" if dayfirst else "month_day_year"] = full(slash)
+    masks["excel_serial"] = full(serial)
+    return out, masks
 
 
 def _wrong_type(path: Path, f: Field, bad: pd.Series, text: pd.Series, n_present: int,
@@ -121,28 +137,37 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
     raw_text: dict[str, pd.Series] = {}
     for f in table.fields:
         original = as_text(raw[f.name]).reset_index(drop=True)
-        stripped = original.str.strip()
-        changed = int((stripped != original).fillna(False).sum())
+        raw_text[f.name] = original
+        # Normalise each distinct value once, then broadcast: extracts repeat codes and dates.
+        codes, uniques = pd.factorize(original, use_na_sentinel=True)
+        stripped_u = np.array([u.strip() or None for u in uniques] + [None], dtype=object)
+        counts_u = np.bincount(codes[codes >= 0], minlength=len(uniques))
+        changed = int(counts_u[np.array([u != v for u, v in zip(uniques, stripped_u)], dtype=bool)].sum()) \
+            if len(uniques) else 0
         if changed:
             norm["whitespace_stripped"][f.name] = changed
-        stripped = stripped.where(stripped != "")
-        raw_text[f.name] = original
+        stripped = pd.Series(stripped_u[codes], dtype=object)
         present = stripped.notna()
         if f.kind in ("id", "text"):
             typed[f.name] = stripped
             masks["missing_id" if f.kind == "id" else "missing_value"].append((f.name, (~present).to_numpy()))
         elif f.kind in ("code", "flag"):
-            mapped = stripped.str.lower().map(f.alias_map())
+            aliases = f.alias_map()
+            mapped_u = np.array([aliases.get(v.lower()) if v is not None else None for v in stripped_u],
+                                dtype=object)
+            mapped = pd.Series(mapped_u[codes], dtype=object)
             bad = present & mapped.isna()
             _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
                         "one of " + "/".join(str(c) for c in f.codes))
-            recoded = present & ~bad & (mapped.astype(str) != stripped)
-            if recoded.any():
-                norm["recoded"][f.name] = int(recoded.sum())
+            recoded_u = np.array([m is not None and str(m) != v for m, v in zip(mapped_u, stripped_u)])
+            recoded = int(np.bincount(codes[codes >= 0], minlength=len(stripped_u))[recoded_u].sum())
+            if recoded:
+                norm["recoded"][f.name] = recoded
             if f.kind == "flag":
-                typed[f.name] = mapped.fillna(-1).astype(np.int8)
+                typed[f.name] = pd.Series(np.array([-1 if m is None else m for m in mapped_u],
+                                                   dtype=np.int8)[codes])
             else:
-                typed[f.name] = mapped.astype(object)
+                typed[f.name] = mapped
             masks["unknown_code"].append((f.name, bad.to_numpy()))
             if f.required:
                 masks["missing_value"].append((f.name, (~present).to_numpy()))
@@ -151,7 +176,10 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
                 parsed = pd.to_datetime(raw[f.name]).dt.normalize().reset_index(drop=True).astype("datetime64[ns]")
                 counts = {"typed": int(parsed.notna().sum())}
             else:
-                parsed, counts = parse_dates(stripped, dayfirst)
+                parsed_u, counts_by_format = parse_dates(pd.Series(stripped_u, dtype=object), dayfirst)
+                parsed = pd.Series(parsed_u.to_numpy()[codes], dtype="datetime64[ns]")
+                weights = np.append(counts_u, 0)
+                counts = {k: int(weights[mask].sum()) for k, mask in counts_by_format.items()}
             bad = present & parsed.isna()
             _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
                         "dates like 2021-03-04")
@@ -258,8 +286,14 @@ def overlapping_plans(plans: pd.DataFrame, flags: dict[str, Any]) -> None:
 def pseudonymise(values: pd.Series, key: bytes) -> pd.Series:
     """Keyed BLAKE2b (RFC 7693), 64-bit digest as 16 hex characters; hashes each distinct value once."""
     codes, uniques = pd.factorize(values)
-    digests = np.array([hashlib.blake2b(str(u).encode("utf-8"), digest_size=8, key=key).hexdigest()
-                        for u in uniques], dtype=object)
+    keyed = hashlib.blake2b(digest_size=8, key=key)  # copying a keyed state skips re-keying per value
+
+    def digest(value: object) -> str:
+        h = keyed.copy()
+        h.update(str(value).encode("utf-8"))
+        return h.hexdigest()
+
+    digests = np.array([digest(u) for u in uniques], dtype=object)
     return pd.Series(np.where(codes >= 0, digests[np.maximum(codes, 0)], None), index=values.index)
 
 

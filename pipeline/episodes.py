@@ -63,6 +63,14 @@ def eighteenth_birthday_days(date_of_birth: pd.Series) -> np.ndarray:
     return to_days(bday)
 
 
+def order_by_child(child_id: pd.Series, dates: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Row order grouping each child's rows by date (stable: ties keep input order), and
+    the integer child code of each row in that order. Integer sorts, not string sorts."""
+    code = pd.factorize(child_id)[0]
+    order = np.lexsort((to_days(dates), code))
+    return order, code[order]
+
+
 def episode_starts(child_code: np.ndarray, day: np.ndarray, same_episode_days: int) -> np.ndarray:
     """True where a referral starts an episode. Rows must be sorted by child, then day.
 
@@ -101,8 +109,8 @@ def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.D
         raise InputError(f"params.yaml: episodes.time_origin '{time_origin}' must be closure or referral")
     extract_day = int(pd.Timestamp(extract_date).value // _DAY_NS)
     kids = children.set_index("child_id")
-    r = referrals.sort_values(["child_id", "referral_date", "referral_id"], kind="stable").reset_index(drop=True)
-    child_code = pd.factorize(r["child_id"], sort=True)[0]
+    order, child_code = order_by_child(referrals["child_id"], referrals["referral_date"])
+    r = referrals.iloc[order].reset_index(drop=True)
     ref_day = to_days(r["referral_date"])
     clo_day = to_days(r["closure_date"])
     starts = episode_starts(child_code, ref_day, same_episode_days)
@@ -183,7 +191,7 @@ def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.D
 def derive_cpp_durations(children: pd.DataFrame, plans: pd.DataFrame, *,
                          extract_date: pd.Timestamp) -> pd.DataFrame:
     """One row per plan: duration to end (or to the extract date while open) and context."""
-    p = plans.sort_values(["child_id", "start_date", "plan_id"], kind="stable").reset_index(drop=True)
+    p = plans.iloc[order_by_child(plans["child_id"], plans["start_date"])[0]].reset_index(drop=True)
     kid = children.set_index("child_id").loc[p["child_id"].to_numpy()]
     ended = p["end_date"].notna().to_numpy()
     stop = p["end_date"].fillna(pd.Timestamp(extract_date))

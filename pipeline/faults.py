@@ -69,8 +69,10 @@ def to_text(df: pd.DataFrame) -> pd.DataFrame:
         if pd.api.types.is_datetime64_any_dtype(s):
             text = np.datetime_as_string(s.to_numpy().astype("datetime64[D]"), unit="D")
             out[col] = np.where(s.isna().to_numpy(), "", text)
+        elif s.dtype == object:  # codes and ids: already text, None where missing
+            out[col] = s.fillna("").to_numpy()
         else:
-            out[col] = s.astype(object).where(s.notna(), "").astype(str).to_numpy()
+            out[col] = s.astype(str).to_numpy()
     return pd.DataFrame(out, columns=df.columns)
 
 

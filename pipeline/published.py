@@ -57,13 +57,12 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
     Year-based figures use the 12 months to the extract date, so a window of several years
     gives every counted referral or plan its full history, as in the national returns.
     """
-    from pipeline.episodes import derive_rereport, episode_starts, to_days
+    from pipeline.episodes import derive_rereport, episode_starts, order_by_child, to_days
 
     extract = pd.Timestamp(extract_date)
     year_start = extract - pd.Timedelta(days=365)
-    r = referrals.sort_values(["child_id", "referral_date", "referral_id"], kind="stable")
-    code = pd.factorize(r["child_id"], sort=True)[0]
-    day = to_days(r["referral_date"])
+    order, code = order_by_child(referrals["child_id"], referrals["referral_date"])
+    day = to_days(referrals["referral_date"])[order]
     starts = episode_starts(code, day, same_episode_days)
     s_code, s_day = code[starts], day[starts]
     has_prev = np.r_[False, s_code[1:] == s_code[:-1]]
@@ -71,7 +70,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
     in_year = s_day > to_days(pd.Series([year_start]))[0]
     rereferral_share = float((has_prev & (gap <= 365))[in_year].mean())
 
-    p = plans.sort_values(["child_id", "start_date"], kind="stable")
+    p = plans.iloc[order_by_child(plans["child_id"], plans["start_date"])[0]]
     repeat = p.groupby("child_id").cumcount().to_numpy() > 0
     started_in_year = (p["start_date"] > year_start).to_numpy()
     ended_in_year = (p["end_date"] > year_start).to_numpy()

@@ -271,11 +271,11 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
     def cat(key: str, parts: list[dict[str, np.ndarray]]) -> np.ndarray:
         return np.concatenate([p[key] for p in parts]) if parts else np.array([])
 
-    child_ids = np.array([f"C{c + 1:07d}" for c in range(n)])
+    child_ids = _ids("C", n, 7)
     r_child = cat("child", refs).astype(np.int64)
     order = np.lexsort((cat("round", refs), cat("day", refs), r_child))
     referrals = pd.DataFrame({
-        "referral_id": [f"R{i:08d}" for i in range(1, len(order) + 1)],
+        "referral_id": _ids("R", len(order), 8),
         "child_id": child_ids[r_child[order]],
         "referral_date": pd.to_datetime(cat("day", refs)[order], unit="D"),
         "referral_source": cat("source", refs)[order],
@@ -287,7 +287,7 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
     p_child = cat("child", plans)
     porder = np.lexsort((cat("start", plans), p_child))
     plans_df = pd.DataFrame({
-        "plan_id": [f"P{i:08d}" for i in range(1, len(porder) + 1)],
+        "plan_id": _ids("P", len(porder), 8),
         "child_id": child_ids[p_child[porder].astype(np.int64)],
         "start_date": pd.to_datetime(cat("start", plans)[porder], unit="D"),
         "end_date": _nat_dates(cat("end", plans)[porder]),
@@ -297,8 +297,8 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
     referred = np.unique(r_child)
     children = pd.DataFrame({
         "child_id": child_ids[referred],
-        "family_id": [f"F{f + 1:07d}" for f in family[referred]],
-        "la_code": [f"LA{la + 1:02d}" for la in fam_la[family[referred]]],
+        "family_id": _ids("F", n_fam, 7)[family[referred]],
+        "la_code": _ids("LA", n_la, 2)[fam_la[family[referred]]],
         "sex": sex[referred],
         "date_of_birth": pd.to_datetime(dob_day[referred], unit="D"),
         "ethnicity": eth_codes[fam_eth[family[referred]]],
@@ -326,6 +326,12 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
         "n_referrals": int(len(referrals)), "n_plans": int(len(plans_df)),
     }
     return Extract(children, referrals, plans_df, truth)
+
+
+def _ids(prefix: str, n: int, width: int) -> np.ndarray:
+    """``prefix`` + 1..n zero-padded, vectorised (numpy.strings) for millions of rows."""
+    numbers = np.strings.zfill(np.arange(1, n + 1).astype(str), width)
+    return np.strings.add(prefix, numbers).astype(object)
 
 
 def _blank_to_none(codes: np.ndarray) -> np.ndarray:

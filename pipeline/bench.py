@@ -1,0 +1,89 @@
+"""``make bench``: wall time and peak memory of simulate, clean and episodes at scale.
+
+Each stage runs as its own process in a scratch copy of the project (so the measured
+peak is that stage's alone, read from ``wait4``), at each size of ``--sizes``. Targets
+(issue 2): 1M children through the three stages in <= 180 s and <= 6 GB peak on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+STAGES = ("simulate", "clean", "episodes")
+TARGET_SECONDS = 180
+TARGET_PEAK_MB = 6 * 1024
+
+
+def run_stage(stage: str, cwd: Path) -> tuple[float, float]:
+    """Run one stage in ``cwd``; return (wall seconds, peak resident MB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", f"pipeline.{stage}"], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output = proc.stdout.read() if proc.stdout else ""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"bench: stage {stage} failed:\n{output}")
+    return wall, usage.ru_maxrss / 1024
+
+
+def bench(sizes: list[int], project: Path) -> list[dict]:
+    rows = []
+    for n in sizes:
+        with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+            work = Path(tmp)
+            params = yaml.safe_load((project / "params.yaml").read_text())
+            params["simulate"]["n_children"] = n
+            (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+            total_wall, peak = 0.0, 0.0
+            for stage in STAGES:
+                wall, mb = run_stage(stage, work)
+                total_wall += wall
+                peak = max(peak, mb)
+                rows.append({"children": n, "stage": stage, "wall_s": round(wall, 1), "peak_mb": round(mb)})
+                print(f"bench: {n:>9,} children  {stage:<9} {wall:7.1f} s  {mb:7.0f} MB", file=sys.stderr)
+            referrals = json.loads((work / "metrics/clean.json").read_text())["tables"]["referrals"]["rows_in"]
+            rows.append({"children": n, "stage": "total", "wall_s": round(total_wall, 1),
+                         "peak_mb": round(peak), "referrals": referrals})
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| children | referrals | stage | wall (s) | peak memory (MB) |", "|---:|---:|---|---:|---:|"]
+    for r in rows:
+        lines.append(f"| {r['children']:,} | {r.get('referrals', ''):{',' if 'referrals' in r else ''}} | "
+                     f"{r['stage']} | {r['wall_s']} | {r['peak_mb']:,} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[25_000, 250_000, 1_000_000])
+    args = parser.parse_args()
+    project = Path.cwd()
+    rows = bench(args.sizes, project)
+    print(markdown(rows))
+    print(f"\ncpu cores: {os.cpu_count()}; targets at 1,000,000 children: <= {TARGET_SECONDS} s total, "
+          f"<= {TARGET_PEAK_MB:,} MB peak")
+    big = [r for r in rows if r["stage"] == "total" and r["children"] >= 1_000_000]
+    for r in big:
+        ok = r["wall_s"] <= TARGET_SECONDS and r["peak_mb"] <= TARGET_PEAK_MB
+        print(f"{r['children']:,} children: {'meets' if ok else 'MISSES'} the target "
+              f"({r['wall_s']} s, {r['peak_mb']:,} MB)")
+    out = project / ".bench" / "results.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
