@@ -362,6 +362,8 @@ def main() -> None:
     result.truth["achieved"] = published.achieved_figures(
         result.children, result.referrals, result.plans, config.extract_date(params),
         int(params["episodes"]["same_episode_days"]))
+    result.truth["achieved_meets_target"] = published.check_against_targets(result.truth["achieved"])
+    result.truth["targets"] = published.TARGETS
     raw, fault_log = faults.inject(
         {"children": result.children, "referrals": result.referrals, "plans": result.plans},
         config.rng(params, "faults"), float(params["simulate"]["fault_rate"]), config.extract_date(params))

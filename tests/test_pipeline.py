@@ -1,0 +1,119 @@
+"""The whole DVC pipeline on a scratch copy of the project: runs, is idempotent and deterministic."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import config, published
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+BIN = str(Path(sys.executable).parent)
+
+
+def sh(cmd: list[str], cwd: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600, **kw)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def digests(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.md5(p.read_bytes()).hexdigest()
+            for folder in ("data", "metrics") for p in sorted((root / folder).rglob("*"))
+            if p.is_file() and p.name != ".gitignore"}
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A scratch clone of the tracked project files, with the pipeline run once."""
+    work = tmp_path_factory.mktemp("project")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, tracked.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, work / rel)
+    sh(["git", "init", "-q"], work)
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], work)
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], work)
+    sh(["dvc", "repro"], work)
+    return work
+
+
+def test_repro_makes_every_output(project):
+    for rel in ("data/raw/synthetic/children.csv", "data/raw/synthetic/truth.json", "data/clean/rejects.csv",
+                "data/clean/referrals.parquet", "data/analysis/rereport.parquet",
+                "data/analysis/cpp_durations.parquet", "metrics/clean.json", "metrics/episodes.json"):
+        assert (project / rel).exists(), rel
+    truth = json.loads((project / "data/raw/synthetic/truth.json").read_text())
+    assert all(truth["achieved_meets_target"].values()), truth["achieved"]
+
+
+def test_second_repro_does_nothing(project):
+    before = digests(project)
+    out = sh(["dvc", "repro"], project).stdout
+    assert "Running stage" not in out and "up to date" in out, out
+    assert digests(project) == before
+
+
+def test_forced_rerun_is_byte_identical(project):
+    before = digests(project)
+    sh(["dvc", "repro", "--force"], project)
+    assert digests(project) == before
+
+
+def test_clean_data_keep_the_calibration(project):
+    """After faults are quarantined and ids hashed, the published figures still hold."""
+    clean = {t: pd.read_parquet(project / f"data/clean/{t}.parquet") for t in ("children", "referrals", "plans")}
+    p = config.load_params(project / "params.yaml")
+    achieved = published.achieved_figures(clean["children"], clean["referrals"], clean["plans"],
+                                          config.extract_date(p), p["episodes"]["same_episode_days"])
+    assert all(published.check_against_targets(achieved).values()), achieved
+
+
+def test_no_identifier_in_metrics(project):
+    children = pd.read_csv(project / "data/raw/synthetic/children.csv", dtype=str)
+    clean_ids = pd.read_parquet(project / "data/clean/children.parquet")["child_id"]
+    text = "".join(p.read_text() for p in (project / "metrics").glob("*.json"))
+    sample = list(children["child_id"].dropna()[:500]) + list(children["family_id"][:500]) + list(clean_ids[:500])
+    assert not [i for i in sample if i in text]
+
+
+def test_experiment_changes_the_metrics(project):
+    sh(["dvc", "exp", "run", "-S", "episodes.index=first_per_child"], project)
+    diff = sh(["dvc", "metrics", "diff", "--json"], project).stdout
+    changed = json.loads(diff)["metrics/episodes.json"]
+    assert "counts.index_referrals" in changed and changed["counts.index_referrals"]["diff"] < 0
+
+
+def test_analysis_table_entry_point(tmp_path):
+    """A prepared survival table goes through clean and episodes to the model stages' contract."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["input"].update({"source": "analysis_table", "dir": "in"})
+    params["input"]["analysis_table"].update({"file": "subjects.csv", "id": "pid", "cluster": "household",
+                                              "duration": "days", "event": "died", "covariates": ["age", "arm"]})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in/subjects.csv").write_text(
+        "pid,household,days,died,age,arm\n1,h1,10,1,30,a\n2,h1,20,0,40,b\n3,h2,,1,50,a\n4,h3,5,0,60,b\n")
+    env = {**os.environ, params["input"]["pseudonym_key_env"]: "k"}
+    for stage in ("clean", "episodes"):
+        subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=tmp_path, env=env, check=True,
+                       capture_output=True)
+    out = pd.read_parquet(tmp_path / "data/analysis/rereport.parquet")
+    assert list(out.columns) == ["subject_id", "family_id", "time_days", "event", "age", "arm"]
+    assert out["time_days"].tolist() == [10.0, 20.0, 5.0] and out["event"].tolist() == [1, 0, 0]
+    assert out["age"].tolist() == [30, 40, 60]
+    assert out["family_id"].iloc[0] == out["family_id"].iloc[1] != out["family_id"].iloc[2]
+    metrics = json.loads((tmp_path / "metrics/clean.json").read_text())["tables"]["analysis_table"]
+    assert metrics == {**metrics, "rows_in": 4, "rows_kept": 3, "rows_rejected": 1}
