@@ -23,7 +23,6 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,15 +44,6 @@ _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$
 _SLASH = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}$")
 _SERIAL = re.compile(r"^\d{1,5}(?:\.0+)?$")
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
-
-
-@dataclass
-class TableResult:
-    """One table after validation: kept rows (typed), quarantined rows, and counts."""
-
-    kept: pd.DataFrame
-    rejects: pd.DataFrame
-    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 def as_text(series: pd.Series) -> pd.Series:
@@ -244,11 +234,12 @@ def relational_rules(children: pd.DataFrame, child_reason: np.ndarray, other: pd
     """
     reason, where, value = other_flags["reason"], other_flags["field"], other_flags["value"]
     ids = other["child_id"]
-    kept_children = children.loc[child_reason == None]  # noqa: E711
-    all_ids = set(children["child_id"].dropna())
-    known = ids.isin(all_ids).to_numpy()
-    kept = ids.isin(set(kept_children["child_id"])).to_numpy()
-    dob = ids.map(kept_children.drop_duplicates("child_id").set_index("child_id")["date_of_birth"])
+    kept_children = children.loc[child_reason == None]  # noqa: E711 - kept ids are unique
+    known = ids.isin(children["child_id"].dropna().unique()).to_numpy()
+    pos = pd.Index(kept_children["child_id"]).get_indexer(ids)
+    kept = pos >= 0
+    dob = pd.Series(np.where(kept, kept_children["date_of_birth"].to_numpy()[np.maximum(pos, 0)],
+                             np.datetime64("NaT")), index=other.index)
     raw_child = other_flags["raw_text"]["child_id"].to_numpy()
     raw_date = other_flags["raw_text"][date_field].to_numpy()
     for rule, mask, fname, vals in (

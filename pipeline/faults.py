@@ -105,19 +105,16 @@ def inject(tables: dict[str, pd.DataFrame], rng: np.random.Generator, rate: floa
             pick = np.sort(rng.choice(ok, size=min(per_class, len(ok)), replace=False)) if len(ok) else ok
             taken[pick] = True
             chosen[cls] = pick
-        inserts: list[pd.DataFrame] = []
-        tag = np.full(n, "", dtype=object)
         if name == "children":
             for cls, rows in chosen.items():
                 if FAULT_CLASSES[name][cls].startswith("reject"):
                     faulted_children.update(typed["child_id"].iloc[rows])
+        inserts: list[pd.DataFrame] = []
+        tag = np.full(n, "", dtype=object)
         for cls, rows in chosen.items():
-            tag[rows] = cls
             if cls == "duplicate_row":
                 dup = text.iloc[rows].copy()
-                dup["_after"] = rows
                 dup["_tag"] = cls
-                tag[rows] = ""  # the original is fine; the copy is the fault
                 inserts.append(dup)
             elif cls == "overlapping_plan":
                 ins = text.iloc[rows].copy()
@@ -126,27 +123,24 @@ def inject(tables: dict[str, pd.DataFrame], rng: np.random.Generator, rate: floa
                 mid = start + (end - start) / 2
                 ins["start_date"] = to_text(pd.DataFrame({"d": mid.dt.floor("D")}))["d"].to_numpy()
                 ins["plan_id"] = [f"{pid}X" for pid in ins["plan_id"]]
-                ins["_after"] = rows
                 ins["_tag"] = cls
-                tag[rows] = ""
                 inserts.append(ins)
             else:
+                tag[rows] = cls
                 _apply(name, cls, text, typed, rows, rng, extract_date, dob)
-        text["_after"] = np.arange(n)
-        text["_tag"] = tag
-        text["_order"] = 0
-        for ins in inserts:
-            ins["_order"] = 1
-        full = pd.concat([text, *inserts], ignore_index=True)
-        full = full.sort_values(["_after", "_order"], kind="stable").reset_index(drop=True)
+        # Inserted rows (duplicates, overlapping plans) come after the originals, as when a
+        # second export is appended; one copy of the table, no reordering.
+        extra = pd.concat(inserts, ignore_index=True) if inserts else pd.DataFrame(columns=[*text.columns, "_tag"])
+        all_tags = np.concatenate([tag, extra["_tag"].to_numpy(dtype=object)])
+        full = pd.concat([text, extra.drop(columns="_tag")], ignore_index=True)
+        del text, extra
         row_number = np.arange(1, len(full) + 1)
         log["tables"][name] = {
             "rows_written": int(len(full)),
-            "faults": {cls: {"expected": FAULT_CLASSES[name][cls],
-                             "rows": row_number[(full["_tag"] == cls).to_numpy()].tolist()}
+            "faults": {cls: {"expected": FAULT_CLASSES[name][cls], "rows": row_number[all_tags == cls].tolist()}
                        for cls in classes},
         }
-        raw_out[name] = full.drop(columns=["_after", "_tag", "_order"])
+        raw_out[name] = full
     return raw_out, log
 
 

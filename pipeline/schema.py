@@ -177,11 +177,12 @@ def analysis_table_schema(id_col: str, cluster: str | None, duration: str, event
 #: Columns of data/analysis/rereport.parquet that are not covariates.
 REREPORT_KEYS = ("index_referral_id", "child_id", "family_id", "la_code", "index_date",
                  "time_days", "event", "censor_reason")
-AGE_BANDS = ((0, 1, "under_1"), (1, 5, "1_4"), (5, 10, "5_9"), (10, 16, "10_15"), (16, 18, "16_17"))
+AGE_BANDS = ((0, 1, "under_1"), (1, 5, "1_4"), (5, 10, "5_9"), (10, 16, "10_15"), (16, 18, "16_17"),
+             (18, 200, "18_plus"))
 
 
 def age_band(age_years: pd.Series) -> pd.Series:
     """DfE children-in-need age bands from exact age in years."""
-    edges = [b[0] for b in AGE_BANDS] + [200]
+    edges = [b[0] for b in AGE_BANDS] + [AGE_BANDS[-1][1]]
     labels = [b[2] for b in AGE_BANDS]
     return pd.cut(age_years, bins=edges, right=False, labels=labels).astype(str)

@@ -42,7 +42,7 @@ import pandas as pd
 from scipy import special, stats
 
 from pipeline import config, faults, published
-from pipeline.errors import stage_entry
+from pipeline.errors import InputError, stage_entry
 from pipeline.io import write_csv_fast, write_json
 from pipeline.schema import FACTORS, NO_SERVICE_OUTCOMES
 
@@ -355,7 +355,6 @@ def main() -> None:
         print(f"simulate: input.source is {params['input']['source']!r}; nothing simulated")
         return
     if params["input"]["dir"] != str(out_dir):
-        from pipeline.errors import InputError
         raise InputError(f"params.yaml: input.source is synthetic but input.dir is "
                          f"'{params['input']['dir']}'; set it to '{out_dir}'")
     result = simulate(params, progress=params["simulate"]["n_children"] >= 200_000)
