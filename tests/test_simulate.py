@@ -14,14 +14,28 @@ from pipeline.simulate import HAZARD_COVARIATES
 from tests.conftest import with_changes
 
 
-@pytest.mark.parametrize("seed", [None, 1, 2])
-def test_calibration_targets_met(params, default_extract, seed):
-    """Each figure in published.TARGETS (with its source there) within its tolerance, for 3 seeds."""
-    extract = default_extract if seed is None else simulate.simulate(with_changes(params, seed=seed))
-    achieved = published.achieved_figures(extract.children, extract.referrals, extract.plans,
-                                          config.extract_date(params), params["episodes"]["same_episode_days"])
-    verdict = published.check_against_targets(achieved)
-    missed = {k: achieved[k] for k, ok in verdict.items() if not ok}
+def _achieved(params, extract):
+    return published.achieved_figures(extract.children, extract.referrals, extract.plans,
+                                      config.extract_date(params), params["episodes"]["same_episode_days"])
+
+
+def test_default_extract_meets_every_target(params, default_extract):
+    """The shipped default (25,000 children, seed in params.yaml): each figure in
+    published.TARGETS within its tolerance (targets and sources in pipeline/published.py)."""
+    achieved = _achieved(params, default_extract)
+    missed = {k: achieved[k] for k, ok in published.check_against_targets(achieved).items() if not ok}
+    assert not missed, f"missed targets: {missed}"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_calibration_is_systematic_not_luck(params, seed):
+    """At 250,000 children the year-based figures rest on ~8,000 ended plans (band SE
+    under 0.6 points), so every target must hold for any seed, not only the default's. (At
+    25,000 a band's SE is ~1.7 points: a +-3 point band holds for a given seed with
+    probability ~0.9 per band, which is why this test uses the larger size.)"""
+    extract = simulate.simulate(with_changes(params, seed=seed, simulate={"n_children": 250_000}))
+    achieved = _achieved(params, extract)
+    missed = {k: achieved[k] for k, ok in published.check_against_targets(achieved).items() if not ok}
     assert not missed, f"missed targets: {missed}"
 
 
@@ -75,8 +89,7 @@ def test_true_effects_recovered_by_cox_without_frailty(params):
 
 
 def test_rereferral_hazard_falls_after_closure(default_extract, params):
-    achieved = published.achieved_figures(default_extract.children, default_extract.referrals,
-                                          default_extract.plans, config.extract_date(params), 14)
+    achieved = _achieved(params, default_extract)
     rates = list(achieved["rereferral_hazard_per_1000_child_years"].values())
     assert rates == sorted(rates, reverse=True) and rates[0] > 2 * rates[-1]
 

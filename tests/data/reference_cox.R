@@ -1,0 +1,20 @@
+library(survival)
+options(digits=15)
+d <- read.csv("cox_small.csv")
+show <- function(tag, fit) {
+  cat("==", tag, "\n"); cat("coef", sprintf("%.12g", coef(fit)), "\n")
+  cat("se", sprintf("%.12g", sqrt(diag(fit$naive.var %||% fit$var))), "\n")
+  cat("robust_se", sprintf("%.12g", sqrt(diag(fit$var))), "\n")
+  cat("loglik", sprintf("%.12g", fit$loglik), "\n")
+}
+`%||%` <- function(a, b) if (is.null(a)) b else a
+f1 <- coxph(Surv(time, status) ~ x1 + x2, data=d, ties="efron", cluster=cid); show("efron cluster", f1)
+f2 <- coxph(Surv(time, status) ~ x1 + x2, data=d, ties="breslow", cluster=cid); show("breslow cluster", f2)
+f3 <- coxph(Surv(time, status) ~ x1 + x2 + strata(stratum), data=d, ties="efron", cluster=cid); show("efron strata cluster", f3)
+f4 <- coxph(Surv(time, status) ~ x1 + x2, data=d, ties="efron"); cat("== efron plain\n"); cat("se", sprintf("%.12g", sqrt(diag(f4$var))), "\n")
+z <- cox.zph(f4, transform="km"); cat("== zph efron km\n"); print(z$table, digits=12)
+z3 <- cox.zph(f3, transform="km"); cat("== zph strata km\n"); print(z3$table, digits=12)
+cat("== concordance efron\n"); cat(sprintf("%.12g", f4$concordance["concordance"]), "\n")
+a <- read.csv("ag_small.csv")
+g1 <- coxph(Surv(start, stop, status) ~ x + z, data=a, ties="efron", cluster=id); show("AG efron cluster", g1)
+g2 <- coxph(Surv(stop - start, status) ~ x + z + strata(enum), data=a, ties="efron", cluster=id); show("PWP gap efron cluster", g2)
