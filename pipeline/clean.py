@@ -116,6 +116,7 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
     Returns the typed frame (all rows), per-row ``reason``/``field``/``value`` arrays in a
     dict, and normalisation counts.
     """
+    raw = raw.assign(**{f.name: None for f in table.fields if f.optional_column and f.name not in raw.columns})
     missing = [c for c in table.columns if c not in raw.columns]
     if missing:
         raise InputError(f"{path}: header (line 1): missing column '{missing[0]}'"

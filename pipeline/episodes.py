@@ -13,7 +13,10 @@
   window); ``referral``: the referral date.
 * **Event.** The next episode-starting referral of the same child after the origin,
   before the extract date and the 18th birthday. ``time_days`` runs from origin to that
-  referral, or to censoring: ``censor_reason`` is ``extract_date`` or ``age_18``.
+  referral, or to the first of the competing ends: entering care (``looked_after_date``
+  after the origin), the 18th birthday, the extract date. ``censor_reason`` names it and
+  ``event_type`` carries all four (``re_referral``, ``entered_care``, ``age_18``,
+  ``extract_date``) for competing-risks analysis.
 * **Covariates at index**: the referral's factors and outcome, ``no_service`` (outcome
   NFA or assessed only), age, sex, ethnicity, disability, LA, ``prior_referrals`` (earlier
   episodes of the child in the window), ``prior_plan`` (a plan started before the index
@@ -145,14 +148,21 @@ def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.D
 
     kid = kids.loc[r["child_id"].to_numpy()[idx]]
     day18 = eighteenth_birthday_days(kid["date_of_birth"])
-    by_age = day18 <= extract_day
-    end_day = np.where(by_age, day18, extract_day)
-    event = found & (next_day <= extract_day) & (next_day < day18)
-    time_days = np.where(event, next_day - origin[idx], end_day - origin[idx])
+    care_day = to_days(kid["looked_after_date"]) if "looked_after_date" in kid else np.full(len(idx), -1)
+    # Follow-up ends at the first of: re-referral, entering care (after the origin), the 18th
+    # birthday, the extract date. A care entry on or before the origin is history, not an end.
+    care_day = np.where(care_day > origin[idx], care_day, np.iinfo(np.int64).max)
+    next_day = np.where(found & (next_day < day18) & (next_day <= extract_day), next_day, np.iinfo(np.int64).max)
+    ends = np.stack([next_day, care_day, day18, np.full(len(idx), extract_day + 1)])
+    first = ends.argmin(axis=0)  # ties: re-referral, then care, then age 18, then extract date
+    end_day = np.where(first == 3, extract_day, ends.min(axis=0))
+    event_type = np.array(["re_referral", "entered_care", "age_18", "extract_date"], dtype=object)[first]
+    event = first == 0
+    time_days = end_day - origin[idx]
     no_follow_up = time_days <= 0
     counts["no_follow_up"] = int(no_follow_up.sum())
     keep = ~no_follow_up
-    idx, kid, event, time_days, by_age = idx[keep], kid[keep], event[keep], time_days[keep], by_age[keep]
+    idx, kid, event, time_days, event_type = idx[keep], kid[keep], event[keep], time_days[keep], event_type[keep]
 
     first_plan = plans.groupby("child_id")["start_date"].min()
     rr = r.iloc[idx]
@@ -166,8 +176,8 @@ def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.D
         "origin_date": pd.to_datetime(origin[idx], unit="D"),
         "time_days": time_days.astype(np.int64),
         "event": event.astype(np.int8),
-        "censor_reason": pd.Series(np.where(event, None, np.where(by_age, "age_18", "extract_date")),
-                                   dtype=object).to_numpy(),
+        "censor_reason": np.where(event, None, event_type).astype(object),
+        "event_type": event_type,
         **{f: rr[f].to_numpy(dtype=np.int8) for f in FACTORS},
         "disability": kid["disability"].to_numpy(dtype=np.int8),
         "no_service": rr["outcome"].isin(NO_SERVICE_OUTCOMES).to_numpy(dtype=np.int8),
@@ -185,6 +195,7 @@ def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.D
     counts["events"] = int(out["event"].sum())
     counts["censored_extract_date"] = int((out["censor_reason"] == "extract_date").sum())
     counts["censored_age_18"] = int((out["censor_reason"] == "age_18").sum())
+    counts["censored_entered_care"] = int((out["censor_reason"] == "entered_care").sum())
     return out, counts
 
 

@@ -70,6 +70,8 @@ class Field:
     kind: str
     required: bool = True
     codes: dict | None = None
+    #: the column itself may be absent from an extract (then read as all missing)
+    optional_column: bool = False
 
     def alias_map(self) -> dict[str, object]:
         """Lower-case spelling -> canonical code (the canonical codes map to themselves)."""
@@ -105,6 +107,7 @@ CHILDREN = Table("children", "child_id", (
     Field("date_of_birth", "date"),
     Field("ethnicity", "code", codes=ETHNICITY),
     Field("disability", "flag", codes=FLAG),
+    Field("looked_after_date", "date", required=False, optional_column=True),  # entered care
 ))
 
 REFERRALS = Table("referrals", "referral_id", (
@@ -175,8 +178,8 @@ def analysis_table_schema(id_col: str, cluster: str | None, duration: str, event
 
 
 #: Columns of data/analysis/rereport.parquet that are not covariates.
-REREPORT_KEYS = ("index_referral_id", "child_id", "family_id", "la_code", "index_date",
-                 "time_days", "event", "censor_reason")
+REREPORT_KEYS = ("index_referral_id", "child_id", "family_id", "la_code", "index_date", "origin_date",
+                 "time_days", "event", "censor_reason", "event_type")
 AGE_BANDS = ((0, 1, "under_1"), (1, 5, "1_4"), (5, 10, "5_9"), (10, 16, "10_15"), (16, 18, "16_17"),
              (18, 200, "18_plus"))
 

@@ -186,6 +186,8 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
     src_codes = np.array(list(SOURCE_SHARES))
     src_p = np.array(list(SOURCE_SHARES.values()))
 
+    care = sim["care_entry"]
+    looked_after_day = np.full(n, -1, dtype=np.int64)
     refs: list[dict[str, np.ndarray]] = []
     plans: list[dict[str, np.ndarray]] = []
     child = np.arange(n)
@@ -226,9 +228,10 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
         plan_end = plan_start + _plan_durations(rng, shift, published.CPP_DURATION_BAND_SHARES_2025)
         turns18 = plan_end >= day18[child[pidx]]
         plan_end = np.where(turns18, day18[child[pidx]], plan_end)
-        end_reason = np.where(turns18, "AGE_18", np.where(rng.random(len(pidx)) < 0.1, "LOOKED_AFTER",
-                                                           "NO_LONGER_REQUIRED"))
-        closure[pidx] = plan_end + rng.integers(0, 121, size=len(pidx))
+        to_care = ~turns18 & (rng.random(len(pidx)) < care["plan_end_looked_after_share"])
+        end_reason = np.where(turns18, "AGE_18", np.where(to_care, "LOOKED_AFTER", "NO_LONGER_REQUIRED"))
+        # A plan ending because the child became looked after closes the case; care starts next day.
+        closure[pidx] = plan_end + np.where(to_care, 0, rng.integers(0, 121, size=len(pidx)))
         started = plan_start <= extract_day
         plans.append({
             "child": child[pidx][started], "start": plan_start[started],
@@ -267,9 +270,18 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
         e = rng.exponential(size=m)
         t = scale * (e / (fam_frailty[fam] * np.exp(lp))) ** (1 / shape)
         nxt = origin + np.ceil(np.minimum(t, 1e6)).astype(np.int64)
+        # Competing event: entering care (constant hazard from the same origin).
+        care_lp = sum(math.log(hr) * (no_service if k == "no_service" else flags[:, FACTORS.index(k)])
+                      for k, hr in care["hazard_ratios"].items())
+        t_care = rng.exponential(size=m) / (care["rate_per_year"] / DAYS_PER_YEAR * np.exp(care_lp))
+        care_day = origin + np.ceil(np.minimum(t_care, 1e6)).astype(np.int64)
+        care_day[pidx[to_care]] = plan_end[to_care] + 1
+        enters = ((care_day < nxt) | np.isin(np.arange(m), pidx[to_care])) & (closure <= extract_day)
+        enters &= (care_day <= extract_day) & (care_day < day18[child])
+        looked_after_day[child[enters]] = care_day[enters]
         prior_plan[child[pidx]] = True
         prior[child] += 1
-        go = (closure <= extract_day) & (nxt <= extract_day) & (nxt < day18[child])
+        go = (closure <= extract_day) & (nxt <= extract_day) & (nxt < day18[child]) & ~enters
         child, day = child[go], nxt[go]
 
     # --- assemble tables ----------------------------------------------------------------
@@ -308,6 +320,7 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
         "date_of_birth": pd.to_datetime(dob_day[referred], unit="D"),
         "ethnicity": eth_codes[fam_eth[family[referred]]],
         "disability": disability[referred],
+        "looked_after_date": _nat_dates(looked_after_day[referred]),
     })
     truth = {
         "description": (
@@ -327,6 +340,13 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
                     "note": "log_hazard_ratios are conditional on the frailty; with variance > 0 a Cox "
                             "model without frailty estimates attenuated population-averaged effects "
                             "(and prior_referrals absorbs part of the frailty)"},
+        "competing_event_entering_care": {
+            "model": "constant hazard rate_per_year * exp(gamma'x) from the same origin; plans ending "
+                     "LOOKED_AFTER start care the next day",
+            "rate_per_year": care["rate_per_year"],
+            "log_hazard_ratios": {k: math.log(v) for k, v in care["hazard_ratios"].items()},
+            "plan_end_looked_after_share": care["plan_end_looked_after_share"],
+        },
         "la_log_hazard_effects": {f"LA{i + 1:02d}": float(v) for i, v in enumerate(la_effect)},
         "n_children": int(len(children)), "n_families": int(children["family_id"].nunique()),
         "n_referrals": int(len(referrals)), "n_plans": int(len(plans_df)),

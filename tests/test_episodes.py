@@ -23,6 +23,8 @@ def _children() -> pd.DataFrame:
         "date_of_birth": [D("2015-05-01"), D("2012-01-01"), D("2003-06-15"), D("2010-01-01"), D("2004-02-29")],
         "ethnicity": ["WHITE"] * 5,
         "disability": np.array([0, 1, 0, 0, 0], dtype=np.int8),
+        # A enters care on 2021-01-01, after r2's origin (2020-03-01): a competing end.
+        "looked_after_date": [D("2021-01-01"), pd.NaT, pd.NaT, pd.NaT, pd.NaT],
     })
 
 
@@ -79,8 +81,11 @@ def test_closure_origin_times_events_and_censoring():
     # r1: origin = max(closure 2020-02-01, referral + 14 = 2020-01-15) = 2020-02-01; next episode r2 on 2020-02-10.
     assert (out.loc["r1", "time_days"], out.loc["r1", "event"]) == (9, 1)
     assert out.loc["r1", "origin_date"] == D("2020-02-01")
-    # r2: closure 2020-03-01, no later referral: censored at the extract date, 2022-12-31 - 2020-03-01 = 1035 days.
-    assert (out.loc["r2", "time_days"], out.loc["r2", "event"], out.loc["r2", "censor_reason"]) == (1035, 0, "extract_date")
+    # r2: closure 2020-03-01, no later referral; A enters care on 2021-01-01: 306 days, competing end.
+    assert (out.loc["r2", "time_days"], out.loc["r2", "event"], out.loc["r2", "censor_reason"]) == (306, 0, "entered_care")
+    assert out.loc["r2", "event_type"] == "entered_care" and out.loc["r1", "event_type"] == "re_referral"
+    # r5: B's plan p2 is open; no end but the extract date: 2022-12-31 - 2020-04-01 = 1004 days.
+    assert (out.loc["r5", "time_days"], out.loc["r5", "censor_reason"]) == (1004, "extract_date")
     # r3 closed on 2020-01-03 but its same-episode window runs to 2020-01-15: r4 (01-10) is not a re-report;
     # r5 on 2020-03-01 is: 2020-03-01 - 2020-01-15 = 46 days.
     assert (out.loc["r3", "time_days"], out.loc["r3", "event"]) == (46, 1)
