@@ -189,7 +189,10 @@ class CoxPH:
         # Centre covariates (as R does) for stability; coefficients are unchanged.
         self._center = X.mean(axis=0)
         self._X = X - self._center
-        labels = np.zeros(n, dtype=np.int64) if strata is None else pd.factorize(np.asarray(strata))[0]
+        if strata is None:
+            labels, self.strata_levels_ = np.zeros(n, dtype=np.int64), np.array([None], dtype=object)
+        else:
+            labels, self.strata_levels_ = pd.factorize(np.asarray(strata))
         self._strata = [_prepare(stop[r], start[r], event[r], r, self.ties == "efron")
                         for r in (np.flatnonzero(labels == g) for g in range(labels.max() + 1))]
 
@@ -230,7 +233,32 @@ class CoxPH:
             self.n_clusters_ = None
         self.robust_se_ = None if self.robust_var_ is None else np.sqrt(np.diag(self.robust_var_))
         self._stop, self._start = stop, start
+        self.baseline_cumulative_hazard_ = self._baseline(beta)
         return self
+
+    def _baseline(self, beta: np.ndarray) -> pd.DataFrame:
+        """Cumulative baseline hazard at the covariate means, per stratum: increments
+        sum_l 1/S0_kl at each event time (Efron; Breslow d_k/S0_k), as R's survfit.coxph."""
+        eta = self._X @ beta
+        parts = []
+        for level, s in zip(self.strata_levels_, self._strata):
+            w = np.exp(eta[s.rows])
+            s0_l, _ = self._stratum_terms(s, self._X[s.rows], w)
+            dh = np.bincount(s.k_of_event, weights=1 / s0_l, minlength=len(s.d))
+            parts.append(pd.DataFrame({"stratum": level, "time": s.event_times, "cumhaz": np.cumsum(dh)}))
+        return pd.concat(parts, ignore_index=True)
+
+    def predict_survival(self, X, times, stratum=None) -> np.ndarray:
+        """S(t | x) = exp(-H0(t) exp((x - mean)' beta)) for rows of X at ``times`` (rows x times)."""
+        X = np.asarray(X.to_numpy(dtype=float) if isinstance(X, pd.DataFrame) else X, dtype=float)
+        base = self.baseline_cumulative_hazard_
+        base = base[base["stratum"] == stratum] if stratum is not None else base[base["stratum"].isna()]
+        if base.empty:
+            raise ValueError(f"no baseline for stratum {stratum!r}")
+        idx = np.searchsorted(base["time"].to_numpy(), np.asarray(times, dtype=float), side="right")
+        h0 = np.concatenate([[0.0], base["cumhaz"].to_numpy()])[idx]
+        risk = np.exp((X - self._center) @ self.coef_)
+        return np.exp(-np.outer(risk, h0))
 
     def _score_residuals(self, beta: np.ndarray) -> np.ndarray:
         X = self._X

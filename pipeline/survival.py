@@ -1,0 +1,403 @@
+"""``survival`` stage: time to re-report, described and modelled.
+
+Reads ``data/analysis/rereport.parquet`` and writes, under ``reports/survival/``:
+
+* ``km_overall.csv``, ``km_by_group.csv``: Kaplan-Meier cumulative re-report (1 - S) and
+  Nelson-Aalen cumulative hazard with 95% CIs (lifelines: log(-log) intervals for S,
+  log intervals for H) and numbers at risk; ``cumulative_rereport.csv`` at the horizons;
+  ``logrank.csv`` (lifelines multivariate log-rank test per grouping).
+* ``hazard_ratios.csv``: Cox model (``pipeline.cox.CoxPH``; Efron ties, LA strata,
+  family-cluster robust SEs) with the true hazard ratio beside each estimate when the
+  input is the synthetic default; ``ph_tests.csv``: scaled-Schoenfeld tests as R's
+  ``cox.zph(transform="km")`` with plain-language advice.
+* ``parametric_models.csv`` / ``parametric_predictions.csv``: Weibull, log-normal and
+  log-logistic AFT fits (lifelines) compared by AIC, and predicted cumulative re-report
+  at the horizons for reference profiles.
+* ``recurrent_models.csv``: Andersen-Gill (counting process, robust by child) and PWP
+  gap-time (strata by event number) models of every re-referral.
+* ``competing_cif.csv`` / ``cause_specific_hazard_ratios.csv``: Aalen-Johansen cumulative
+  incidence of re-referral, entering care and turning 18, and cause-specific Cox models.
+
+Counts below ``disclosure.min_cell_count`` are suppressed: curves stop where fewer are at
+risk, and group estimates are withheld where the group is smaller.
+Also ``metrics/survival.json`` and ``models/cox.json`` + ``models/cox_baseline.csv``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from lifelines import (KaplanMeierFitter, LogLogisticAFTFitter, LogNormalAFTFitter, NelsonAalenFitter,
+                       WeibullAFTFitter)
+from lifelines.statistics import multivariate_logrank_test
+from lifelines.utils import concordance_index
+
+from pipeline import config
+from pipeline.cox import CoxPH
+from pipeline.errors import InputError, stage_entry
+from pipeline.io import write_csv, write_json
+from pipeline.nonparametric import aalen_johansen
+
+DAYS_PER_MONTH = 30.4375
+REPORTS = Path("reports/survival")
+AFT = {"weibull": WeibullAFTFitter, "lognormal": LogNormalAFTFitter, "loglogistic": LogLogisticAFTFitter}
+CAUSES = ("re_referral", "entered_care", "age_18")
+
+
+# -- design ------------------------------------------------------------------------------
+def design_matrix(df: pd.DataFrame, numeric: list[str], categorical: list[str],
+                  reference: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
+    """Numeric covariates as they are; each categorical as 0/1 indicators named
+    ``var[level]``, leaving out the reference level (default: the commonest)."""
+    missing = [c for c in (*numeric, *categorical) if c not in df.columns]
+    if missing:
+        raise InputError(f"params.yaml: survival covariate '{missing[0]}' is not a column of the analysis table")
+    cols = {c: df[c].astype(float).to_numpy() for c in numeric}
+    ref = dict(reference or {})
+    for var in categorical:
+        values = df[var].astype(str)
+        ref.setdefault(var, values.value_counts().sort_index().idxmax())
+        for level in sorted(values.unique()):
+            if level != ref[var]:
+                cols[f"{var}[{level}]"] = (values == level).to_numpy(dtype=float)
+    X = pd.DataFrame(cols, index=df.index)
+    constant = [c for c in X.columns if X[c].nunique() < 2]
+    return X.drop(columns=constant), ref
+
+
+def with_groups(df: pd.DataFrame) -> pd.DataFrame:
+    if "prior_referrals" in df and "prior_referrals_band" not in df:
+        df = df.assign(prior_referrals_band=np.where(df["prior_referrals"] >= 3, "3+",
+                                                     df["prior_referrals"].astype(str)))
+    return df
+
+
+# -- description --------------------------------------------------------------------------
+def km_table(time: pd.Series, event: pd.Series, min_count: int) -> pd.DataFrame:
+    """KM and Nelson-Aalen at each distinct time, cut where fewer than min_count are at risk."""
+    km = KaplanMeierFitter().fit(time, event)
+    na = NelsonAalenFitter(nelson_aalen_smoothing=False).fit(time, event)  # d/n, as R's survfit
+    table = km.event_table
+    out = pd.DataFrame({
+        "time_days": table.index.to_numpy(dtype=float),
+        "at_risk": table["at_risk"].to_numpy(),
+        "survival": km.survival_function_.iloc[:, 0].reindex(table.index).to_numpy(),
+        "survival_lower": km.confidence_interval_.iloc[:, 0].reindex(table.index).to_numpy(),
+        "survival_upper": km.confidence_interval_.iloc[:, 1].reindex(table.index).to_numpy(),
+        "cumulative_hazard": na.cumulative_hazard_.iloc[:, 0].reindex(table.index).to_numpy(),
+        "cumhaz_lower": na.confidence_interval_.iloc[:, 0].reindex(table.index).to_numpy(),
+        "cumhaz_upper": na.confidence_interval_.iloc[:, 1].reindex(table.index).to_numpy(),
+    })
+    undefined = out["survival"] <= 0  # log(-log) interval undefined at S = 0 (R: NA)
+    out.loc[undefined, ["survival_lower", "survival_upper"]] = np.nan
+    out = out[(out["time_days"] > 0) & (out["at_risk"] >= min_count)]
+    out.insert(1, "time_months", (out["time_days"] / DAYS_PER_MONTH).round(3))
+    out["cumulative_rereport"] = 1 - out["survival"]
+    out["cumulative_lower"] = 1 - out["survival_upper"]
+    out["cumulative_upper"] = 1 - out["survival_lower"]
+    return out.reset_index(drop=True)
+
+
+def at_horizons(curve: pd.DataFrame, horizons_days: list[float]) -> pd.DataFrame:
+    """The step curve read at each horizon (blank past the last reportable time)."""
+    rows = []
+    for h in horizons_days:
+        upto = curve[curve["time_days"] <= h]
+        later = curve[curve["time_days"] >= h]
+        if later.empty or upto.empty:
+            rows.append({"cumulative_rereport": np.nan, "lower": np.nan, "upper": np.nan, "at_risk": np.nan})
+            continue
+        last = upto.iloc[-1]
+        rows.append({"cumulative_rereport": last["cumulative_rereport"], "lower": last["cumulative_lower"],
+                     "upper": last["cumulative_upper"], "at_risk": later.iloc[0]["at_risk"]})
+    return pd.DataFrame(rows)
+
+
+def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], min_count: int
+             ) -> dict[str, pd.DataFrame]:
+    horizons_days = [m * DAYS_PER_MONTH for m in horizons_months]
+    overall = km_table(df["time_days"], df["event"], min_count)
+    by_group, cumulative, logrank = [], [], []
+
+    def horizon_rows(variable: str, level: str, sub: pd.DataFrame, curve: pd.DataFrame | None) -> None:
+        n, events = len(sub), int(sub["event"].sum())
+        read = at_horizons(curve, horizons_days) if curve is not None else None
+        for i, m in enumerate(horizons_months):
+            row = {"variable": variable, "level": level, "n": n if n >= min_count else np.nan,
+                   "events": events if events >= min_count else np.nan, "horizon_months": m}
+            row.update(read.iloc[i].to_dict() if read is not None else
+                       {"cumulative_rereport": np.nan, "lower": np.nan, "upper": np.nan, "at_risk": np.nan})
+            cumulative.append(row)
+
+    horizon_rows("all", "all", df, overall)
+    for var in groups:
+        if var not in df.columns:
+            continue
+        levels = df[var].astype(str)
+        for level in sorted(levels.unique()):
+            sub = df[levels == level]
+            curve = km_table(sub["time_days"], sub["event"], min_count) if len(sub) >= min_count else None
+            if curve is not None and not curve.empty:
+                by_group.append(curve.assign(variable=var, level=level))
+            horizon_rows(var, level, sub, curve if curve is not None and not curve.empty else None)
+        if levels.nunique() > 1:
+            test = multivariate_logrank_test(df["time_days"], levels, df["event"])
+            logrank.append({"variable": var, "groups": int(levels.nunique()), "chisq": test.test_statistic,
+                            "df": int(levels.nunique() - 1), "p": test.p_value})
+    km_cols = ["variable", "level", "time_days", "time_months", "at_risk", "cumulative_rereport",
+               "cumulative_lower", "cumulative_upper"]
+    return {
+        "km_overall": overall,
+        "km_by_group": pd.concat(by_group, ignore_index=True)[km_cols] if by_group else pd.DataFrame(columns=km_cols),
+        "cumulative_rereport": pd.DataFrame(cumulative),
+        "logrank": pd.DataFrame(logrank, columns=["variable", "groups", "chisq", "df", "p"]),
+    }
+
+
+# -- Cox ----------------------------------------------------------------------------------
+def ph_advice(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
+    """Add a verdict and plain-language advice to a cox.zph-style table."""
+    out = table.copy()
+    out["violated"] = out["p"] < alpha
+    advice = []
+    for name, row in out.iterrows():
+        if name == "GLOBAL":
+            advice.append("Some hazard ratios change over follow-up: read them as averages over time."
+                          if row["violated"] else "No evidence overall that hazard ratios change over follow-up.")
+        elif row["violated"]:
+            advice.append(f"The hazard ratio for {name} changes over follow-up (p = {row['p']:.3g}): "
+                          "stratify on it, split follow-up into periods, or add an interaction with time; "
+                          "its single hazard ratio is an average over follow-up.")
+        else:
+            advice.append("No evidence that this hazard ratio changes over follow-up.")
+    out["advice"] = advice
+    return out
+
+
+def truth_for(columns: list[str], truth: dict[str, Any] | None) -> pd.Series:
+    """True log-hazard ratio for each design column: simulated effects, 0 for categorical
+    indicators the simulation gives no effect, NaN for anything else (or real data)."""
+    if not truth:
+        return pd.Series(np.nan, index=columns)
+    effects = truth["log_hazard_ratios"]
+    return pd.Series([effects.get(c, 0.0 if "[" in c else np.nan) for c in columns], index=columns)
+
+
+def fit_cox(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], event: pd.Series | None = None) -> CoxPH:
+    return CoxPH(ties=s["ties"]).fit(
+        X, df["time_days"], df["event"] if event is None else event,
+        strata=df[s["strata"]] if s.get("strata") else None,
+        cluster=df[s["cluster"]] if s.get("cluster") else None)
+
+
+def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataFrame:
+    out = model.summary().rename(columns={"se": "robust_se" if model.robust_se_ is not None else "se"})
+    if truth is not None:
+        out["true_hr"] = np.exp(truth.reindex(out.index))
+        lo, hi = np.log(out["hr_lower"]), np.log(out["hr_upper"])
+        t = truth.reindex(out.index)
+        out["true_in_ci"] = np.where(t.notna(), (lo <= t) & (t <= hi), np.nan)
+    return out.reset_index()
+
+
+# -- parametric ---------------------------------------------------------------------------
+def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_months: list[float],
+               profiles: dict[str, dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    data = X.assign(time_days=df["time_days"].to_numpy(), event=df["event"].to_numpy())
+    profile_rows = pd.DataFrame([{c: float(p.get(c, 0.0)) for c in X.columns} for p in profiles.values()],
+                                index=list(profiles))
+    horizons_days = [m * DAYS_PER_MONTH for m in horizons_months]
+    fits, preds = [], []
+    for name in names:
+        if name not in AFT:
+            raise InputError(f"params.yaml: survival.parametric '{name}' is not one of {', '.join(AFT)}")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = AFT[name]().fit(data, "time_days", "event")
+        fits.append({"model": name, "loglik": model.log_likelihood_, "aic": model.AIC_,
+                     "parameters": int(len(model.params_))})
+        surv = model.predict_survival_function(profile_rows, times=horizons_days)
+        for profile in profiles:
+            for m, h in zip(horizons_months, horizons_days):
+                preds.append({"model": name, "profile": profile, "horizon_months": m,
+                              "cumulative_rereport": 1 - float(surv.loc[h, profile])})
+    table = pd.DataFrame(fits).sort_values("aic").reset_index(drop=True)
+    table["delta_aic"] = table["aic"] - table["aic"].min()
+    return table, pd.DataFrame(preds)
+
+
+# -- recurrent and competing --------------------------------------------------------------
+def recurrent_data(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Counting-process rows per child: time since the child's first index origin, one
+    (start, stop] per index episode; gaps (open cases) are time not at risk. Rows whose
+    interval overlaps the previous one (a referral while a case was open) are left out."""
+    d = df.sort_values(["child_id", "origin_date"], kind="stable").copy()
+    first = d.groupby("child_id")["origin_date"].transform("min")
+    d["start"] = (d["origin_date"] - first).dt.days.astype(float)
+    d["stop"] = d["start"] + d["time_days"]
+    d["episode"] = d.groupby("child_id").cumcount() + 1
+    prev_stop = d.groupby("child_id")["stop"].shift(1)
+    overlap = (prev_stop > d["start"]).to_numpy()
+    d["episode_stratum"] = np.minimum(d["episode"], 4).astype(str).str.replace("4", "4+")
+    return d[~overlap], int(overlap.sum())
+
+
+def recurrent(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    d, overlapping = recurrent_data(df)
+    Xd = X.loc[d.index]
+    ag = CoxPH(ties=s["ties"]).fit(Xd, d["stop"], d["event"], entry=d["start"], cluster=d["child_id"])
+    pwp = CoxPH(ties=s["ties"]).fit(Xd, d["time_days"], d["event"], strata=d["episode_stratum"],
+                                    cluster=d["child_id"])
+    table = pd.concat([hazard_ratio_table(ag).assign(model="andersen_gill"),
+                       hazard_ratio_table(pwp).assign(model="pwp_gap_time")], ignore_index=True)
+    return table, {"rows": int(len(d)), "children": int(d["child_id"].nunique()),
+                   "events": int(d["event"].sum()), "overlapping_rows_left_out": overlapping}
+
+
+def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: int
+              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    code = {c: i + 1 for i, c in enumerate(CAUSES)}
+    event_type = df["event_type"].map(code).fillna(0).astype(int).to_numpy()
+    curves, tables, counts = [], [], {}
+    for cause in CAUSES:
+        counts[cause] = int((df["event_type"] == cause).sum())
+        cif = aalen_johansen(df["time_days"], event_type, code[cause])
+        cif = cif[cif["at_risk"] >= min_count]
+        curves.append(cif.assign(cause=cause, time_months=(cif["time"] / DAYS_PER_MONTH).round(3)))
+        if cause != "age_18" and counts[cause] >= min_count:
+            model = fit_cox(df, X, s, event=(df["event_type"] == cause).astype(int))
+            tables.append(hazard_ratio_table(model).assign(cause=cause))
+    cif = pd.concat(curves, ignore_index=True).rename(columns={"time": "time_days"})
+    cif = cif[["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"]]
+    return cif, pd.concat(tables, ignore_index=True), counts
+
+
+# -- the stage ----------------------------------------------------------------------------
+def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, Any] | None,
+        progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, Any], CoxPH]:
+    """Everything the stage computes (pure: analysis table and settings in, tables out)."""
+    def say(msg: str) -> None:
+        if progress:
+            print(f"survival: {msg}", file=sys.stderr)
+
+    df = with_groups(df.reset_index(drop=True))
+    tables = describe(df, s.get("km_groups", []), s["horizons_months"], min_count)
+    say("described")
+    X, reference = design_matrix(df, s["covariates"], s.get("categorical", []))
+    model = fit_cox(df, X, s)
+    true = truth_for(list(X.columns), truth)
+    hr = hazard_ratio_table(model, true if truth else None)
+    tables["hazard_ratios"] = hr
+    zph = ph_advice(model.zph("km"), s.get("ph_alpha", 0.05))
+    tables["ph_tests"] = zph.reset_index()
+    say("Cox model fitted")
+    c_index = concordance_index(df["time_days"], -model.linear_predictor_, df["event"])
+    metrics: dict[str, Any] = {
+        "n": int(len(df)), "events": int(df["event"].sum()),
+        "families": int(df[s["cluster"]].nunique()) if s.get("cluster") else None,
+        "cox": {"concordance": round(float(c_index), 4), "loglik": model.loglik_,
+                "loglik_null": model.loglik_null_, "iterations": model.n_iter_,
+                "reference_levels": reference,
+                "ph_global_p": float(zph.loc["GLOBAL", "p"]),
+                "ph_violations": [c for c in zph.index if c != "GLOBAL" and zph.loc[c, "violated"]]},
+        "cumulative_rereport": {f"{m}_months": _read(tables["cumulative_rereport"], m)
+                                for m in s["horizons_months"]},
+    }
+    if truth:
+        known = hr[hr["true_in_ci"].notna()]
+        metrics["truth_recovery"] = {"covariates_with_truth": int(len(known)),
+                                     "true_value_in_95ci": int(known["true_in_ci"].astype(bool).sum())}
+    if s.get("parametric"):
+        tables["parametric_models"], tables["parametric_predictions"] = parametric(
+            df, X, s["parametric"], s["horizons_months"], s.get("reference_profiles", {}))
+        metrics["parametric_best_by_aic"] = tables["parametric_models"].iloc[0]["model"]
+        say("parametric models fitted")
+    if s.get("recurrent") and {"child_id", "origin_date"} <= set(df.columns):
+        tables["recurrent_models"], metrics["recurrent"] = recurrent(df, X, s)
+        say("recurrent models fitted")
+    if s.get("competing_risks") and "event_type" in df.columns:
+        tables["competing_cif"], tables["cause_specific_hazard_ratios"], metrics["competing_events"] = \
+            competing(df, X, s, min_count)
+        say("competing risks done")
+    tables["plot_curves"] = plot_curves(tables)
+    return tables, metrics, model
+
+
+def step_at(times: np.ndarray, values: np.ndarray, grid: np.ndarray, start: float) -> np.ndarray:
+    """A right-continuous step function read on a grid (``start`` before the first time,
+    NaN after the last reportable time)."""
+    idx = np.searchsorted(times, grid, side="right")
+    out = np.concatenate([[start], values])[idx]
+    return np.where(grid > (times[-1] if len(times) else -np.inf), np.nan, out) if len(times) else out
+
+
+def plot_curves(tables: dict[str, pd.DataFrame], months: float = 72, step: float = 0.5) -> pd.DataFrame:
+    """One row per half month: the overall KM cumulative re-report with its CI and, when
+    computed, the cumulative incidence of each competing end (for ``dvc plots``)."""
+    grid = np.arange(0, months + step / 2, step)
+    days = grid * DAYS_PER_MONTH
+    km = tables["km_overall"]
+    out = {"time_months": grid}
+    for col in ("cumulative_rereport", "cumulative_lower", "cumulative_upper"):
+        out[col] = step_at(km["time_days"].to_numpy(), km[col].to_numpy(), days, 0.0)
+    if "competing_cif" in tables:
+        cif = tables["competing_cif"]
+        for cause in CAUSES:
+            c = cif[cif["cause"] == cause]
+            out[f"cif_{cause}"] = step_at(c["time_days"].to_numpy(), c["cif"].to_numpy(), days, 0.0)
+    return pd.DataFrame(out)
+
+
+def _read(cum: pd.DataFrame, months: float) -> float | None:
+    row = cum[(cum["variable"] == "all") & (cum["horizon_months"] == months)]
+    value = row["cumulative_rereport"].iloc[0] if len(row) else np.nan
+    return None if pd.isna(value) else round(float(value), 4)
+
+
+def settings(params: dict[str, Any], df: pd.DataFrame) -> dict[str, Any]:
+    """Survival settings; for a prepared analysis table, its own covariates and no groups."""
+    s = dict(params["survival"])
+    if params["input"]["source"] == "analysis_table":
+        spec = params["input"]["analysis_table"]
+        covs = list(spec.get("covariates") or [])
+        s.update(covariates=[c for c in covs if pd.api.types.is_numeric_dtype(df[c])],
+                 categorical=[c for c in covs if not pd.api.types.is_numeric_dtype(df[c])],
+                 strata=None, cluster="family_id", km_groups=[], recurrent=False, competing_risks=False,
+                 reference_profiles={})
+    return s
+
+
+def main() -> None:
+    params = config.load_params()
+    df = pd.read_parquet("data/analysis/rereport.parquet")
+    s = settings(params, df)
+    truth = None
+    truth_file = config.SYNTHETIC_DIR / "truth.json"
+    if params["input"]["source"] == "synthetic" and truth_file.exists():
+        truth = json.loads(truth_file.read_text())
+    min_count = int(params["disclosure"]["min_cell_count"])
+    tables, metrics, model = run(df, s, min_count, truth, progress=len(df) >= 200_000)
+    for name, table in tables.items():
+        write_csv(table, REPORTS / f"{name}.csv")
+    write_json(metrics, Path("metrics/survival.json"))
+    write_json({"names": model.names_, "coef": model.coef_.tolist(),
+                "robust_vcov": None if model.robust_var_ is None else model.robust_var_.tolist(),
+                "model_vcov": model.var_.tolist(), "center": model._center.tolist(), "ties": model.ties,
+                "strata_column": s.get("strata"), "reference_levels": metrics["cox"]["reference_levels"],
+                "covariates": s["covariates"], "categorical": s.get("categorical", [])},
+               Path("models/cox.json"))
+    write_csv(model.baseline_cumulative_hazard_, Path("models/cox_baseline.csv"))
+    print(f"survival: {metrics['n']:,} index referrals, {metrics['events']:,} re-referrals; "
+          f"concordance {metrics['cox']['concordance']}" +
+          (f"; truth in 95% CI for {metrics['truth_recovery']['true_value_in_95ci']} of "
+           f"{metrics['truth_recovery']['covariates_with_truth']} covariates" if truth else ""))
+
+
+if __name__ == "__main__":
+    stage_entry(main)()
