@@ -49,43 +49,111 @@ from scipy import stats
 
 @dataclass
 class _Stratum:
-    """Sorted views and event-time structure of one stratum (fixed across iterations)."""
+    """One stratum, its rows sorted by stop time once at fit (every pass is then contiguous)."""
 
-    rows: np.ndarray          # indices into the full data
-    stop: np.ndarray          # stop times of rows (in `rows` order)
+    rows: np.ndarray          # indices into the full data, in stop-time order
+    X: np.ndarray             # centred covariates of `rows` (sorted copy)
+    stop: np.ndarray
     start: np.ndarray
     event: np.ndarray
     event_times: np.ndarray   # unique event times t_k
     d: np.ndarray             # tied events per t_k
-    k_of_event: np.ndarray    # for each event row (in `ev_rows` order) its k
-    ev_rows: np.ndarray       # positions (within stratum) of event rows, sorted by time
+    k_of_event: np.ndarray    # for each event row its k
+    ev_rows: np.ndarray       # positions of event rows (sorted by time)
+    ev_first: np.ndarray      # position in ev_rows where each t_k's events begin
     l_frac: np.ndarray        # l / d_k for each event row (Efron); 0 for Breslow
-    by_stop: np.ndarray       # argsort of stop
-    by_start: np.ndarray      # argsort of start
-    stop_sorted: np.ndarray
-    start_sorted: np.ndarray
+    risk_from: np.ndarray     # first position with stop >= t_k
+    counting: bool
+    X_ev: np.ndarray | None = None        # covariates of the event rows (contiguous copy)
+    stop_k: np.ndarray | None = None      # number of event times <= stop, per row
+    start_k: np.ndarray | None = None     # number of event times <= start, per row
+    by_start: np.ndarray | None = None   # argsort of start (counting process only)
+    enter_from: np.ndarray | None = None  # first position (in start order) with start >= t_k
 
 
-def _prepare(stop, start, event, rows, efron) -> _Stratum:
+def _prepare(X, stop, start, event, rows, efron) -> _Stratum:
+    order = np.argsort(stop[rows], kind="stable")
+    rows = rows[order]
+    stop, start, event = stop[rows], start[rows], event[rows]
     ev_pos = np.flatnonzero(event)
-    ev_pos = ev_pos[np.argsort(stop[ev_pos], kind="stable")]
     event_times, first, d = np.unique(stop[ev_pos], return_index=True, return_counts=True)
     k_of_event = np.repeat(np.arange(len(event_times)), d)
     within = np.arange(len(ev_pos)) - np.repeat(first, d)
     l_frac = within / np.repeat(d, d) if efron else np.zeros(len(ev_pos))
-    by_stop = np.argsort(stop, kind="stable")
-    by_start = np.argsort(start, kind="stable")
-    return _Stratum(rows, stop, start, event, event_times, d, k_of_event, ev_pos, l_frac,
-                    by_stop, by_start, stop[by_stop], start[by_start])
+    counting = bool(np.isfinite(start).any())
+    Xs = np.ascontiguousarray(X[rows])
+    s = _Stratum(rows, Xs, stop, start, event, event_times, d, k_of_event, ev_pos,
+                 first, l_frac, np.searchsorted(stop, event_times, side="left"), counting,
+                 X_ev=np.ascontiguousarray(Xs[ev_pos]))
+    s.stop_k = np.searchsorted(event_times, stop, side="right")
+    if counting:
+        s.start_k = np.searchsorted(event_times, start, side="right")
+        s.by_start = np.argsort(start, kind="stable")
+        s.enter_from = np.searchsorted(start[s.by_start], event_times, side="left")
+    return s
 
 
-def _tail_sums(values: np.ndarray, order: np.ndarray, sorted_keys: np.ndarray, at: np.ndarray,
-               strict: bool) -> np.ndarray:
-    """sum of values[j] over j with key_j >= at (strict=False) or key_j > at (strict=True)."""
-    v = values[order]
-    csum = np.concatenate([np.zeros((1,) + v.shape[1:]), np.cumsum(v, axis=0)])
-    idx = np.searchsorted(sorted_keys, at, side="right" if strict else "left")
-    return csum[-1] - csum[idx]
+def _suffix_sums(values: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """sum of values[i:] for each i in ``at`` (ascending; values in sorted order).
+
+    Sums the row blocks between consecutive positions (one ``reduceat``), then cumulates
+    over the blocks from the end: O(n p) reads, O(K p) writes, no n x p temporary.
+    """
+    n = len(values)
+    if len(at) == 0:
+        return np.zeros((0,) + values.shape[1:])
+    starts = np.minimum(at, n)
+    valid = starts < n
+    blocks = np.zeros((len(at),) + values.shape[1:])
+    if valid.any():
+        first_valid = np.flatnonzero(valid)
+        idx = starts[first_valid]
+        # reduceat over [idx_j, idx_{j+1}); the last block runs to the end
+        sums = np.add.reduceat(values, idx, axis=0)
+        # equal consecutive positions give a repeated block; zero all but the last of each run
+        same_as_next = np.append(idx[1:] == idx[:-1], False)
+        sums[same_as_next] = 0
+        blocks[first_valid] = sums
+    return np.cumsum(blocks[::-1], axis=0)[::-1]
+
+
+def _segment_sums(values: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """Sums of consecutive segments starting at ``first`` (values already grouped)."""
+    if len(first) == 0:
+        return np.zeros((0,) + values.shape[1:])
+    return np.add.reduceat(values, first, axis=0)
+
+
+@dataclass
+class _Terms:
+    """Per event time k, everything the sums over the Efron pseudo-risk-sets need.
+
+    With f_l = l/d_k: xbar_kl = (S1_k - f_l D1_k) / S0_kl, so every sum over l is a
+    combination of S1_k, D1_k and scalar sums over l: a = sum 1/S0_kl, b = sum f/S0_kl,
+    c0 = sum 1/S0_kl^2, c1 = sum f/S0_kl^2, c2 = sum f^2/S0_kl^2. Nothing of size
+    (events x p) is ever formed.
+    """
+
+    s0_l: np.ndarray
+    S1: np.ndarray
+    D1: np.ndarray
+    a: np.ndarray
+    b: np.ndarray
+    c0: np.ndarray
+    c1: np.ndarray
+    c2: np.ndarray
+
+    def xbar_sum(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """sum_k weight_k sum_l xbar_kl."""
+        per_k = self.S1 * self.a[:, None] - self.D1 * self.b[:, None]
+        return per_k.sum(0) if weight is None else (per_k * weight[:, None]).sum(0)
+
+    def xbar_outer(self, weight: np.ndarray | None = None) -> np.ndarray:
+        """sum_k weight_k sum_l xbar_kl xbar_kl'."""
+        w = np.ones(len(self.a)) if weight is None else weight
+        cross = (self.S1 * (w * self.c1)[:, None]).T @ self.D1
+        return ((self.S1 * (w * self.c0)[:, None]).T @ self.S1 - cross - cross.T
+                + (self.D1 * (w * self.c2)[:, None]).T @ self.D1)
 
 
 def km_left_continuous(at: np.ndarray, stop: np.ndarray, start: np.ndarray, event: np.ndarray) -> np.ndarray:
@@ -120,52 +188,46 @@ class CoxPH:
         self.max_iter = max_iter
 
     # -- core sums ------------------------------------------------------------------------
-    def _stratum_terms(self, s: _Stratum, X: np.ndarray, w: np.ndarray):
-        """S0_kl, xbar_kl for every event row, and per-k Efron sums (for I and residuals)."""
-        counting = np.isfinite(s.start).any()
-        wx = X * w[:, None]
-        s0 = _tail_sums(w, s.by_stop, s.stop_sorted, s.event_times, strict=False)
-        s1 = _tail_sums(wx, s.by_stop, s.stop_sorted, s.event_times, strict=False)
-        if counting:  # remove rows that enter at or after t_k: at risk needs start < t_k
-            s0 = s0 - _tail_sums(w, s.by_start, s.start_sorted, s.event_times, strict=False)
-            s1 = s1 - _tail_sums(wx, s.by_start, s.start_sorted, s.event_times, strict=False)
-        ev = s.ev_rows
-        d0 = np.bincount(s.k_of_event, weights=w[ev], minlength=len(s.d))
-        d1 = np.stack([np.bincount(s.k_of_event, weights=wx[ev, c], minlength=len(s.d))
-                       for c in range(X.shape[1])], axis=1) if X.shape[1] else np.zeros((len(s.d), 0))
-        k = s.k_of_event
-        s0_l = s0[k] - s.l_frac * d0[k]
-        s1_l = s1[k] - s.l_frac[:, None] * d1[k]
-        return s0_l, s1_l / s0_l[:, None]
+    def _stratum_terms(self, s: _Stratum, w: np.ndarray) -> _Terms:
+        """Risk-set sums at each event time and the Efron scalar sums (see ``_Terms``)."""
+        wx = s.X * w[:, None]
+        s0 = _suffix_sums(w, s.risk_from)
+        S1 = _suffix_sums(wx, s.risk_from)
+        if s.counting:  # remove rows entering at or after t_k: at risk needs start < t_k
+            s0 = s0 - _suffix_sums(w[s.by_start], s.enter_from)
+            S1 = S1 - _suffix_sums(wx[s.by_start], s.enter_from)
+        w_ev = w[s.ev_rows]
+        d0 = _segment_sums(w_ev, s.ev_first)
+        D1 = _segment_sums(s.X_ev * w_ev[:, None], s.ev_first)
+        f = s.l_frac
+        s0_l = s0[s.k_of_event] - f * d0[s.k_of_event]
+        inv = 1 / s0_l
+        inv2 = inv * inv
+        seg = lambda v: _segment_sums(v, s.ev_first)  # noqa: E731
+        return _Terms(s0_l, S1, D1, seg(inv), seg(f * inv), seg(inv2), seg(f * inv2), seg(f * f * inv2))
 
     def _loglik_score_info(self, beta: np.ndarray, want_info: bool = True):
-        X = self._X
-        eta = X @ beta
-        loglik, U = 0.0, np.zeros(X.shape[1])
-        info = np.zeros((X.shape[1], X.shape[1]))
+        p = len(beta)
+        loglik, U, info = 0.0, np.zeros(p), np.zeros((p, p))
         for s in self._strata:
-            Xs = X[s.rows]
-            w = np.exp(eta[s.rows])
-            s0_l, xbar_l = self._stratum_terms(s, Xs, w)
-            ev = s.ev_rows
-            loglik += float(eta[s.rows][ev].sum() - np.log(s0_l).sum())
-            U += Xs[ev].sum(0) - xbar_l.sum(0)
+            eta = s.X @ beta
+            w = np.exp(eta)
+            t = self._stratum_terms(s, w)
+            loglik += float(eta[s.ev_rows].sum() - np.log(t.s0_l).sum())
+            U += s.X_ev.sum(0) - t.xbar_sum()
             if want_info:
-                a_k = np.bincount(s.k_of_event, weights=1 / s0_l, minlength=len(s.d))
-                b_k = np.bincount(s.k_of_event, weights=s.l_frac / s0_l, minlength=len(s.d))
-                A = self._cum_at_risk(s, a_k)
-                coef = w * A
-                coef[ev] -= w[ev] * b_k[s.k_of_event]
-                info += (Xs * coef[:, None]).T @ Xs - xbar_l.T @ xbar_l
+                coef = w * self._cum_at_risk(s, t.a)
+                coef[s.ev_rows] -= w[s.ev_rows] * t.b[s.k_of_event]
+                info += (s.X * coef[:, None]).T @ s.X - t.xbar_outer()
         return loglik, U, info
 
     @staticmethod
     def _cum_at_risk(s: _Stratum, per_k: np.ndarray) -> np.ndarray:
         """For each row j: sum of per_k over event times t_k in (start_j, stop_j]."""
         csum = np.concatenate([np.zeros((1,) + per_k.shape[1:]), np.cumsum(per_k, axis=0)])
-        upto_stop = csum[np.searchsorted(s.event_times, s.stop, side="right")]
-        if np.isfinite(s.start).any():
-            upto_stop = upto_stop - csum[np.searchsorted(s.event_times, s.start, side="right")]
+        upto_stop = csum[s.stop_k]
+        if s.counting:
+            upto_stop = upto_stop - csum[s.start_k]
         return upto_stop
 
     # -- public API -----------------------------------------------------------------------
@@ -193,7 +255,7 @@ class CoxPH:
             labels, self.strata_levels_ = np.zeros(n, dtype=np.int64), np.array([None], dtype=object)
         else:
             labels, self.strata_levels_ = pd.factorize(np.asarray(strata))
-        self._strata = [_prepare(stop[r], start[r], event[r], r, self.ties == "efron")
+        self._strata = [_prepare(self._X, stop, start, event, r, self.ties == "efron")
                         for r in (np.flatnonzero(labels == g) for g in range(labels.max() + 1))]
 
         beta = np.zeros(p)
@@ -239,12 +301,9 @@ class CoxPH:
     def _baseline(self, beta: np.ndarray) -> pd.DataFrame:
         """Cumulative baseline hazard at the covariate means, per stratum: increments
         sum_l 1/S0_kl at each event time (Efron; Breslow d_k/S0_k), as R's survfit.coxph."""
-        eta = self._X @ beta
         parts = []
         for level, s in zip(self.strata_levels_, self._strata):
-            w = np.exp(eta[s.rows])
-            s0_l, _ = self._stratum_terms(s, self._X[s.rows], w)
-            dh = np.bincount(s.k_of_event, weights=1 / s0_l, minlength=len(s.d))
+            dh = self._stratum_terms(s, np.exp(s.X @ beta)).a
             parts.append(pd.DataFrame({"stratum": level, "time": s.event_times, "cumhaz": np.cumsum(dh)}))
         return pd.concat(parts, ignore_index=True)
 
@@ -261,28 +320,16 @@ class CoxPH:
         return np.exp(-np.outer(risk, h0))
 
     def _score_residuals(self, beta: np.ndarray) -> np.ndarray:
-        X = self._X
-        eta = X @ beta
-        out = np.zeros_like(X)
+        out = np.zeros_like(self._X)
         for s in self._strata:
-            Xs = X[s.rows]
-            w = np.exp(eta[s.rows])
-            s0_l, xbar_l = self._stratum_terms(s, Xs, w)
-            ev = s.ev_rows
-            nk = len(s.d)
-            a_k = np.bincount(s.k_of_event, weights=1 / s0_l, minlength=nk)
-            B_k = np.stack([np.bincount(s.k_of_event, weights=xbar_l[:, c] / s0_l, minlength=nk)
-                            for c in range(X.shape[1])], axis=1)
-            b_k = np.bincount(s.k_of_event, weights=s.l_frac / s0_l, minlength=nk)
-            C_k = np.stack([np.bincount(s.k_of_event, weights=s.l_frac * xbar_l[:, c] / s0_l, minlength=nk)
-                            for c in range(X.shape[1])], axis=1)
-            mean_xbar = np.stack([np.bincount(s.k_of_event, weights=xbar_l[:, c], minlength=nk)
-                                  for c in range(X.shape[1])], axis=1) / s.d[:, None]
-            A = self._cum_at_risk(s, a_k)
-            B = self._cum_at_risk(s, B_k)
-            r = -w[:, None] * (Xs * A[:, None] - B)
-            k = s.k_of_event
-            r[ev] += Xs[ev] - mean_xbar[k] + w[ev, None] * (Xs[ev] * b_k[k, None] - C_k[k])
+            w = np.exp(s.X @ beta)
+            t = self._stratum_terms(s, w)
+            ev, k = s.ev_rows, s.k_of_event
+            B_k = t.S1 * t.c0[:, None] - t.D1 * t.c1[:, None]        # sum_l xbar_kl / S0_kl
+            C_k = t.S1 * t.c1[:, None] - t.D1 * t.c2[:, None]        # sum_l f_l xbar_kl / S0_kl
+            mean_xbar = (t.S1 * t.a[:, None] - t.D1 * t.b[:, None]) / s.d[:, None]
+            r = -w[:, None] * (s.X * self._cum_at_risk(s, t.a)[:, None] - self._cum_at_risk(s, B_k))
+            r[ev] += s.X_ev - mean_xbar[k] + w[ev, None] * (s.X_ev * t.b[k, None] - C_k[k])
             out[s.rows] = r
         return out
 
@@ -298,7 +345,7 @@ class CoxPH:
         """
         if transform not in ("km", "identity", "log", "rank"):
             raise ValueError("transform must be km, identity, log or rank")
-        X, p = self._X, self._X.shape[1]
+        p = self._X.shape[1]
         if transform == "km":
             ttimes = 1 - km_left_continuous(self._stop, self._stop, self._start, self._event)
         elif transform == "identity":
@@ -308,26 +355,20 @@ class CoxPH:
         else:
             ttimes = stats.rankdata(self._stop)
         gtime = ttimes - ttimes[self._event].mean()
-        eta = X @ self.coef_
         U = np.zeros(p)
         blocks = [np.zeros((p, p)) for _ in range(3)]  # sum V, sum g V, sum g^2 V
         for s in self._strata:
-            Xs = X[s.rows]
-            w = np.exp(eta[s.rows])
-            s0_l, xbar_l = self._stratum_terms(s, Xs, w)
+            w = np.exp(s.X @ self.coef_)
+            t = self._stratum_terms(s, w)
             ev = s.ev_rows
             g_ev = gtime[s.rows][ev]
-            U += (g_ev[:, None] * (Xs[ev] - xbar_l)).sum(0)
-            nk = len(s.d)
-            g_k = np.bincount(s.k_of_event, weights=g_ev, minlength=nk) / s.d
-            a_k = np.bincount(s.k_of_event, weights=1 / s0_l, minlength=nk)
-            b_k = np.bincount(s.k_of_event, weights=s.l_frac / s0_l, minlength=nk)
+            g_k = _segment_sums(g_ev, s.ev_first) / s.d  # g is constant within a tied time
+            U += (g_ev[:, None] * s.X_ev).sum(0) - t.xbar_sum(g_k)
             for power, block in enumerate(blocks):
                 gp = g_k ** power
-                coef = w * self._cum_at_risk(s, gp * a_k)
-                coef[ev] -= w[ev] * (gp * b_k)[s.k_of_event]
-                ge = g_ev ** power
-                block += (Xs * coef[:, None]).T @ Xs - (xbar_l * ge[:, None]).T @ xbar_l
+                coef = w * self._cum_at_risk(s, gp * t.a)
+                coef[ev] -= w[ev] * (gp * t.b)[s.k_of_event]
+                block += (s.X * coef[:, None]).T @ s.X - t.xbar_outer(gp)
         i11, i12, i22 = blocks
         full = np.block([[i11, i12], [i12.T, i22]])
         rows = []
