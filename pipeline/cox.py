@@ -262,8 +262,14 @@ class CoxPH:
         loglik0, U, info = self._loglik_score_info(beta)
         self.loglik_null_ = loglik0
         loglik = loglik0
+        if len(self._strata) == 0 or sum(len(s.d) for s in self._strata) == 0:
+            raise ValueError("no events: a Cox model cannot be fitted")
         for it in range(1, self.max_iter + 1):
-            step = np.linalg.solve(info, U)
+            try:
+                step = np.linalg.solve(info, U)
+            except np.linalg.LinAlgError:
+                raise ValueError("the information matrix is singular: a covariate is constant among "
+                                 "those at risk, or covariates are collinear") from None
             new = beta + step
             new_loglik, new_U, new_info = self._loglik_score_info(new)
             halvings = 0

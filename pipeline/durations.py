@@ -216,6 +216,8 @@ def main() -> None:
         b = tables["banded_estimates"].iloc[0]
         metrics["banded"] = {"weibull_median_days": b.get("weibull_median_days"),
                              "turnbull_open_at_24m": b.get(f"turnbull_open_at_{24}m")}
+    if not tables:  # a prepared analysis table has no plans: say so rather than leave nothing
+        tables["planner_summary"] = pd.DataFrame({"note": ["no plans in the input: nothing to summarise"]})
     for name, table in tables.items():
         write_csv(table, REPORTS / f"{name}.csv")
     write_json(metrics, Path("metrics/durations.json"))

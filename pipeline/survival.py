@@ -189,11 +189,15 @@ def truth_for(columns: list[str], truth: dict[str, Any] | None) -> pd.Series:
     return pd.Series([effects.get(c, 0.0 if "[" in c else np.nan) for c in columns], index=columns)
 
 
-def fit_cox(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], event: pd.Series | None = None) -> CoxPH:
-    return CoxPH(ties=s["ties"]).fit(
-        X, df["time_days"], df["event"] if event is None else event,
-        strata=df[s["strata"]] if s.get("strata") else None,
-        cluster=df[s["cluster"]] if s.get("cluster") else None)
+def fit_cox(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], event: pd.Series | None = None,
+            what: str = "Cox model of re-referral") -> CoxPH:
+    try:
+        return CoxPH(ties=s["ties"]).fit(
+            X, df["time_days"], df["event"] if event is None else event,
+            strata=df[s["strata"]] if s.get("strata") else None,
+            cluster=df[s["cluster"]] if s.get("cluster") else None)
+    except ValueError as err:
+        raise InputError(f"{what} on {len(df):,} rows with covariates {', '.join(X.columns)}: {err}") from None
 
 
 def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataFrame:
@@ -222,6 +226,8 @@ def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_mon
             model = AFT[name]().fit(data, "time_days", "event")
         fits.append({"model": name, "loglik": model.log_likelihood_, "aic": model.AIC_,
                      "parameters": int(len(model.params_))})
+        if not profiles:
+            continue
         surv = model.predict_survival_function(profile_rows, times=horizons_days)
         for profile in profiles:
             for m, h in zip(horizons_months, horizons_days):
@@ -229,7 +235,7 @@ def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_mon
                               "cumulative_rereport": 1 - float(surv.loc[h, profile])})
     table = pd.DataFrame(fits).sort_values("aic").reset_index(drop=True)
     table["delta_aic"] = table["aic"] - table["aic"].min()
-    return table, pd.DataFrame(preds)
+    return table, pd.DataFrame(preds, columns=["model", "profile", "horizon_months", "cumulative_rereport"])
 
 
 # -- recurrent and competing --------------------------------------------------------------
@@ -271,7 +277,8 @@ def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: i
         cif = cif[cif["at_risk"] >= min_count]
         curves.append(cif.assign(cause=cause, time_months=(cif["time"] / DAYS_PER_MONTH).round(3)))
         if cause != "age_18" and counts[cause] >= min_count:
-            model = fit_cox(df, X, s, event=(df["event_type"] == cause).astype(int))
+            model = fit_cox(df, X, s, event=(df["event_type"] == cause).astype(int),
+                            what=f"cause-specific Cox model of {cause}")
             tables.append(hazard_ratio_table(model).assign(cause=cause))
     cif = pd.concat(curves, ignore_index=True).rename(columns={"time": "time_days"})
     cif = cif[["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"]]
