@@ -70,8 +70,11 @@ def test_repro_makes_every_output(project):
 
 
 def test_plots_render(project):
-    out = sh(["dvc", "plots", "show", "--json"], project).stdout
-    assert "plot_curves.csv" in out and "plot_open_share.csv" in out
+    out = json.loads(sh(["dvc", "plots", "show", "--json"], project).stdout)["data"]
+    assert {"Cumulative re-report (Kaplan-Meier, 95% CI)", "Child protection plans still open (Kaplan-Meier)",
+            "Cumulative incidence of each end of follow-up (Aalen-Johansen)"} <= set(out)
+    text = json.dumps(out)
+    assert "cumulative_rereport" in text and "repeat_plans" in text and "cif_entered_care" in text
 
 
 def test_second_repro_does_nothing(project):
