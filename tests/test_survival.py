@@ -175,6 +175,9 @@ def test_stage_outputs_are_complete(stage_output, params):
     overall = cum[cum["variable"] == "all"]["cumulative_rereport"].to_numpy()
     assert np.all(np.diff(overall) > 0)                      # cumulative: increasing
     assert set(tables["parametric_models"]["model"]) == {"weibull", "lognormal", "loglogistic"}
+    # The simulated baseline is Weibull (and a Weibull PH model is a Weibull AFT model), so
+    # AIC must prefer the Weibull fit.
+    assert metrics["parametric_best_by_aic"] == "weibull"
     assert set(tables["recurrent_models"]["model"]) == {"andersen_gill", "pwp_gap_time"}
     assert set(tables["competing_cif"]["cause"]) == {"re_referral", "entered_care", "age_18"}
     assert 0.5 < metrics["cox"]["concordance"] < 1
