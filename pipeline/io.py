@@ -47,8 +47,9 @@ def write_parquet(df: pd.DataFrame, path: str | Path) -> None:
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> None:
+    """CSV with floats to 10 significant digits (ample for estimates; keeps files small)."""
     with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, lineterminator="\n")
+        df.to_csv(tmp, index=False, lineterminator="\n", float_format="%.10g")
 
 
 def write_csv_fast(df: pd.DataFrame, path: str | Path) -> None:

@@ -119,6 +119,18 @@ def at_horizons(curve: pd.DataFrame, horizons_days: list[float]) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def on_grid(curve: pd.DataFrame, times: np.ndarray, months: float = 72, step: float = 0.5) -> pd.DataFrame:
+    """A KM curve read every half month (exact step values there), with the number at risk
+    at each grid time; blank past the last time with enough at risk."""
+    grid = np.arange(0, months + step / 2, step)
+    days = grid * DAYS_PER_MONTH
+    out = pd.DataFrame({"time_months": grid, "time_days": np.round(days, 2),
+                        "at_risk": len(times) - np.searchsorted(np.sort(times), days, side="left")})
+    for col in ("cumulative_rereport", "cumulative_lower", "cumulative_upper"):
+        out[col] = step_at(curve["time_days"].to_numpy(), curve[col].to_numpy(), days, 0.0)
+    return out[out[["cumulative_rereport"]].notna().all(axis=1)]
+
+
 def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], min_count: int
              ) -> dict[str, pd.DataFrame]:
     horizons_days = [m * DAYS_PER_MONTH for m in horizons_months]
@@ -144,7 +156,7 @@ def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], 
             sub = df[levels == level]
             curve = km_table(sub["time_days"], sub["event"], min_count) if len(sub) >= min_count else None
             if curve is not None and not curve.empty:
-                by_group.append(curve.assign(variable=var, level=level))
+                by_group.append(on_grid(curve, sub["time_days"].to_numpy()).assign(variable=var, level=level))
             horizon_rows(var, level, sub, curve if curve is not None and not curve.empty else None)
         if levels.nunique() > 1:
             test = multivariate_logrank_test(df["time_days"], levels, df["event"])
