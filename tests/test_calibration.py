@@ -1,0 +1,65 @@
+"""Calibration measures against R's rms::val.prob (numbers pinned; R is not needed to run this).
+
+Reference: R 4.2.2, rms 6.5.0, ``tests/data/ref_valprob.R`` on ``tests/data/valprob_small.csv``
+(300 predictions, deliberately miscalibrated: true intercept 0.3, slope 0.8).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.calibration import lowess_calibration, val_prob
+
+D = pd.read_csv(Path(__file__).parent / "data" / "valprob_small.csv")
+
+
+def test_val_prob_matches_rms():
+    # v <- val.prob(d$p, d$y, pl=FALSE)
+    v = val_prob(D["p"], D["y"])
+    assert v["intercept"] == pytest.approx(0.256149240596, rel=1e-8)
+    assert v["slope"] == pytest.approx(0.820018166999, rel=1e-8)
+    assert v["emax"] == pytest.approx(0.104659853286, rel=1e-9)
+    assert v["e90"] == pytest.approx(0.0932255789351, rel=1e-9)
+    assert v["eavg"] == pytest.approx(0.0716368784293, rel=1e-9)
+    assert v["brier"] == pytest.approx(0.203082120658, rel=1e-10)
+    assert v["spiegelhalter_z"] == pytest.approx(2.9865512682, rel=1e-9)
+    assert v["spiegelhalter_p"] == pytest.approx(0.00282143525425, rel=1e-8)
+
+
+def test_c_statistic_is_exact():
+    """val.prob's 'C (ROC)' (0.736051299) comes from lrm.fit, which rounds predictions
+    before ranking; the exact value is Hmisc::somers2(d$p, d$y)["C"] = 0.736027637121."""
+    v = val_prob(D["p"], D["y"])
+    assert v["c"] == pytest.approx(0.736027637121, rel=1e-10)
+    assert v["dxy"] == pytest.approx(0.472055274242, rel=1e-10)
+
+
+def test_calibration_in_the_large_matches_glm_offset():
+    # coef(glm(d$y ~ offset(qlogis(d$p)), family=binomial))
+    assert val_prob(D["p"], D["y"])["citl"] == pytest.approx(0.401722185294, rel=1e-8)
+
+
+def test_lowess_smooth_matches_r():
+    # lowess(d$p, d$y, iter=0): first six fitted values at the six smallest p
+    order = np.argsort(D["p"].to_numpy(), kind="stable")
+    fitted = lowess_calibration(D["p"], D["y"])[order][:6]
+    r = [0.1048780529, 0.1064802203, 0.1073418977, 0.1084700089, 0.1086838688, 0.1088620854]
+    np.testing.assert_allclose(fitted, r, rtol=1e-8)
+
+
+def test_a_calibrated_model_looks_calibrated():
+    rng = np.random.default_rng(2)
+    p = 1 / (1 + np.exp(-rng.normal(-1, 1.2, 20_000)))
+    y = (rng.random(len(p)) < p).astype(int)
+    v = val_prob(p, y)
+    assert v["slope"] == pytest.approx(1, abs=0.05) and abs(v["citl"]) < 0.05
+    assert v["eavg"] < 0.01 and abs(v["observed_expected"] - 1) < 0.03
+
+
+def test_probabilities_must_be_inside_zero_one():
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        val_prob([0.0, 0.5], [0, 1])
