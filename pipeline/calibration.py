@@ -64,3 +64,61 @@ def val_prob(p, y) -> dict[str, Any]:
         "c": float(c), "dxy": float(2 * (c - 0.5)),
         "spiegelhalter_z": z, "spiegelhalter_p": float(2 * stats.norm.sf(abs(z))),
     }
+
+
+def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10) -> "pd.DataFrame":
+    """Observed against expected by tenth of predicted risk (counts below min_count withheld)."""
+    import pandas as pd
+
+    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
+    tenth = pd.qcut(pd.Series(p).rank(method="first"), groups, labels=False) + 1
+    out = (pd.DataFrame({"tenth": tenth, "p": p, "y": y}).groupby("tenth")
+           .agg(n=("y", "size"), observed_events=("y", "sum"), mean_predicted=("p", "mean"),
+                observed_rate=("y", "mean")).reset_index())
+    out["expected_events"] = out["mean_predicted"] * out["n"]
+    small = out["observed_events"] < min_count
+    out.loc[small, ["observed_events", "observed_rate"]] = np.nan
+    out.loc[out["n"] < min_count, ["n", "expected_events"]] = np.nan
+    return out
+
+
+def curve(p: np.ndarray, y: np.ndarray, points: int = 101) -> "pd.DataFrame":
+    """The lowess calibration curve on a grid of predicted risk, with the ideal diagonal."""
+    import pandas as pd
+
+    p = np.asarray(p, dtype=float)
+    smooth = lowess_calibration(p, np.asarray(y, dtype=float))
+    order = np.argsort(p)
+    grid = np.linspace(np.quantile(p, 0.01), np.quantile(p, 0.99), points)
+    return pd.DataFrame({"predicted": grid, "observed": np.interp(grid, p[order], smooth[order]), "ideal": grid})
+
+
+def main() -> None:
+    """Calibration of the logistic model on the validation data (first part of the stage)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from pipeline import config
+    from pipeline.errors import InputError
+    from pipeline.io import write_csv, write_json
+
+    params = config.load_params()
+    min_count = int(params["disclosure"]["min_cell_count"])
+    pred = pd.read_parquet("data/predictions/validation.parquet")
+    if not np.allclose(pred["weight"], 1):
+        raise InputError("params.yaml: logistic.censoring is ipcw, but weighted calibration measures are not "
+                         "built yet; use censoring: exclude")
+    metrics = {"horizon_days": params["logistic"]["horizon_days"], "validation": val_prob(pred["p"], pred["y"])}
+    write_csv(decile_table(pred["p"], pred["y"], min_count), Path("reports/calibration/deciles.csv"))
+    write_csv(curve(pred["p"], pred["y"]), Path("reports/calibration/curve.csv"))
+    write_json(metrics, Path("metrics/calibration.json"))
+    v = metrics["validation"]
+    print(f"calibration: validation O/E {v['observed_expected']:.3f}, slope {v['slope']:.3f}, "
+          f"ICI {v['eavg']:.4f}, C {v['c']:.3f}")
+
+
+if __name__ == "__main__":
+    from pipeline.errors import stage_entry
+
+    stage_entry(main)()

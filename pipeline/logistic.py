@@ -2,7 +2,7 @@
 
 * ``binary_outcome``: re-referred within H days. A row's status at H is known if it was
   re-referred by H, followed for H days, or reached a competing end (entering care,
-  turning 18) before H (a known non-event). Rows censored at the extract date before H
+  turning 18) before H (a known non-event). Rows without H days of possible follow-up
   are never counted as "no event": they are excluded, or the known rows are weighted by
   the inverse probability of remaining uncensored (IPCW; Kaplan-Meier of the censoring
   times, read just before min(T, H)).
@@ -31,9 +31,16 @@ from pipeline.survival import design_matrix
 COMPETING_ENDS = ("entered_care", "age_18")
 
 
-def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude"
-                   ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Rows with a known status at the horizon, ``y`` (0/1) and ``weight``; and counts."""
+def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude",
+                   extract_date: pd.Timestamp | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Rows with a known status at the horizon, ``y`` (0/1) and ``weight``; and counts.
+
+    ``exclude``: drop rows whose *possible* follow-up (origin to extract date) is shorter
+    than H, whatever happened to them (dropping rows *observed* to be censored early would
+    keep early events and lose late non-events: biased towards events); any other row
+    still censored before H is dropped too, and counted. ``ipcw``: keep every row whose
+    status is known and weight it 1/G(min(T, H)-), G the Kaplan-Meier curve of censoring.
+    """
     if method not in ("exclude", "ipcw"):
         raise ValueError("method must be 'exclude' or 'ipcw'")
     t = df["time_days"].to_numpy(dtype=float)
@@ -42,21 +49,32 @@ def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude
     y = event & (t <= horizon_days)
     known = y | (t >= horizon_days) | (competing & (t < horizon_days))
     weight = np.ones(len(df))
-    if method == "ipcw":
+    counts: dict[str, Any] = {"rows": int(len(df)), "method": method}
+    if method == "exclude":
+        if extract_date is not None and "origin_date" in df:
+            possible = (pd.Timestamp(extract_date) - df["origin_date"]).dt.days.to_numpy()
+            short = possible < horizon_days
+            counts["without_possible_follow_up"] = int(short.sum())
+            counts["censored_before_horizon_otherwise"] = int((~short & ~known).sum())
+            keep = ~short & known
+        else:
+            keep = known
+            counts["censored_before_horizon"] = int((~known).sum())
+        counts["handling"] = (f"rows with less than {horizon_days:g} days of possible follow-up excluded"
+                              if extract_date is not None else "rows censored before the horizon excluded")
+    else:
         censored = ~event & ~competing   # administrative censoring (extract date) only
         km = KaplanMeierFitter().fit(t, censored)
         sf = km.survival_function_.iloc[:, 0]
         at = np.minimum(t, horizon_days)
-        # G(s-): censoring survival just before s
-        idx = np.searchsorted(sf.index.to_numpy(), at, side="left") - 1
+        idx = np.searchsorted(sf.index.to_numpy(), at, side="left") - 1  # G(s-): just before s
         g = np.where(idx >= 0, sf.to_numpy()[np.maximum(idx, 0)], 1.0)
         weight = np.where(known, 1 / g, 0.0)
-    out = df.loc[known].assign(y=y[known].astype(np.int8), weight=weight[known])
-    counts = {"rows": int(len(df)), "known_status": int(known.sum()),
-              "censored_before_horizon": int((~known).sum()), "events_within_horizon": int(y.sum()),
-              "method": method,
-              "handling": ("rows censored before the horizon excluded" if method == "exclude" else
-                           "rows censored before the horizon carry weight 0; the others 1/G(min(T, H)-)")}
+        keep = known
+        counts["censored_before_horizon"] = int((~known).sum())
+        counts["handling"] = "rows censored before the horizon get weight 0; the others 1/G(min(T, H)-)"
+    out = df.loc[keep].assign(y=y[keep].astype(np.int8), weight=weight[keep])
+    counts.update({"kept": int(keep.sum()), "events_within_horizon": int(y[keep].sum())})
     return out, counts
 
 
@@ -102,3 +120,87 @@ def design(df: pd.DataFrame, covariates: list[str], categorical: list[str],
            reference: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
     """The design matrix shared with the Cox model (one place for coding covariates)."""
     return design_matrix(df, covariates, categorical, reference)
+
+
+def cox_snell_r2(loglik_model: float, loglik_null: float, n: int) -> float:
+    """R^2_CS = 1 - exp(2 (logL_null - logL_model) / n) (Cox and Snell 1989)."""
+    return float(1 - np.exp(2 * (loglik_null - loglik_model) / n))
+
+
+def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
+    """Outcome, split, fit, validation predictions (pure: analysis table and settings in)."""
+    from pipeline.samplesize import riley_binary
+
+    data, outcome_counts = binary_outcome(df, float(s["horizon_days"]), s["censoring"], extract_date)
+    dev, val, split_counts = temporal_split(data, s["cutoff"])
+    if dev["y"].nunique() < 2 or val["y"].nunique() < 2:
+        raise ValueError("development and validation data each need events and non-events; move logistic.cutoff")
+    X_dev, reference = design(dev, s["covariates"], s.get("categorical", []))
+    X_val, _ = design(val, s["covariates"], s.get("categorical", []), reference)
+    X_val = X_val.reindex(columns=X_dev.columns, fill_value=0.0)
+    odds = fit_logit(X_dev, dev["y"], cluster=dev["family_id"], weight=dev["weight"].to_numpy())
+    model = sklearn_model().fit(X_dev, dev["y"], sample_weight=dev["weight"])
+    p_val = model.predict_proba(X_val)[:, 1]
+    p_dev = model.predict_proba(X_dev)[:, 1]
+    y_dev = dev["y"].to_numpy()
+    ll = float(np.sum(y_dev * np.log(p_dev) + (1 - y_dev) * np.log(1 - p_dev)))
+    rate = y_dev.mean()
+    ll0 = float(len(y_dev) * (rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
+    r2 = cox_snell_r2(ll, ll0, len(y_dev))
+    n_params = X_dev.shape[1]
+    size = riley_binary(r2, n_params, float(rate))
+    groups = [c for c in ("sex", "ethnicity", "age_band", "la_code") if c in val.columns]
+    predictions = pd.DataFrame({
+        "p": p_val, "y": val["y"].to_numpy(), "weight": val["weight"].to_numpy(),
+        # families as anonymous integers: for resampling whole families, never to identify one
+        "family": pd.factorize(val["family_id"])[0],
+        "index_date": val["index_date"].to_numpy(),
+        **{g: val[g].astype(str).to_numpy() for g in groups},
+    })
+    model_json = {"terms": ["(intercept)", *X_dev.columns], "coef": [float(model.intercept_[0]), *map(float, model.coef_[0])],
+                  "reference_levels": reference, "covariates": s["covariates"], "categorical": s.get("categorical", []),
+                  "horizon_days": s["horizon_days"]}
+    metrics = {
+        "horizon_days": s["horizon_days"], "outcome": outcome_counts, "split": {"cutoff": s["cutoff"], **split_counts},
+        "development": {"n": int(len(dev)), "events": int(y_dev.sum()), "event_rate": round(float(rate), 4),
+                        "parameters": int(n_params), "events_per_parameter": round(float(y_dev.sum() / n_params), 1),
+                        "r2_cox_snell": round(r2, 4)},
+        "validation": {"n": int(len(val)), "events": int(val["y"].sum())},
+        "sample_size": {"riley_minimum_n": size["minimum_n"], "criteria": size["criteria"],
+                        "adequate": bool(len(dev) >= size["minimum_n"]),
+                        "basis": "Riley et al. BMJ 2020;368:m441, with the development model's own R^2_CS"},
+    }
+    return {"odds_ratios": odds.reset_index()}, metrics, {"predictions": predictions, "model": model_json}
+
+
+def main() -> None:
+    from pathlib import Path
+
+    from pipeline import config
+    from pipeline.errors import InputError
+    from pipeline.io import write_csv, write_json, write_parquet
+
+    params = config.load_params()
+    s = dict(params["logistic"])
+    df = pd.read_parquet("data/analysis/rereport.parquet")
+    if params["input"]["source"] == "analysis_table":
+        raise InputError("params.yaml: the logistic stage needs index dates (case-level input); "
+                         "a prepared analysis table has none")
+    try:
+        tables, metrics, out = run(df, s, config.extract_date(params))
+    except ValueError as err:
+        raise InputError(f"logistic: {err}") from None
+    for name, table in tables.items():
+        write_csv(table, Path("reports/logistic") / f"{name}.csv")
+    write_parquet(out["predictions"], Path("data/predictions/validation.parquet"))
+    write_json(out["model"], Path("models/logistic.json"))
+    write_json(metrics, Path("metrics/logistic.json"))
+    d, v = metrics["development"], metrics["validation"]
+    print(f"logistic: re-referral within {s['horizon_days']} days; development {d['n']:,} ({d['events']:,} events), "
+          f"validation {v['n']:,} ({v['events']:,} events); Riley minimum n {metrics['sample_size']['riley_minimum_n']:,}")
+
+
+if __name__ == "__main__":
+    from pipeline.errors import stage_entry
+
+    stage_entry(main)()

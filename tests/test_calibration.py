@@ -63,3 +63,24 @@ def test_a_calibrated_model_looks_calibrated():
 def test_probabilities_must_be_inside_zero_one():
     with pytest.raises(ValueError, match="strictly between 0 and 1"):
         val_prob([0.0, 0.5], [0, 1])
+
+
+def test_decile_table_by_hand():
+    from pipeline.calibration import decile_table
+    p = np.linspace(0.05, 0.95, 100)
+    y = (np.arange(100) % 2).astype(float)
+    t = decile_table(p, y, min_count=1)
+    assert t["n"].tolist() == [10] * 10 and t["observed_events"].sum() == 50
+    np.testing.assert_allclose(t["expected_events"].sum(), p.sum())
+    assert t["mean_predicted"].is_monotonic_increasing
+    # Withheld below the threshold: 5 events per tenth < 6.
+    assert decile_table(p, y, min_count=6)["observed_events"].isna().all()
+
+
+def test_curve_of_a_calibrated_model_follows_the_diagonal():
+    from pipeline.calibration import curve
+    rng = np.random.default_rng(7)
+    p = rng.uniform(0.05, 0.6, 20_000)
+    y = (rng.random(len(p)) < p).astype(float)
+    c = curve(p, y)
+    assert np.max(np.abs(c["observed"] - c["ideal"])) < 0.03

@@ -18,7 +18,17 @@ def _rows() -> pd.DataFrame:
     })
 
 
-def test_outcome_excludes_rows_censored_before_the_horizon():
+def test_outcome_excludes_rows_without_possible_follow_up():
+    """Exclusion is by possible follow-up (origin to extract date), not by outcome: the
+    row re-referred after 100 days but indexed 200 days before the extract is excluded too."""
+    rows = _rows().assign(origin_date=pd.to_datetime(["2024-10-01", "2023-01-01", "2024-09-01",
+                                                      "2023-01-01", "2023-01-01"]))
+    out, counts = logistic.binary_outcome(rows, 365, "exclude", extract_date=pd.Timestamp("2025-03-31"))
+    assert out.index.tolist() == [1, 3, 4] and out["y"].tolist() == [0, 0, 0]
+    assert counts["without_possible_follow_up"] == 2
+
+
+def test_outcome_without_dates_excludes_rows_censored_before_the_horizon():
     out, counts = logistic.binary_outcome(_rows(), 365, "exclude")
     # 200-day censored row is unknown at 365; care entry at 50 is a known non-event;
     # a re-referral at 500 is after the horizon: 0.

@@ -107,6 +107,17 @@ def test_no_identifier_in_metrics(project):
     assert not [i for i in sample if i in text]
 
 
+def test_logistic_horizon_experiment(project):
+    """dvc exp run -S logistic.horizon_days=180 reruns the logistic and calibration stages;
+    dvc metrics diff shows the change."""
+    sh(["dvc", "exp", "run", "-S", "logistic.horizon_days=180"], project)
+    changed = json.loads(sh(["dvc", "metrics", "diff", "--json"], project).stdout)
+    assert changed["metrics/logistic.json"]["horizon_days"]["new"] == 180
+    assert "validation.c" in changed["metrics/calibration.json"]
+    sh(["git", "checkout", "--", "params.yaml"], project)
+    sh(["dvc", "repro"], project)
+
+
 def test_experiment_changes_the_metrics(project):
     sh(["dvc", "exp", "run", "-S", "episodes.index=first_per_child"], project)
     diff = sh(["dvc", "metrics", "diff", "--json"], project).stdout
