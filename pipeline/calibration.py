@@ -110,6 +110,18 @@ def main() -> None:
         raise InputError("params.yaml: logistic.censoring is ipcw, but weighted calibration measures are not "
                          "built yet; use censoring: exclude")
     metrics = {"horizon_days": params["logistic"]["horizon_days"], "validation": val_prob(pred["p"], pred["y"])}
+    # Internal validation: bootstrap optimism of the development fit (whole families resampled).
+    from pipeline import bootstrap, logistic
+
+    dev = pd.read_parquet("data/predictions/development.parquet")
+    columns = [c for c in dev.columns if c not in ("y", "weight", "family")]
+    c = params["calibration"]
+    table = bootstrap.optimism(dev, "family", logistic.fit_function(columns), logistic.score_function(columns),
+                               replicates=int(c["bootstrap_replicates"]), seed=int(params["seed"]),
+                               n_jobs=int(c["n_jobs"]), progress=True)
+    write_csv(table.reset_index(), Path("reports/calibration/optimism.csv"))
+    metrics["optimism_corrected"] = {k: round(float(v), 4) for k, v in table["corrected"].items()}
+    metrics["bootstrap_replicates"] = int(c["bootstrap_replicates"])
     write_csv(decile_table(pred["p"], pred["y"], min_count), Path("reports/calibration/deciles.csv"))
     write_csv(curve(pred["p"], pred["y"]), Path("reports/calibration/curve.csv"))
     write_json(metrics, Path("metrics/calibration.json"))

@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -170,7 +170,10 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
                         "adequate": bool(len(dev) >= size["minimum_n"]),
                         "basis": "Riley et al. BMJ 2020;368:m441, with the development model's own R^2_CS"},
     }
-    return {"odds_ratios": odds.reset_index()}, metrics, {"predictions": predictions, "model": model_json}
+    development = X_dev.assign(y=y_dev, weight=dev["weight"].to_numpy(),
+                               family=pd.factorize(dev["family_id"])[0]).reset_index(drop=True)
+    return ({"odds_ratios": odds.reset_index()}, metrics,
+            {"predictions": predictions, "development": development, "model": model_json})
 
 
 def main() -> None:
@@ -193,6 +196,7 @@ def main() -> None:
     for name, table in tables.items():
         write_csv(table, Path("reports/logistic") / f"{name}.csv")
     write_parquet(out["predictions"], Path("data/predictions/validation.parquet"))
+    write_parquet(out["development"], Path("data/predictions/development.parquet"))
     write_json(out["model"], Path("models/logistic.json"))
     write_json(metrics, Path("metrics/logistic.json"))
     d, v = metrics["development"], metrics["validation"]
@@ -204,3 +208,25 @@ if __name__ == "__main__":
     from pipeline.errors import stage_entry
 
     stage_entry(main)()
+
+
+def fit_function(columns: list[str]) -> Callable[[pd.DataFrame], Any]:
+    """The modelling step for the bootstrap: fit on the design columns of a replicate.
+
+    The design (indicator coding) is built once, before resampling: the choice of
+    reference level does not change an unpenalised model's predictions.
+    """
+    def fit(data: pd.DataFrame):
+        return sklearn_model().fit(data[columns], data["y"], sample_weight=data["weight"])
+    return fit
+
+
+def score_function(columns: list[str]) -> Callable[[Any, pd.DataFrame], dict[str, float]]:
+    """Performance of a fitted model on data: C, calibration slope, CITL, Brier, ICI."""
+    from pipeline.calibration import val_prob
+
+    def score(model, data: pd.DataFrame) -> dict[str, float]:
+        p = np.clip(model.predict_proba(data[columns])[:, 1], 1e-10, 1 - 1e-10)
+        v = val_prob(p, data["y"].to_numpy())
+        return {"c": v["c"], "slope": v["slope"], "citl": v["citl"], "brier": v["brier"], "ici": v["eavg"]}
+    return score

@@ -44,6 +44,11 @@ def project(tmp_path_factory) -> Path:
         if (ROOT / rel).is_file():
             (work / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, work / rel)
+    # Fewer bootstrap replicates than the default (200) keep this suite fast; the bootstrap's
+    # statistics are tested in test_bootstrap.py.
+    params = (work / "params.yaml").read_text().replace("bootstrap_replicates: 200", "bootstrap_replicates: 20")
+    assert "bootstrap_replicates: 20 " in params
+    (work / "params.yaml").write_text(params)
     sh(["git", "init", "-q"], work)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], work)
     sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], work)
@@ -58,7 +63,9 @@ def test_repro_makes_every_output(project):
         assert (project / rel).exists(), rel
     truth = json.loads((project / "data/raw/synthetic/truth.json").read_text())
     assert all(truth["achieved_meets_target"].values()), truth["achieved"]
-    for rel in ("reports/survival/hazard_ratios.csv", "reports/survival/ph_tests.csv",
+    for rel in ("reports/calibration/optimism.csv", "reports/calibration/deciles.csv", "metrics/calibration.json",
+                "metrics/logistic.json", "models/logistic.json", "reports/logistic/odds_ratios.csv",
+                "reports/survival/hazard_ratios.csv", "reports/survival/ph_tests.csv",
                 "reports/survival/plot_curves.csv", "reports/durations/planner_summary.csv",
                 "reports/durations/banded_estimates.csv", "metrics/survival.json", "metrics/durations.json",
                 "models/cox.json", "models/cox_baseline.csv"):
