@@ -93,6 +93,58 @@ def curve(p: np.ndarray, y: np.ndarray, points: int = 101) -> "pd.DataFrame":
     return pd.DataFrame({"predicted": grid, "observed": np.interp(grid, p[order], smooth[order]), "ideal": grid})
 
 
+SUBGROUPS = ("sex", "ethnicity", "age_band", "la_code")
+
+
+def subgroup_calibration(pred: "pd.DataFrame", min_count: int) -> "pd.DataFrame":
+    """O/E, calibration-in-the-large, slope and ICI within each subgroup and LA. Groups
+    with fewer than ``min_count`` events or non-events are withheld (counts and measures)."""
+    import pandas as pd
+
+    rows = []
+    for var in SUBGROUPS:
+        if var not in pred:
+            continue
+        for level, g in pred.groupby(pred[var].astype(str), sort=True):
+            events = int(g["y"].sum())
+            row = {"variable": var, "level": level, "n": len(g), "events": events}
+            if min(events, len(g) - events) < max(min_count, 2):
+                row.update(n=np.nan, events=np.nan)
+            else:
+                v = val_prob(g["p"], g["y"])
+                row.update(observed_expected=v["observed_expected"], citl=v["citl"], slope=v["slope"],
+                           ici=v["eavg"], e90=v["e90"], c=v["c"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def recalibration(pred: "pd.DataFrame", seed: int) -> "pd.DataFrame":
+    """Logistic (intercept and slope) and isotonic recalibration, each fitted on one half
+    of the validation families and assessed, with the original, on the other half."""
+    import pandas as pd
+    from sklearn.isotonic import IsotonicRegression
+
+    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=[7]))
+    families = pred["family"].unique()
+    fit_half = np.isin(pred["family"], rng.choice(families, size=len(families) // 2, replace=False))
+    a, b = pred[fit_half], pred[~fit_half]
+    lp_a, lp_b = special.logit(a["p"]), special.logit(b["p"])
+    glm = sm.GLM(a["y"], sm.add_constant(lp_a), family=sm.families.Binomial()).fit()
+    logistic_p = special.expit(glm.params.iloc[0] + glm.params.iloc[1] * lp_b)
+    iso = IsotonicRegression(y_min=1e-6, y_max=1 - 1e-6, out_of_bounds="clip").fit(a["p"], a["y"])
+    isotonic_p = np.clip(iso.predict(b["p"]), 1e-6, 1 - 1e-6)
+    rows = []
+    for name, p in (("original", b["p"].to_numpy()), ("logistic_recalibration", logistic_p),
+                    ("isotonic_recalibration", isotonic_p)):
+        v = val_prob(p, b["y"])
+        rows.append({"method": name, "observed_expected": v["observed_expected"], "citl": v["citl"],
+                     "slope": v["slope"], "ici": v["eavg"], "e90": v["e90"], "brier": v["brier"], "c": v["c"]})
+    out = pd.DataFrame(rows)
+    out.attrs["fitted_on"], out.attrs["assessed_on"] = int(fit_half.sum()), int((~fit_half).sum())
+    out.attrs["logistic"] = {"intercept": float(glm.params.iloc[0]), "slope": float(glm.params.iloc[1])}
+    return out
+
+
 def main() -> None:
     """Calibration of the logistic model on the validation data (first part of the stage)."""
     from pathlib import Path
@@ -120,6 +172,11 @@ def main() -> None:
                                replicates=int(c["bootstrap_replicates"]), seed=int(params["seed"]),
                                n_jobs=int(c["n_jobs"]), progress=True)
     write_csv(table.reset_index(), Path("reports/calibration/optimism.csv"))
+    write_csv(subgroup_calibration(pred, min_count), Path("reports/calibration/subgroups.csv"))
+    recal = recalibration(pred, int(params["seed"]))
+    write_csv(recal, Path("reports/calibration/recalibration.csv"))
+    metrics["recalibration"] = {"fitted_on_rows": recal.attrs["fitted_on"], "assessed_on_rows": recal.attrs["assessed_on"],
+                                "logistic": recal.attrs["logistic"]}
     metrics["optimism_corrected"] = {k: round(float(v), 4) for k, v in table["corrected"].items()}
     metrics["bootstrap_replicates"] = int(c["bootstrap_replicates"])
     write_csv(decile_table(pred["p"], pred["y"], min_count), Path("reports/calibration/deciles.csv"))

@@ -84,3 +84,32 @@ def test_curve_of_a_calibrated_model_follows_the_diagonal():
     y = (rng.random(len(p)) < p).astype(float)
     c = curve(p, y)
     assert np.max(np.abs(c["observed"] - c["ideal"])) < 0.03
+
+
+def _predictions(n=20_000, seed=8, shift=0.0):
+    rng = np.random.default_rng(seed)
+    lp = rng.normal(-1, 1, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-lp))).astype(int)
+    p = 1 / (1 + np.exp(-(shift + 1.6 * lp)))           # miscalibrated: too extreme, shifted
+    return pd.DataFrame({"p": p, "y": y, "family": np.arange(n) // 2,
+                         "sex": rng.choice(["F", "M"], n), "la_code": rng.choice(["LA01", "LA02", "LA99"], n,
+                                                                                  p=[0.5, 0.4999, 0.0001])})
+
+
+def test_recalibration_repairs_a_miscalibrated_model():
+    from pipeline.calibration import recalibration
+    out = recalibration(_predictions(shift=0.5), seed=1).set_index("method")
+    assert out.loc["original", "slope"] < 0.7 and out.loc["original", "ici"] > 0.05
+    for m in ("logistic_recalibration", "isotonic_recalibration"):
+        assert out.loc[m, "ici"] < out.loc["original", "ici"] / 3
+        assert abs(out.loc[m, "citl"]) < 0.05
+    assert out.loc["logistic_recalibration", "slope"] == pytest.approx(1, abs=0.06)
+    # Recalibration is monotone: it cannot change discrimination (isotonic ties aside).
+    assert out.loc["logistic_recalibration", "c"] == pytest.approx(out.loc["original", "c"], abs=1e-12)
+
+
+def test_subgroup_calibration_withholds_small_groups():
+    from pipeline.calibration import subgroup_calibration
+    out = subgroup_calibration(_predictions(), min_count=10).set_index(["variable", "level"])
+    assert out.loc[("sex", "F"), "n"] > 1000 and out.loc[("sex", "F"), "slope"] == pytest.approx(1 / 1.6, abs=0.05)
+    assert np.isnan(out.loc[("la_code", "LA99"), "n"]) and np.isnan(out.loc[("la_code", "LA99"), "slope"])
