@@ -93,6 +93,96 @@ def curve(p: np.ndarray, y: np.ndarray, points: int = 101) -> "pd.DataFrame":
     return pd.DataFrame({"predicted": grid, "observed": np.interp(grid, p[order], smooth[order]), "ideal": grid})
 
 
+def rcs_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
+    """Harrell's restricted cubic spline basis (linear beyond the outer knots): x and
+    k - 2 non-linear terms, each scaled by (t_k - t_1)^2 as rms::rcspline.eval(norm = 2)."""
+    x = np.asarray(x, dtype=float)
+    t = np.asarray(knots, dtype=float)
+    k = len(t)
+    pos = lambda v: np.maximum(v, 0) ** 3  # noqa: E731
+    cols = [x]
+    for j in range(k - 2):
+        cols.append((pos(x - t[j]) - pos(x - t[k - 2]) * (t[k - 1] - t[j]) / (t[k - 1] - t[k - 2])
+                     + pos(x - t[k - 1]) * (t[k - 2] - t[j]) / (t[k - 1] - t[k - 2])) / (t[k - 1] - t[0]) ** 2)
+    return np.column_stack(cols)
+
+
+def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float
+                         ) -> tuple[dict[str, float], "pd.DataFrame"]:
+    """Calibration of predicted risks 1 - S(horizon | x) (Austin, Harrell and van Klaveren 2020).
+
+    Observed risk: a Cox model of the outcome on a restricted cubic spline (3 knots, at the
+    10th, 50th and 90th percentiles) of cloglog(predicted risk), read at the horizon.
+    ICI, E50, E90: mean, median and 90th percentile of |predicted - observed|.
+    """
+    import pandas as pd
+
+    from pipeline.cox import CoxPH
+
+    risk = np.clip(np.asarray(risk, dtype=float), 1e-8, 1 - 1e-8)
+    x = np.log(-np.log(1 - risk))
+    knots = np.quantile(x, [0.1, 0.5, 0.9])
+    basis = rcs_basis(x, knots)
+    model = CoxPH().fit(basis, time, event)
+    observed = 1 - model.predict_survival(basis, [horizon])[:, 0]
+    error = np.abs(risk - observed)
+    grid = np.quantile(risk, np.linspace(0.01, 0.99, 99))
+    grid_obs = 1 - model.predict_survival(rcs_basis(np.log(-np.log(1 - grid)), knots), [horizon])[:, 0]
+    summary = {"ici": float(error.mean()), "e50": float(np.median(error)), "e90": float(np.quantile(error, 0.9)),
+               "mean_predicted": float(risk.mean()), "mean_observed": float(observed.mean())}
+    return summary, pd.DataFrame({"predicted": grid, "observed": grid_obs, "ideal": grid})
+
+
+def km_by_risk_tenth(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float,
+                     min_count: int) -> "pd.DataFrame":
+    """Mean predicted risk against Kaplan-Meier observed risk at the horizon, per tenth."""
+    import pandas as pd
+    from lifelines import KaplanMeierFitter
+
+    tenth = pd.qcut(pd.Series(risk).rank(method="first"), 10, labels=False).to_numpy() + 1
+    rows = []
+    for d in range(1, 11):
+        m = tenth == d
+        km = KaplanMeierFitter().fit(time[m], event[m])
+        ci = km.confidence_interval_
+        upto = ci[ci.index <= horizon]
+        lo, hi = (1 - upto.iloc[-1, 1], 1 - upto.iloc[-1, 0]) if len(upto) else (0.0, 0.0)
+        n = int(m.sum())
+        rows.append({"tenth": d, "n": n if n >= min_count else np.nan, "mean_predicted": float(risk[m].mean()),
+                     "observed_km": float(1 - km.survival_function_at_times(horizon).iloc[0]),
+                     "observed_lower": float(lo), "observed_upper": float(hi)})
+    return pd.DataFrame(rows)
+
+
+def cox_validation_risks(rereport: "pd.DataFrame", params: dict[str, Any], months: list[float]
+                         ) -> tuple["pd.DataFrame", dict[str, int]]:
+    """Cox model (survival settings) fitted on the development families, predicted risks
+    1 - S(t | x) for the validation families at each horizon (LA strata baselines)."""
+    import pandas as pd
+
+    from pipeline.logistic import temporal_split
+    from pipeline.survival import DAYS_PER_MONTH, design_matrix, fit_cox
+
+    s = params["survival"]
+    dev, val, _ = temporal_split(rereport, params["logistic"]["cutoff"])
+    X_dev, reference = design_matrix(dev, s["covariates"], s.get("categorical", []))
+    X_val = design_matrix(val, s["covariates"], s.get("categorical", []), reference)[0].reindex(
+        columns=X_dev.columns, fill_value=0.0)
+    model = fit_cox(dev, X_dev, s)
+    days = [m * DAYS_PER_MONTH for m in months]
+    risks = np.full((len(val), len(days)), np.nan)
+    strata = val[s["strata"]].to_numpy() if s.get("strata") else np.full(len(val), None)
+    known = set(model.strata_levels_)
+    for level in pd.unique(strata):
+        rows = np.flatnonzero(strata == level) if level is not None else np.arange(len(val))
+        if level in known:
+            risks[rows] = 1 - model.predict_survival(X_val.iloc[rows], days, stratum=level)
+    keep = ~np.isnan(risks[:, 0])
+    out = pd.DataFrame(risks[keep], columns=[f"risk_{m}m" for m in months])
+    out["time_days"], out["event"] = val["time_days"].to_numpy()[keep], val["event"].to_numpy()[keep]
+    return out, {"validation_rows": int(keep.sum()), "rows_in_strata_unseen_in_development": int((~keep).sum())}
+
+
 SUBGROUPS = ("sex", "ethnicity", "age_band", "la_code")
 
 
@@ -173,6 +263,23 @@ def main() -> None:
                                n_jobs=int(c["n_jobs"]), progress=True)
     write_csv(table.reset_index(), Path("reports/calibration/optimism.csv"))
     write_csv(subgroup_calibration(pred, min_count), Path("reports/calibration/subgroups.csv"))
+    # The Cox model's predicted risks at 6, 12 and 24 months, on the validation families.
+    months = [6, 12, 24]
+    risks, counts = cox_validation_risks(pd.read_parquet("data/analysis/rereport.parquet"), params, months)
+    surv_rows, curves, tenths = [], [], []
+    for m in months:
+        horizon = m * 30.4375
+        summary, grid = survival_calibration(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
+                                             risks["event"].to_numpy(), horizon)
+        surv_rows.append({"horizon_months": m, **summary})
+        curves.append(grid.assign(horizon_months=m))
+        tenths.append(km_by_risk_tenth(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
+                                       risks["event"].to_numpy(), horizon, min_count).assign(horizon_months=m))
+    write_csv(pd.DataFrame(surv_rows), Path("reports/calibration/cox_calibration.csv"))
+    write_csv(pd.concat(curves, ignore_index=True), Path("reports/calibration/cox_curves.csv"))
+    write_csv(pd.concat(tenths, ignore_index=True), Path("reports/calibration/cox_km_by_tenth.csv"))
+    metrics["cox"] = {**counts, **{f"{r['horizon_months']}_months": {k: round(v, 4) for k, v in r.items()
+                                                                     if k != "horizon_months"} for r in surv_rows}}
     recal = recalibration(pred, int(params["seed"]))
     write_csv(recal, Path("reports/calibration/recalibration.csv"))
     metrics["recalibration"] = {"fitted_on_rows": recal.attrs["fitted_on"], "assessed_on_rows": recal.attrs["assessed_on"],
