@@ -10,7 +10,9 @@
   ``lowess(p, y, iter = 0)``) read back at each p (``approx(..., ties = mean)``).
   ``eavg`` is the integrated calibration index (ICI) of Austin and Steyerberg (2019)
   computed with this smoother;
-* ``brier``; ``c`` (area under the ROC curve) and ``dxy = 2 (c - 1/2)``;
+* ``e50``: median |p - s(p)|;
+* ``brier`` and ``scaled_brier`` = 1 - Brier / (ybar (1 - ybar)); ``c`` (area under the ROC
+  curve) with its DeLong 95% CI (``c_lower``, ``c_upper``) and ``dxy = 2 (c - 1/2)``;
 * ``spiegelhalter_z`` = sum (y - p)(1 - 2p) / sqrt(sum (1 - 2p)^2 p (1 - p)) and its
   two-sided p-value;
 * ``observed_expected``: sum y / sum p.
@@ -41,6 +43,23 @@ def lowess_calibration(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.interp(p, ux, uy)
 
 
+def delong_auc(p: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
+    """AUC with DeLong, DeLong and Clarke-Pearson (1988) variance and a Wald interval (as
+    pROC's ``ci.auc(method = "delong")``), by midranks in O(n log n) (Sun and Xu 2014).
+    Returns (auc, variance, lower, upper)."""
+    p, y = np.asarray(p, dtype=float), np.asarray(y).astype(bool)
+    pos, neg = p[y], p[~y]
+    m, n = len(pos), len(neg)
+    r_all = stats.rankdata(np.concatenate([pos, neg]))
+    r_pos, r_neg = stats.rankdata(pos), stats.rankdata(neg)
+    v10 = (r_all[:m] - r_pos) / n          # for each positive: share of negatives below (ties 1/2)
+    v01 = 1 - (r_all[m:] - r_neg) / m      # for each negative: share of positives above
+    auc = float(v10.mean())
+    var = float(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n)
+    z = stats.norm.ppf(1 - alpha / 2)
+    return auc, var, auc - z * np.sqrt(var), auc + z * np.sqrt(var)
+
+
 def val_prob(p, y) -> dict[str, Any]:
     """Calibration and discrimination of probabilities ``p`` for outcomes ``y`` (0/1)."""
     p = np.asarray(p, dtype=float)
@@ -52,6 +71,8 @@ def val_prob(p, y) -> dict[str, Any]:
     citl = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=lp).fit()
     error = np.abs(p - lowess_calibration(p, y))
     c = roc_auc_score(y, p)
+    _, _, c_lower, c_upper = delong_auc(p, y)
+    prevalence = y.mean()
     w = 1 - 2 * p
     z = float(np.sum((y - p) * w) / np.sqrt(np.sum(w**2 * p * (1 - p))))
     return {
@@ -60,8 +81,10 @@ def val_prob(p, y) -> dict[str, Any]:
         "citl": float(citl.params[0]),
         "intercept": float(recal.params[0]), "slope": float(recal.params[1]),
         "emax": float(error.max()), "e90": float(np.quantile(error, 0.9)), "eavg": float(error.mean()),
+        "e50": float(np.median(error)),
         "brier": float(np.mean((p - y) ** 2)),
-        "c": float(c), "dxy": float(2 * (c - 0.5)),
+        "scaled_brier": float(1 - np.mean((p - y) ** 2) / (prevalence * (1 - prevalence))),
+        "c": float(c), "c_lower": float(c_lower), "c_upper": float(c_upper), "dxy": float(2 * (c - 0.5)),
         "spiegelhalter_z": z, "spiegelhalter_p": float(2 * stats.norm.sf(abs(z))),
     }
 
@@ -82,15 +105,30 @@ def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10)
     return out
 
 
-def curve(p: np.ndarray, y: np.ndarray, points: int = 101) -> "pd.DataFrame":
-    """The lowess calibration curve on a grid of predicted risk, with the ideal diagonal."""
+def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replicates: int = 200,
+          seed: int = 0, points: int = 101) -> "pd.DataFrame":
+    """The lowess calibration curve on a grid of predicted risk, the ideal diagonal, and a
+    95% percentile band from resampling whole families (when ``family`` is given)."""
     import pandas as pd
 
-    p = np.asarray(p, dtype=float)
-    smooth = lowess_calibration(p, np.asarray(y, dtype=float))
-    order = np.argsort(p)
+    from pipeline.bootstrap import family_index, resample_rows
+
+    p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     grid = np.linspace(np.quantile(p, 0.01), np.quantile(p, 0.99), points)
-    return pd.DataFrame({"predicted": grid, "observed": np.interp(grid, p[order], smooth[order]), "ideal": grid})
+
+    def on_grid(pp: np.ndarray, yy: np.ndarray) -> np.ndarray:
+        smooth = lowess_calibration(pp, yy)
+        order = np.argsort(pp, kind="stable")
+        return np.interp(grid, pp[order], smooth[order])
+
+    out = pd.DataFrame({"predicted": grid, "observed": on_grid(p, y), "ideal": grid})
+    if family is not None and replicates:
+        index = family_index(np.asarray(family))
+        seeds = np.random.SeedSequence(seed, spawn_key=[3]).spawn(replicates)
+        draws = np.array([on_grid(p[r], y[r]) for r in
+                          (resample_rows(np.random.default_rng(sd), *index) for sd in seeds)])
+        out["lower"], out["upper"] = np.quantile(draws, [0.025, 0.975], axis=0)
+    return out
 
 
 def rcs_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
@@ -287,7 +325,8 @@ def main() -> None:
     metrics["optimism_corrected"] = {k: round(float(v), 4) for k, v in table["corrected"].items()}
     metrics["bootstrap_replicates"] = int(c["bootstrap_replicates"])
     write_csv(decile_table(pred["p"], pred["y"], min_count), Path("reports/calibration/deciles.csv"))
-    write_csv(curve(pred["p"], pred["y"]), Path("reports/calibration/curve.csv"))
+    write_csv(curve(pred["p"], pred["y"], pred["family"], int(params["calibration"]["bootstrap_replicates"]),
+                    int(params["seed"])), Path("reports/calibration/curve.csv"))
     write_json(metrics, Path("metrics/calibration.json"))
     v = metrics["validation"]
     print(f"calibration: validation O/E {v['observed_expected']:.3f}, slope {v['slope']:.3f}, "

@@ -82,8 +82,11 @@ def test_curve_of_a_calibrated_model_follows_the_diagonal():
     rng = np.random.default_rng(7)
     p = rng.uniform(0.05, 0.6, 20_000)
     y = (rng.random(len(p)) < p).astype(float)
-    c = curve(p, y)
+    c = curve(p, y, family=np.arange(len(p)) // 2, replicates=100, seed=1)
     assert np.max(np.abs(c["observed"] - c["ideal"])) < 0.03
+    assert (c["lower"] <= c["observed"]).all() and (c["observed"] <= c["upper"]).all()
+    # Under perfect calibration the diagonal lies inside the 95% band almost everywhere.
+    assert ((c["lower"] <= c["ideal"]) & (c["ideal"] <= c["upper"])).mean() > 0.85
 
 
 def _predictions(n=20_000, seed=8, shift=0.0):
@@ -149,3 +152,16 @@ def test_survival_calibration_of_true_and_distorted_risks():
     deciles = km_by_risk_tenth(risk, time, event, 365, 10)
     np.testing.assert_allclose(deciles["observed_km"], deciles["mean_predicted"], atol=0.04)
     assert (deciles["observed_lower"] <= deciles["observed_km"]).all()
+
+
+def test_delong_ci_matches_proc():
+    # r <- roc(d$y, d$p, direction="<"); ci.auc(r, method="delong"); var(r, method="delong")  (pROC 1.18.0)
+    from pipeline.calibration import delong_auc
+    auc, var, lo, hi = delong_auc(D["p"], D["y"])
+    assert auc == pytest.approx(0.736027637121, rel=1e-10)
+    assert var == pytest.approx(0.000888071739871, rel=1e-9)
+    assert (lo, hi) == (pytest.approx(0.677619666616, rel=1e-9), pytest.approx(0.794435607626, rel=1e-9))
+    v = val_prob(D["p"], D["y"])
+    assert (v["c_lower"], v["c_upper"]) == (pytest.approx(lo), pytest.approx(hi))
+    ybar = D["y"].mean()
+    assert v["scaled_brier"] == pytest.approx(1 - 0.203082120658 / (ybar * (1 - ybar)), rel=1e-9)

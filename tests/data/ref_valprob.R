@@ -8,3 +8,6 @@ f <- glm(d$y ~ offset(lp), family=binomial); cat("citl", sprintf("%.12g", coef(f
 g <- glm(d$y ~ lp, family=binomial); cat("slope_fit", sprintf("%.12g", coef(g)), "\n")
 lo <- lowess(d$p, d$y, iter=0)
 cat("lowess x", head(sprintf("%.10g", lo$x)), "\n"); cat("lowess y", head(sprintf("%.10g", lo$y)), "\n")
+# DeLong CI (pROC 1.18.0)
+suppressMessages(library(pROC)); r <- roc(d$y, d$p, quiet=TRUE, direction="<")
+print(sprintf("%.12g", ci.auc(r, method="delong"))); print(sprintf("%.12g", var(r, method="delong")))
