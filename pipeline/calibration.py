@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import statsmodels.api as sm
 from scipy import special, stats
 from sklearn.metrics import roc_auc_score
@@ -89,10 +90,8 @@ def val_prob(p, y) -> dict[str, Any]:
     }
 
 
-def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10) -> "pd.DataFrame":
+def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10) -> pd.DataFrame:
     """Observed against expected by tenth of predicted risk (counts below min_count withheld)."""
-    import pandas as pd
-
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     tenth = pd.qcut(pd.Series(p).rank(method="first"), groups, labels=False) + 1
     out = (pd.DataFrame({"tenth": tenth, "p": p, "y": y}).groupby("tenth")
@@ -106,11 +105,9 @@ def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10)
 
 
 def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replicates: int = 200,
-          seed: int = 0, points: int = 101) -> "pd.DataFrame":
+          seed: int = 0, points: int = 101) -> pd.DataFrame:
     """The lowess calibration curve on a grid of predicted risk, the ideal diagonal, and a
     95% percentile band from resampling whole families (when ``family`` is given)."""
-    import pandas as pd
-
     from pipeline.bootstrap import family_index, resample_rows
 
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
@@ -146,15 +143,13 @@ def rcs_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
 
 
 def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float
-                         ) -> tuple[dict[str, float], "pd.DataFrame"]:
+                         ) -> tuple[dict[str, float], pd.DataFrame]:
     """Calibration of predicted risks 1 - S(horizon | x) (Austin, Harrell and van Klaveren 2020).
 
     Observed risk: a Cox model of the outcome on a restricted cubic spline (3 knots, at the
     10th, 50th and 90th percentiles) of cloglog(predicted risk), read at the horizon.
     ICI, E50, E90: mean, median and 90th percentile of |predicted - observed|.
     """
-    import pandas as pd
-
     from pipeline.cox import CoxPH
 
     risk = np.clip(np.asarray(risk, dtype=float), 1e-8, 1 - 1e-8)
@@ -172,9 +167,8 @@ def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, 
 
 
 def km_by_risk_tenth(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float,
-                     min_count: int) -> "pd.DataFrame":
+                     min_count: int) -> pd.DataFrame:
     """Mean predicted risk against Kaplan-Meier observed risk at the horizon, per tenth."""
-    import pandas as pd
     from lifelines import KaplanMeierFitter
 
     tenth = pd.qcut(pd.Series(risk).rank(method="first"), 10, labels=False).to_numpy() + 1
@@ -192,12 +186,10 @@ def km_by_risk_tenth(risk: np.ndarray, time: np.ndarray, event: np.ndarray, hori
     return pd.DataFrame(rows)
 
 
-def cox_validation_risks(rereport: "pd.DataFrame", params: dict[str, Any], months: list[float]
-                         ) -> tuple["pd.DataFrame", dict[str, int]]:
+def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months: list[float]
+                         ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Cox model (survival settings) fitted on the development families, predicted risks
     1 - S(t | x) for the validation families at each horizon (LA strata baselines)."""
-    import pandas as pd
-
     from pipeline.logistic import temporal_split
     from pipeline.survival import DAYS_PER_MONTH, design_matrix, fit_cox
 
@@ -224,11 +216,9 @@ def cox_validation_risks(rereport: "pd.DataFrame", params: dict[str, Any], month
 SUBGROUPS = ("sex", "ethnicity", "age_band", "la_code")
 
 
-def subgroup_calibration(pred: "pd.DataFrame", min_count: int) -> "pd.DataFrame":
+def subgroup_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:
     """O/E, calibration-in-the-large, slope and ICI within each subgroup and LA. Groups
     with fewer than ``min_count`` events or non-events are withheld (counts and measures)."""
-    import pandas as pd
-
     rows = []
     for var in SUBGROUPS:
         if var not in pred:
@@ -246,10 +236,9 @@ def subgroup_calibration(pred: "pd.DataFrame", min_count: int) -> "pd.DataFrame"
     return pd.DataFrame(rows)
 
 
-def recalibration(pred: "pd.DataFrame", seed: int) -> "pd.DataFrame":
+def recalibration(pred: pd.DataFrame, seed: int) -> pd.DataFrame:
     """Logistic (intercept and slope) and isotonic recalibration, each fitted on one half
     of the validation families and assessed, with the original, on the other half."""
-    import pandas as pd
     from sklearn.isotonic import IsotonicRegression
 
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=[7]))
@@ -276,8 +265,6 @@ def recalibration(pred: "pd.DataFrame", seed: int) -> "pd.DataFrame":
 def main() -> None:
     """Calibration of the logistic model on the validation data (first part of the stage)."""
     from pathlib import Path
-
-    import pandas as pd
 
     from pipeline import config
     from pipeline.errors import InputError

@@ -7,7 +7,6 @@ import pandas as pd
 import pytest
 
 from pipeline import bootstrap, logistic
-from pipeline.calibration import val_prob
 
 
 def _data(n: int, noise: int, seed: int) -> pd.DataFrame:

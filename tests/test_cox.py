@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
 from lifelines import CoxPHFitter, CoxTimeVaryingFitter
 from statsmodels.duration.hazard_regression import PHReg
 

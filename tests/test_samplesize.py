@@ -7,7 +7,6 @@ EPP 4.8) with shrinkage 0.905. R's pmsampsize is not packaged for this machine, 
 numbers are quoted from that example rather than re-run.
 """
 
-import math
 
 import pytest
 

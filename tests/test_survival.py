@@ -16,7 +16,6 @@ from lifelines import LogLogisticAFTFitter, LogNormalAFTFitter, WeibullAFTFitter
 from pipeline import config, simulate, survival
 from pipeline.episodes import derive_rereport
 from pipeline.nonparametric import aalen_johansen
-from tests.conftest import with_changes
 
 SMALL = pd.read_csv(Path(__file__).parent / "data" / "cox_small.csv")
 
