@@ -31,6 +31,8 @@ from scipy import special, stats
 from sklearn.metrics import roc_auc_score
 from statsmodels.nonparametric.smoothers_lowess import lowess
 
+from pipeline.nonparametric import DAYS_PER_MONTH
+
 
 def lowess_calibration(p: np.ndarray, y: np.ndarray) -> np.ndarray:
     """s(p_i): R's ``approx(lowess(p, y, iter = 0), xout = p, ties = mean)$y``."""
@@ -169,20 +171,17 @@ def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, 
 def km_by_risk_tenth(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float,
                      min_count: int) -> pd.DataFrame:
     """Mean predicted risk against Kaplan-Meier observed risk at the horizon, per tenth."""
-    from lifelines import KaplanMeierFitter
+    from pipeline.nonparametric import kaplan_meier, step_value
 
     tenth = pd.qcut(pd.Series(risk).rank(method="first"), 10, labels=False).to_numpy() + 1
     rows = []
     for d in range(1, 11):
         m = tenth == d
-        km = KaplanMeierFitter().fit(time[m], event[m])
-        ci = km.confidence_interval_
-        upto = ci[ci.index <= horizon]
-        lo, hi = (1 - upto.iloc[-1, 1], 1 - upto.iloc[-1, 0]) if len(upto) else (0.0, 0.0)
+        s, lo, hi = step_value(kaplan_meier(time[m], event[m]), horizon,
+                               ["survival", "survival_lower", "survival_upper"])
         n = int(m.sum())
         rows.append({"tenth": d, "n": n if n >= min_count else np.nan, "mean_predicted": float(risk[m].mean()),
-                     "observed_km": float(1 - km.survival_function_at_times(horizon).iloc[0]),
-                     "observed_lower": float(lo), "observed_upper": float(hi)})
+                     "observed_km": 1 - s, "observed_lower": 1 - hi, "observed_upper": 1 - lo})
     return pd.DataFrame(rows)
 
 
@@ -191,7 +190,7 @@ def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months:
     """Cox model (survival settings) fitted on the development families, predicted risks
     1 - S(t | x) for the validation families at each horizon (LA strata baselines)."""
     from pipeline.logistic import temporal_split
-    from pipeline.survival import DAYS_PER_MONTH, design_matrix, fit_cox
+    from pipeline.survival import design_matrix, fit_cox
 
     s = params["survival"]
     dev, val, _ = temporal_split(rereport, params["logistic"]["cutoff"])
@@ -293,7 +292,7 @@ def main() -> None:
     risks, counts = cox_validation_risks(pd.read_parquet("data/analysis/rereport.parquet"), params, months)
     surv_rows, curves, tenths = [], [], []
     for m in months:
-        horizon = m * 30.4375
+        horizon = m * DAYS_PER_MONTH
         summary, grid = survival_calibration(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
                                              risks["event"].to_numpy(), horizon)
         surv_rows.append({"horizon_months": m, **summary})

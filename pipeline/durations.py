@@ -35,17 +35,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import KaplanMeierFitter, WeibullFitter
+from lifelines import WeibullFitter
 from lifelines.statistics import multivariate_logrank_test
 
 from pipeline import config
 from pipeline.errors import InputError, stage_entry
 from pipeline.io import read_table, write_csv, write_json
-from pipeline.nonparametric import km_quantile, turnbull
+from pipeline.nonparametric import DAYS_PER_MONTH, kaplan_meier, km_quantile, step_value, turnbull
 from pipeline.survival import step_at
 from pipeline.published import CPP_DURATION_BAND_EDGES_DAYS, CPP_DURATION_BANDS
 
-DAYS_PER_MONTH = 30.4375
 REPORTS = Path("reports/durations")
 GROUPS = ("la_code", "category", "age_band_at_start", "plan_sequence")
 BAND_INTERVALS = dict(zip(CPP_DURATION_BANDS, zip((0, *CPP_DURATION_BAND_EDGES_DAYS),
@@ -60,26 +59,16 @@ def km_summary(duration: pd.Series, ended: pd.Series, horizons_months: list[floa
                            "ended": int(ended.sum()) if ended.sum() >= min_count else np.nan}
     if n < min_count:
         return row, pd.DataFrame()
-    km = KaplanMeierFitter().fit(duration, ended)
-    # The log(-log) interval is undefined where S = 0: missing there, as in R's survfit.
-    ci = km.confidence_interval_
-    ci = ci.where(km.survival_function_.iloc[:, 0].reindex(ci.index) > 0, axis=0)
-    t = km.survival_function_.index.to_numpy()
-    row["median_days"] = km_quantile(t, km.survival_function_.iloc[:, 0])
-    row["median_lower"] = km_quantile(t, ci.iloc[:, 0])
-    row["median_upper"] = km_quantile(t, ci.iloc[:, 1])
+    km = kaplan_meier(duration, ended)
+    t = km["time_days"].to_numpy()
+    row["median_days"] = km_quantile(t, km["survival"])
+    row["median_lower"] = km_quantile(t, km["survival_lower"])
+    row["median_upper"] = km_quantile(t, km["survival_upper"])
     for m in horizons_months:
-        t = m * DAYS_PER_MONTH
-        row[f"open_at_{m}m"] = float(km.survival_function_at_times(t).iloc[0])
-        lo, hi = ci[ci.index <= t].iloc[-1] if (ci.index <= t).any() else (1.0, 1.0)
-        row[f"open_at_{m}m_lower"], row[f"open_at_{m}m_upper"] = float(lo), float(hi)
+        row[f"open_at_{m}m"], row[f"open_at_{m}m_lower"], row[f"open_at_{m}m_upper"] = step_value(
+            km, m * DAYS_PER_MONTH, ["survival", "survival_lower", "survival_upper"])
     row["lasting_2y_plus"] = row.get("open_at_24m")
-    table = km.event_table
-    curve = pd.DataFrame({
-        "time_days": table.index.to_numpy(dtype=float), "at_risk": table["at_risk"].to_numpy(),
-        "open_share": km.survival_function_.iloc[:, 0].reindex(table.index).to_numpy(),
-        "lower": ci.iloc[:, 0].reindex(table.index).to_numpy(),
-        "upper": ci.iloc[:, 1].reindex(table.index).to_numpy()})
+    curve = km.rename(columns={"survival": "open_share", "survival_lower": "lower", "survival_upper": "upper"})
     curve = curve[curve["at_risk"] >= min_count]
     curve.insert(1, "time_months", (curve["time_days"] / DAYS_PER_MONTH).round(3))
     return row, curve

@@ -22,10 +22,10 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
-from lifelines import KaplanMeierFitter
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
 
+from pipeline.cox import km_left_continuous
 from pipeline.survival import design_matrix
 
 COMPETING_ENDS = ("entered_care", "age_18")
@@ -64,11 +64,8 @@ def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude
                               if extract_date is not None else "rows censored before the horizon excluded")
     else:
         censored = ~event & ~competing   # administrative censoring (extract date) only
-        km = KaplanMeierFitter().fit(t, censored)
-        sf = km.survival_function_.iloc[:, 0]
-        at = np.minimum(t, horizon_days)
-        idx = np.searchsorted(sf.index.to_numpy(), at, side="left") - 1  # G(s-): just before s
-        g = np.where(idx >= 0, sf.to_numpy()[np.maximum(idx, 0)], 1.0)
+        # G(s-): Kaplan-Meier of the censoring times, just before s = min(T, H)
+        g = km_left_continuous(np.minimum(t, horizon_days), t, np.full(len(t), -np.inf), censored)
         weight = np.where(known, 1 / g, 0.0)
         keep = known
         counts["censored_before_horizon"] = int((~known).sum())

@@ -3,6 +3,8 @@
 * ``aalen_johansen``: cumulative incidence of one cause among competing events, with
   tied times kept exactly (lifelines' AalenJohansenFitter jitters ties at random).
 * ``turnbull``: NPMLE of a distribution from interval-censored counts (banded durations).
+* ``kaplan_meier`` / ``step_value``: lifelines' Kaplan-Meier with R's conventions (log(-log)
+  interval, missing where S = 0), read as a step function; the one KM every stage uses.
 * ``km_quantile``: a quantile of a step survival curve by R's rule (a flat exactly at the
   target gives the midpoint), where lifelines takes the end of the flat.
 """
@@ -56,6 +58,32 @@ def aalen_johansen(time, event_type, cause, alpha: float = 0.05) -> pd.DataFrame
     return pd.DataFrame({"time": t, "at_risk": n.astype(np.int64), "events_any": d.astype(np.int64),
                          "events_cause": dj.astype(np.int64), "cif": F, "variance": var,
                          "lower": np.fmin(one, two), "upper": np.fmax(one, two)})
+
+
+DAYS_PER_MONTH = 30.4375  # 365.25 / 12: months in every report and horizon
+
+
+def kaplan_meier(time, event) -> pd.DataFrame:
+    """Kaplan-Meier S(t) with its 95% log(-log) interval and numbers at risk, one row per
+    distinct time (from time 0). The interval is undefined where S = 0: missing there, as
+    in R's ``survfit``."""
+    from lifelines import KaplanMeierFitter
+
+    km = KaplanMeierFitter().fit(time, event)
+    table = km.event_table
+    out = pd.DataFrame({
+        "time_days": table.index.to_numpy(dtype=float), "at_risk": table["at_risk"].to_numpy(),
+        "survival": km.survival_function_.iloc[:, 0].reindex(table.index).to_numpy(),
+        "survival_lower": km.confidence_interval_.iloc[:, 0].reindex(table.index).to_numpy(),
+        "survival_upper": km.confidence_interval_.iloc[:, 1].reindex(table.index).to_numpy()})
+    out.loc[out["survival"] <= 0, ["survival_lower", "survival_upper"]] = np.nan
+    return out
+
+
+def step_value(curve: pd.DataFrame, t: float, columns: list[str]) -> list[float]:
+    """A right-continuous step curve's ``columns`` at time t (1 before the first time)."""
+    upto = curve[curve["time_days"] <= t]
+    return [float(upto[c].iloc[-1]) for c in columns] if len(upto) else [1.0] * len(columns)
 
 
 def km_quantile(times, surv, q: float = 0.5, eps: float = 1e-10) -> float:

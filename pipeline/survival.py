@@ -33,8 +33,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import (KaplanMeierFitter, LogLogisticAFTFitter, LogNormalAFTFitter, NelsonAalenFitter,
-                       WeibullAFTFitter)
+from lifelines import LogLogisticAFTFitter, LogNormalAFTFitter, NelsonAalenFitter, WeibullAFTFitter
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import concordance_index
 
@@ -42,9 +41,8 @@ from pipeline import config
 from pipeline.cox import CoxPH
 from pipeline.errors import InputError, stage_entry
 from pipeline.io import write_csv, write_json
-from pipeline.nonparametric import aalen_johansen
+from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier
 
-DAYS_PER_MONTH = 30.4375
 REPORTS = Path("reports/survival")
 AFT = {"weibull": WeibullAFTFitter, "lognormal": LogNormalAFTFitter, "loglogistic": LogLogisticAFTFitter}
 CAUSES = ("re_referral", "entered_care", "age_18")
@@ -81,21 +79,12 @@ def with_groups(df: pd.DataFrame) -> pd.DataFrame:
 # -- description --------------------------------------------------------------------------
 def km_table(time: pd.Series, event: pd.Series, min_count: int) -> pd.DataFrame:
     """KM and Nelson-Aalen at each distinct time, cut where fewer than min_count are at risk."""
-    km = KaplanMeierFitter().fit(time, event)
+    out = kaplan_meier(time, event)
     na = NelsonAalenFitter(nelson_aalen_smoothing=False).fit(time, event)  # d/n, as R's survfit
-    table = km.event_table
-    out = pd.DataFrame({
-        "time_days": table.index.to_numpy(dtype=float),
-        "at_risk": table["at_risk"].to_numpy(),
-        "survival": km.survival_function_.iloc[:, 0].reindex(table.index).to_numpy(),
-        "survival_lower": km.confidence_interval_.iloc[:, 0].reindex(table.index).to_numpy(),
-        "survival_upper": km.confidence_interval_.iloc[:, 1].reindex(table.index).to_numpy(),
-        "cumulative_hazard": na.cumulative_hazard_.iloc[:, 0].reindex(table.index).to_numpy(),
-        "cumhaz_lower": na.confidence_interval_.iloc[:, 0].reindex(table.index).to_numpy(),
-        "cumhaz_upper": na.confidence_interval_.iloc[:, 1].reindex(table.index).to_numpy(),
-    })
-    undefined = out["survival"] <= 0  # log(-log) interval undefined at S = 0 (R: NA)
-    out.loc[undefined, ["survival_lower", "survival_upper"]] = np.nan
+    at = out["time_days"].to_numpy()
+    out["cumulative_hazard"] = na.cumulative_hazard_.iloc[:, 0].reindex(at).to_numpy()
+    out["cumhaz_lower"] = na.confidence_interval_.iloc[:, 0].reindex(at).to_numpy()
+    out["cumhaz_upper"] = na.confidence_interval_.iloc[:, 1].reindex(at).to_numpy()
     out = out[(out["time_days"] > 0) & (out["at_risk"] >= min_count)]
     out.insert(1, "time_months", (out["time_days"] / DAYS_PER_MONTH).round(3))
     out["cumulative_rereport"] = 1 - out["survival"]
