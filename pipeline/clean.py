@@ -46,6 +46,50 @@ _SERIAL = re.compile(r"^\d{1,5}(?:\.0+)?$")
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 
 
+class Quarantine:
+    """Per row: the first rule it fails, the field, and the raw value (None while kept).
+
+    Rules are applied in order; ``flag`` only marks rows no earlier rule has taken, so
+    every rejected row carries exactly one reason and the counts reconcile.
+    """
+
+    def __init__(self, raw_text: dict[str, pd.Series]):
+        self.raw_text = raw_text
+        n = len(next(iter(raw_text.values()))) if raw_text else 0
+        self.reason = np.full(n, None, dtype=object)
+        self.field = np.full(n, None, dtype=object)
+        self.value = np.full(n, None, dtype=object)
+
+    @property
+    def kept(self) -> np.ndarray:
+        return self.reason == None  # noqa: E711 - elementwise on an object array
+
+    def flag(self, rule: str, field: str, mask: np.ndarray, values: np.ndarray | None = None) -> None:
+        """Quarantine rows in ``mask`` not already taken; value defaults to the raw field."""
+        hit = np.asarray(mask, dtype=bool) & self.kept
+        self.reason[hit] = rule
+        self.field[hit] = field
+        self.value[hit] = (self.raw_text[field].to_numpy() if values is None else values)[hit]
+
+    def repeats(self, keys: np.ndarray) -> np.ndarray:
+        """Among kept rows, those whose key an earlier kept row already has."""
+        dup = np.zeros(len(keys), dtype=bool)
+        dup[self.kept] = pd.Series(keys[self.kept]).duplicated().to_numpy()
+        return dup
+
+    def first_row_of(self, keys: np.ndarray) -> np.ndarray:
+        """For each kept row, the index of the first kept row with its key."""
+        kept = self.kept
+        first = np.zeros(len(keys), dtype=np.int64)
+        first[kept] = pd.Series(np.arange(len(keys))[kept]).groupby(keys[kept]).transform("min").to_numpy()
+        return first
+
+    def rejects(self, table: str) -> pd.DataFrame:
+        bad = np.flatnonzero(~self.kept)
+        return pd.DataFrame({"table": table, "source_row": bad + 1, "field": self.field[bad],
+                             "value": self.value[bad], "reason": self.reason[bad]}, columns=REJECT_COLUMNS)
+
+
 def as_text(series: pd.Series) -> pd.Series:
     """Any input column as stripped text, with missing values as NA (Parquet numbers too)."""
     if pd.api.types.is_datetime64_any_dtype(series):
@@ -113,8 +157,7 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
                    dayfirst: bool, max_unparseable_share: float) -> tuple[pd.DataFrame, dict[str, Any], dict]:
     """Normalise one table and find each row's first reject reason (relational rules excepted).
 
-    Returns the typed frame (all rows), per-row ``reason``/``field``/``value`` arrays in a
-    dict, and normalisation counts.
+    Returns the typed frame (all rows), its ``Quarantine`` and normalisation counts.
     """
     raw = raw.assign(**{f.name: None for f in table.fields if f.optional_column and f.name not in raw.columns})
     missing = [c for c in table.columns if c not in raw.columns]
@@ -184,81 +227,48 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
     for later, earlier, reason in table.date_order:
         masks[reason].append((later, (frame[later] < frame[earlier]).to_numpy()))
 
-    reason = np.full(n, None, dtype=object)
-    where = np.full(n, None, dtype=object)
-    value = np.full(n, None, dtype=object)
-
-    def assign(rule: str, fname: str, mask: np.ndarray, values: np.ndarray | None = None) -> None:
-        hit = mask & (reason == None)  # noqa: E711 - elementwise on an object array
-        reason[hit] = rule
-        where[hit] = fname
-        value[hit] = raw_text[fname].to_numpy()[hit] if values is None else values[hit]
-
+    q = Quarantine(raw_text)
     for rule in REJECT_REASONS:
         if rule == "duplicate_row":
-            alive = reason == None  # noqa: E711
-            hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-            dup = np.zeros(n, dtype=bool)
-            dup[alive] = pd.Series(hashes[alive]).duplicated().to_numpy()
-            first_row = pd.Series(np.arange(n)[alive]).groupby(hashes[alive]).transform("min").to_numpy()
-            first = np.zeros(n, dtype=np.int64)
-            first[alive] = first_row
+            keys = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+            dup, first = q.repeats(keys), q.first_row_of(keys)
             note = np.full(n, None, dtype=object)
             note[dup] = [f"same as row {r + 1}" for r in first[dup]]
-            assign(rule, "(row)", dup, note)
+            q.flag(rule, "(row)", dup, note)
         elif rule == "duplicate_id":
-            alive = reason == None  # noqa: E711
-            dup = np.zeros(n, dtype=bool)
-            dup[alive] = frame[table.id_field][alive].duplicated().to_numpy()
-            assign(rule, table.id_field, dup)
+            q.flag(rule, table.id_field, q.repeats(frame[table.id_field].to_numpy()))
         else:
             for fname, mask in masks.get(rule, []):
-                assign(rule, fname, mask)
-    return frame, {"reason": reason, "field": where, "value": value, "raw_text": raw_text}, norm
+                q.flag(rule, fname, mask)
+    return frame, q, norm
 
 
-def _rejects_frame(table: str, flags: dict[str, Any]) -> pd.DataFrame:
-    bad = np.flatnonzero(flags["reason"] != None)  # noqa: E711
-    return pd.DataFrame({
-        "table": table, "source_row": bad + 1, "field": flags["field"][bad],
-        "value": flags["value"][bad], "reason": flags["reason"][bad],
-    }, columns=REJECT_COLUMNS)
-
-
-def relational_rules(children: pd.DataFrame, child_reason: np.ndarray, other: pd.DataFrame,
-                     other_flags: dict[str, Any], date_field: str, before_birth: str) -> None:
-    """Rules across tables, applied in place to a referrals or plans table's flags.
+def relational_rules(children: pd.DataFrame, child_kept: np.ndarray, other: pd.DataFrame,
+                     q: Quarantine, date_field: str, before_birth: str) -> None:
+    """Rules across tables, applied to a referrals or plans table's quarantine.
 
     ``unknown_child``: the child id is in no row of the children table;
     ``child_rejected``: it is, but that child row was quarantined;
     ``referral_before_birth`` / ``plan_before_birth``: the date precedes the date of birth.
     """
-    reason, where, value = other_flags["reason"], other_flags["field"], other_flags["value"]
     ids = other["child_id"]
-    kept_children = children.loc[child_reason == None]  # noqa: E711 - kept ids are unique
+    kept_children = children.loc[child_kept]  # kept ids are unique
     known = ids.isin(children["child_id"].dropna().unique()).to_numpy()
     pos = pd.Index(kept_children["child_id"]).get_indexer(ids)
     kept = pos >= 0
     dob = pd.Series(np.where(kept, kept_children["date_of_birth"].to_numpy()[np.maximum(pos, 0)],
                              np.datetime64("NaT")), index=other.index)
-    raw_child = other_flags["raw_text"]["child_id"].to_numpy()
-    raw_date = other_flags["raw_text"][date_field].to_numpy()
-    for rule, mask, fname, vals in (
-        ("unknown_child", ~known & ids.notna().to_numpy(), "child_id", raw_child),
-        ("child_rejected", known & ~kept, "child_id", raw_child),
-        (before_birth, (other[date_field] < dob).to_numpy(), date_field, raw_date),
-    ):
-        hit = mask & (reason == None)  # noqa: E711
-        reason[hit], where[hit], value[hit] = rule, fname, vals[hit]
+    q.flag("unknown_child", "child_id", ~known & ids.notna().to_numpy())
+    q.flag("child_rejected", "child_id", known & ~kept)
+    q.flag(before_birth, date_field, (other[date_field] < dob).to_numpy())
 
 
-def overlapping_plans(plans: pd.DataFrame, flags: dict[str, Any]) -> None:
+def overlapping_plans(plans: pd.DataFrame, q: Quarantine) -> None:
     """Quarantine a plan that starts before an earlier plan of the same child has ended.
 
     Earlier plans are compared by start date; an open plan (no end date) never ends.
     """
-    reason = flags["reason"]
-    alive = np.flatnonzero(reason == None)  # noqa: E711
+    alive = np.flatnonzero(q.kept)
     p = plans.iloc[alive]
     order = np.lexsort((p["start_date"].to_numpy(), p["child_id"].to_numpy()))
     rows = alive[order]
@@ -268,11 +278,9 @@ def overlapping_plans(plans: pd.DataFrame, flags: dict[str, Any]) -> None:
     end = np.where(np.isnat(end), np.iinfo(np.int64).max, end.astype(np.int64))
     running_end = pd.Series(end).groupby(child).cummax()
     prev_end = running_end.groupby(child).shift(1).to_numpy()  # NaN for a child's first plan
-    hit = start < np.nan_to_num(prev_end, nan=-np.inf)
-    hit_rows = rows[hit]
-    reason[hit_rows] = "overlapping_plan"
-    flags["field"][hit_rows] = "start_date"
-    flags["value"][hit_rows] = flags["raw_text"]["start_date"].to_numpy()[hit_rows]
+    mask = np.zeros(len(plans), dtype=bool)
+    mask[rows[start < np.nan_to_num(prev_end, nan=-np.inf)]] = True
+    q.flag("overlapping_plan", "start_date", mask)
 
 
 def pseudonymise(values: pd.Series, key: bytes) -> pd.Series:
@@ -303,27 +311,26 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
                   dayfirst: bool = True, max_unparseable_share: float = 0.5, key: bytes = SYNTHETIC_KEY,
                   progress: bool = False) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
     """Clean the three tables (pure: raw frames in; kept tables, rejects and metrics out)."""
-    frames, flags, norms = {}, {}, {}
+    frames, quarantine, norms = {}, {}, {}
     for table in (CHILDREN, REFERRALS, PLANS):
         t0 = time.perf_counter()
-        frames[table.name], flags[table.name], norms[table.name] = validate_table(
+        frames[table.name], quarantine[table.name], norms[table.name] = validate_table(
             raw[table.name], table, paths[table.name], extract_date=extract_date, dayfirst=dayfirst,
             max_unparseable_share=max_unparseable_share)
         if progress:
             print(f"clean: {table.name}: {len(raw[table.name]):,} rows validated in "
                   f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    child_reason = flags["children"]["reason"]
-    relational_rules(frames["children"], child_reason, frames["referrals"], flags["referrals"],
+    child_kept = quarantine["children"].kept
+    relational_rules(frames["children"], child_kept, frames["referrals"], quarantine["referrals"],
                      "referral_date", "referral_before_birth")
-    relational_rules(frames["children"], child_reason, frames["plans"], flags["plans"],
+    relational_rules(frames["children"], child_kept, frames["plans"], quarantine["plans"],
                      "start_date", "plan_before_birth")
-    overlapping_plans(frames["plans"], flags["plans"])
+    overlapping_plans(frames["plans"], quarantine["plans"])
 
     kept, rejects, metrics = {}, [], {"extract_date": extract_date.date().isoformat(), "tables": {}}
     for table in (CHILDREN, REFERRALS, PLANS):
         name = table.name
-        ok = flags[name]["reason"] == None  # noqa: E711
-        frame = frames[name].loc[ok].reset_index(drop=True)
+        frame = frames[name].loc[quarantine[name].kept].reset_index(drop=True)
         for f in table.fields:
             if f.kind == "id":
                 frame[f.name] = pseudonymise(frame[f.name], key)
@@ -332,7 +339,7 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
         except pandera.errors.SchemaError as err:  # a bug in the rules above, not bad input
             raise RuntimeError(f"clean {name} broke its own contract: {err}") from err
         kept[name] = frame
-        rej = _rejects_frame(name, flags[name])
+        rej = quarantine[name].rejects(name)
         rejects.append(rej)
         rows_in = len(raw[name])
         by_reason = rej["reason"].value_counts()
@@ -366,40 +373,26 @@ def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *,
     n = len(raw)
     text = {c: as_text(raw[c]).reset_index(drop=True).str.strip() for c in needed}
     text = {c: s.where(s != "") for c, s in text.items()}
-    reason = np.full(n, None, dtype=object)
-    where = np.full(n, None, dtype=object)
-
-    def assign(rule: str, col: str, mask: np.ndarray) -> None:
-        hit = mask & (reason == None)  # noqa: E711
-        reason[hit], where[hit] = rule, col
-
+    q = Quarantine({c: as_text(raw[c]).reset_index(drop=True) for c in needed})
     dur = pd.to_numeric(text[duration], errors="coerce")
     ev = text[event].str.lower().map(Field(event, "flag", codes=FLAG).alias_map())
     for col, bad, expected in ((duration, text[duration].notna() & dur.isna(), "a number of days"),
                                (event, text[event].notna() & ev.isna(), "0 or 1")):
         _wrong_type(path, Field(col, "flag"), bad, text[col], int(text[col].notna().sum()), 0.5, expected)
-    assign("missing_id", id_col, text[id_col].isna().to_numpy())
+    q.flag("missing_id", id_col, text[id_col].isna().to_numpy())
     if cluster:
-        assign("missing_id", cluster, text[cluster].isna().to_numpy())
+        q.flag("missing_id", cluster, text[cluster].isna().to_numpy())
     for col in (duration, event, *covariates):
-        assign("missing_value", col, text[col].isna().to_numpy())
-    assign("invalid_value", duration, (dur.isna() | (dur < 0)).to_numpy())
-    assign("unknown_code", event, ev.isna().to_numpy())
+        q.flag("missing_value", col, text[col].isna().to_numpy())
+    q.flag("invalid_value", duration, (dur.isna() | (dur < 0)).to_numpy())
+    q.flag("unknown_code", event, ev.isna().to_numpy())
     frame = raw.reset_index(drop=True).copy()
-    alive = reason == None  # noqa: E711
-    dup_row = np.zeros(n, dtype=bool)
-    dup_row[alive] = frame.loc[alive].duplicated().to_numpy()
-    assign("duplicate_row", "(row)", dup_row)
-    alive = reason == None  # noqa: E711
-    dup_id = np.zeros(n, dtype=bool)
-    dup_id[alive] = text[id_col][alive].duplicated().to_numpy()
-    assign("duplicate_id", id_col, dup_id)
+    row_keys = pd.util.hash_pandas_object(frame, index=False).to_numpy()
+    q.flag("duplicate_row", "(row)", q.repeats(row_keys), np.full(n, None, dtype=object))
+    q.flag("duplicate_id", id_col, q.repeats(text[id_col].to_numpy()))
 
-    ok = reason == None  # noqa: E711
-    bad = np.flatnonzero(~ok)
-    rejects = pd.DataFrame({"table": "analysis_table", "source_row": bad + 1, "field": where[bad],
-                            "value": [None if w == "(row)" else raw[w].iloc[i] for w, i in zip(where[bad], bad)],
-                            "reason": reason[bad]}, columns=REJECT_COLUMNS)
+    ok = q.kept
+    rejects = q.rejects("analysis_table")
     kept = frame.loc[ok].reset_index(drop=True)
     kept[id_col] = pseudonymise(text[id_col][ok].reset_index(drop=True), key)
     if cluster:
