@@ -57,6 +57,13 @@ def bench(sizes: list[int], project: Path) -> list[dict]:
     return rows
 
 
+def synthetic_design(n: int, p: int, rng):
+    """n x p covariates, alternating standard normal and 0/1, as a float array."""
+    import numpy as np
+
+    return np.column_stack([rng.integers(0, 2, n) if j % 2 else rng.normal(size=n) for j in range(p)]).astype(float)
+
+
 def bench_cox(n: int = 1_000_000, p: int = 15, seed: int = 1) -> dict:
     """Family-cluster robust Cox (Efron) on n rows x p covariates, beside lifelines' plain
     Cox (no clustering) on the same data. Target (issue 3): <= 10 s on 2 cores."""
@@ -67,7 +74,7 @@ def bench_cox(n: int = 1_000_000, p: int = 15, seed: int = 1) -> dict:
     from pipeline.cox import CoxPH
 
     rng = np.random.default_rng(seed)
-    X = np.column_stack([rng.integers(0, 2, n) if j % 2 else rng.normal(size=n) for j in range(p)]).astype(float)
+    X = synthetic_design(n, p, rng)
     beta = np.linspace(-0.3, 0.3, p)
     family = np.repeat(np.arange(n // 2 + 1), 2)[:n]
     days = np.ceil(rng.exponential(400 / np.exp(X @ beta)))     # whole days: many ties
@@ -94,8 +101,7 @@ def bench_bootstrap(n: int = 800_000, p: int = 20, replicates: int = 200, seed: 
     from pipeline import bootstrap, logistic
 
     rng = np.random.default_rng(seed)
-    X = pd.DataFrame({f"x{j}": (rng.integers(0, 2, n) if j % 2 else rng.normal(size=n)).astype(float)
-                      for j in range(p)})
+    X = pd.DataFrame(synthetic_design(n, p, rng), columns=[f"x{j}" for j in range(p)])
     lp = -1 + X.to_numpy() @ np.linspace(-0.3, 0.3, p)
     df = X.assign(y=(rng.random(n) < 1 / (1 + np.exp(-lp))).astype(int), weight=1.0, family=np.arange(n) // 2)
     cols = list(X.columns)

@@ -11,8 +11,8 @@
   of development families dated after the cut-off are left out (counted).
 * ``fit_logit``: statsmodels Logit with family-cluster robust (sandwich) SEs, odds ratios
   and 95% CIs; ``sklearn_model``: the same model as a scikit-learn Pipeline
-  (``newton-cholesky``, no penalty) for prediction; both use ``design_matrix`` of the
-  survival stage, so their coefficients agree (tested to 1e-6).
+  (``newton-cholesky``, no penalty) for prediction; both take the design of
+  ``survival.design_matrix`` (one coding of covariates), so their coefficients agree (tested to 1e-6).
 """
 
 from __future__ import annotations
@@ -113,12 +113,6 @@ def sklearn_model() -> LogisticRegression:
     return LogisticRegression(C=np.inf, solver="newton-cholesky", max_iter=100, tol=1e-10)  # C=inf: no penalty
 
 
-def design(df: pd.DataFrame, covariates: list[str], categorical: list[str],
-           reference: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
-    """The design matrix shared with the Cox model (one place for coding covariates)."""
-    return design_matrix(df, covariates, categorical, reference)
-
-
 def cox_snell_r2(loglik_model: float, loglik_null: float, n: int) -> float:
     """R^2_CS = 1 - exp(2 (logL_null - logL_model) / n) (Cox and Snell 1989)."""
     return float(1 - np.exp(2 * (loglik_null - loglik_model) / n))
@@ -132,8 +126,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     dev, val, split_counts = temporal_split(data, s["cutoff"])
     if dev["y"].nunique() < 2 or val["y"].nunique() < 2:
         raise ValueError("development and validation data each need events and non-events; move logistic.cutoff")
-    X_dev, reference = design(dev, s["covariates"], s.get("categorical", []))
-    X_val, _ = design(val, s["covariates"], s.get("categorical", []), reference)
+    X_dev, reference = design_matrix(dev, s["covariates"], s.get("categorical", []))
+    X_val, _ = design_matrix(val, s["covariates"], s.get("categorical", []), reference)
     X_val = X_val.reindex(columns=X_dev.columns, fill_value=0.0)
     odds = fit_logit(X_dev, dev["y"], cluster=dev["family_id"], weight=dev["weight"].to_numpy())
     model = sklearn_model().fit(X_dev, dev["y"], sample_weight=dev["weight"])

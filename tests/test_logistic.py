@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import logistic
+from pipeline.survival import design_matrix
 
 
 def _rows() -> pd.DataFrame:
@@ -66,7 +67,7 @@ def test_statsmodels_and_sklearn_agree():
                        "band": rng.choice(["x", "y", "z"], n), "fam": rng.integers(0, 2000, n)})
     lp = -1 + 0.7 * df["a"] - 0.4 * df["b"] + np.where(df["band"] == "y", 0.5, 0)
     y = (rng.random(n) < 1 / (1 + np.exp(-lp))).astype(int)
-    X, ref = logistic.design(df, ["a", "b"], ["band"])
+    X, ref = design_matrix(df, ["a", "b"], ["band"])
     table = logistic.fit_logit(X, y, cluster=df["fam"])
     sk = logistic.sklearn_model().fit(X, y)
     np.testing.assert_allclose(table["coef"].iloc[1:].to_numpy(), sk.coef_[0], rtol=1e-6, atol=1e-8)
