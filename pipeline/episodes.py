@@ -40,7 +40,7 @@ import pandas as pd
 from pipeline import config
 from pipeline.errors import InputError, stage_entry
 from pipeline.io import write_json, write_parquet
-from pipeline.schema import FACTORS, NO_SERVICE_OUTCOMES, age_band
+from pipeline.schema import FACTORS, NO_SERVICE_OUTCOMES, age_band, age_in_years
 
 ANALYSIS_DIR = Path("data/analysis")
 CLEAN_DIR = Path("data/clean")
@@ -166,7 +166,7 @@ def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.D
 
     first_plan = plans.groupby("child_id")["start_date"].min()
     rr = r.iloc[idx]
-    age_years = (rr["referral_date"].to_numpy() - kid["date_of_birth"].to_numpy()) / np.timedelta64(1, "D") / 365.25
+    age_years = age_in_years(rr["referral_date"], kid["date_of_birth"])
     out = pd.DataFrame({
         "index_referral_id": rr["referral_id"].to_numpy(),
         "child_id": rr["child_id"].to_numpy(),
@@ -207,7 +207,7 @@ def derive_cpp_durations(children: pd.DataFrame, plans: pd.DataFrame, *,
     ended = p["end_date"].notna().to_numpy()
     stop = p["end_date"].fillna(pd.Timestamp(extract_date))
     number = p.groupby("child_id").cumcount().to_numpy() + 1
-    age = (p["start_date"].to_numpy() - kid["date_of_birth"].to_numpy()) / np.timedelta64(1, "D") / 365.25
+    age = age_in_years(p["start_date"], kid["date_of_birth"])
     return pd.DataFrame({
         "plan_id": p["plan_id"].to_numpy(),
         "child_id": p["child_id"].to_numpy(),

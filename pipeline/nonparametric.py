@@ -60,7 +60,7 @@ def aalen_johansen(time, event_type, cause, alpha: float = 0.05) -> pd.DataFrame
                          "lower": np.fmin(one, two), "upper": np.fmax(one, two)})
 
 
-DAYS_PER_MONTH = 30.4375  # 365.25 / 12: months in every report and horizon
+DAYS_PER_MONTH = 365.25 / 12  # 30.4375: months in every report and horizon (schema.DAYS_PER_YEAR / 12)
 
 
 def kaplan_meier(time, event) -> pd.DataFrame:

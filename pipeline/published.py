@@ -58,6 +58,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
     gives every counted referral or plan its full history, as in the national returns.
     """
     from pipeline.episodes import derive_rereport, episode_starts, order_by_child, to_days
+    from pipeline.schema import DAYS_PER_YEAR, age_in_years
 
     extract = pd.Timestamp(extract_date)
     year_start = extract - pd.Timedelta(days=365)
@@ -78,7 +79,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
     bands = np.bincount(duration_band(durations), minlength=5) / max(len(durations), 1)
 
     open_plans = p[p["end_date"].isna()].merge(children[["child_id", "date_of_birth"]], on="child_id")
-    age_open = (extract - open_plans["date_of_birth"]).dt.days / 365.25
+    age_open = age_in_years(np.full(len(open_plans), extract.to_datetime64()), open_plans["date_of_birth"])
     rereport, _ = derive_rereport(children, referrals, plans, extract_date=extract,
                                   same_episode_days=same_episode_days)
     hazards = {}
@@ -86,7 +87,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
         t = rereport["time_days"].to_numpy()
         at_risk = np.clip(t - lo, 0, hi - lo).sum()
         events = ((rereport["event"] == 1) & (t > lo) & (t <= hi)).sum()
-        hazards[f"{lo}-{hi}"] = round(float(1000 * 365.25 * events / at_risk), 2)
+        hazards[f"{lo}-{hi}"] = round(float(1000 * DAYS_PER_YEAR * events / at_risk), 2)
     first_year = s_day[~has_prev] <= to_days(pd.Series([extract - pd.Timedelta(days=5 * 365)]))[0]
     child_has_second = np.bincount(s_code, minlength=s_code.max() + 1)[s_code[~has_prev]] > 1
     return {

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 
@@ -182,6 +183,15 @@ REREPORT_KEYS = ("index_referral_id", "child_id", "family_id", "la_code", "index
                  "time_days", "event", "censor_reason", "event_type")
 AGE_BANDS = ((0, 1, "under_1"), (1, 5, "1_4"), (5, 10, "5_9"), (10, 16, "10_15"), (16, 18, "16_17"),
              (18, 200, "18_plus"))
+
+
+DAYS_PER_YEAR = 365.25
+
+
+def age_in_years(on, date_of_birth) -> np.ndarray:
+    """Exact age in years on a date (days / 365.25)."""
+    return (np.asarray(on, dtype="datetime64[ns]") - np.asarray(date_of_birth, dtype="datetime64[ns]")
+            ) / np.timedelta64(1, "D") / DAYS_PER_YEAR
 
 
 def age_band(age_years: pd.Series) -> pd.Series:

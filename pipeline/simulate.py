@@ -44,9 +44,8 @@ from scipy import special, stats
 from pipeline import config, faults, published
 from pipeline.errors import InputError, stage_entry
 from pipeline.io import write_csv_fast, write_json
-from pipeline.schema import FACTORS, NO_SERVICE_OUTCOMES
+from pipeline.schema import DAYS_PER_YEAR, FACTORS, NO_SERVICE_OUTCOMES
 
-DAYS_PER_YEAR = 365.25
 #: Covariates carrying a true effect on the re-referral hazard, in truth.json order.
 HAZARD_COVARIATES = (*FACTORS, "disability", "no_service", "prior_referrals")
 
