@@ -1,5 +1,5 @@
 # make repro: set up, then run the whole pipeline on the embedded synthetic default.
-# make test:  set up, then run the tests.     make bench: time the stages at scale.
+# make test:  set up, then run the tests.     make bench: the speed and memory targets.
 VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)

@@ -6,10 +6,14 @@ score the refitted model on the replicate (apparent) and on the original data (t
 optimism = mean(apparent_b - test_b); corrected = apparent - optimism (Harrell, Lee and
 Mark 1996; Steyerberg 2019, ch. 17).
 
-Replicates run in parallel (joblib, ``n_jobs``) with one BLAS thread per worker:
-measured on 2 cores, default BLAS threading made parallel replicates 2.7-8.6x slower.
-Each replicate's random stream is spawned from one seed, so results do not depend on
-the number of workers or their scheduling.
+A replicate is the original rows with frequency weights, each row weighted by the number
+of times its family was drawn: every likelihood, sum and smooth of the modelling and
+scoring steps is then that of the repeated rows (tested), and nothing is copied.
+Replicates run in parallel (joblib, ``n_jobs``), a few per task so that the data travel
+to each worker a few times rather than once per replicate, with one BLAS thread per
+worker: measured on 2 cores, default BLAS threading made parallel replicates 2.7-8.6x
+slower. Each replicate's random stream is spawned from one seed, so results do not
+depend on the number of workers, the tasks or their scheduling.
 """
 
 from __future__ import annotations
@@ -22,43 +26,47 @@ import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
-
-def family_index(family: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Rows grouped by family: (row order, start of each family in it, family sizes)."""
-    codes = pd.factorize(family)[0]
-    order = np.argsort(codes, kind="stable")
-    sizes = np.bincount(codes)
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    return order, starts, sizes
+Fit = Callable[..., Any]                               # fit(X, y, weight, start=None) -> model
+Score = Callable[[Any, np.ndarray, np.ndarray, np.ndarray], dict[str, float]]
 
 
-def resample_rows(rng: np.random.Generator, order: np.ndarray, starts: np.ndarray, sizes: np.ndarray) -> np.ndarray:
-    """Row indices of one family bootstrap replicate (families drawn with replacement)."""
-    drawn = rng.integers(0, len(sizes), size=len(sizes))
-    lens = sizes[drawn]
-    first = np.repeat(starts[drawn] - np.concatenate([[0], np.cumsum(lens)[:-1]]), lens)
-    return order[first + np.arange(lens.sum())]
+def family_multiplicity(rng: np.random.Generator, family_code: np.ndarray, n_families: int) -> np.ndarray:
+    """How many times each row's family is drawn in one replicate (families with replacement)."""
+    drawn = np.bincount(rng.integers(0, n_families, size=n_families), minlength=n_families)
+    return drawn[family_code]
 
 
-def _replicate(data: pd.DataFrame, fit: Callable, score: Callable, seed: np.random.SeedSequence,
-               index: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[dict[str, float], dict[str, float]]:
+def _replicates(X: np.ndarray, y: np.ndarray, weight: np.ndarray, family_code: np.ndarray, fit: Fit,
+                score: Score, start: Any, seeds: list[np.random.SeedSequence]) -> list[tuple[dict, dict]]:
+    n_families = int(family_code.max()) + 1
+    out = []
     with threadpool_limits(limits=1):
-        rows = resample_rows(np.random.default_rng(seed), *index)
-        boot = data.iloc[rows]
-        model = fit(boot)
-        return score(model, boot), score(model, data)
+        for seed in seeds:
+            w = weight * family_multiplicity(np.random.default_rng(seed), family_code, n_families)
+            drawn = w > 0
+            model = fit(X[drawn], y[drawn], w[drawn], start=start)
+            out.append((score(model, X[drawn], y[drawn], w[drawn]), score(model, X, y, weight)))
+    return out
 
 
-def optimism(data: pd.DataFrame, family: str, fit: Callable[[pd.DataFrame], Any],
-             score: Callable[[Any, pd.DataFrame], dict[str, float]], replicates: int, seed: int,
-             n_jobs: int = 2, progress: bool = True) -> pd.DataFrame:
-    """Apparent, optimism and optimism-corrected value of each measure ``score`` returns."""
-    apparent = score(fit(data), data)
-    index = family_index(data[family].to_numpy())
+def optimism(X: np.ndarray, y: np.ndarray, weight: np.ndarray, family: np.ndarray, fit: Fit, score: Score,
+             replicates: int, seed: int, n_jobs: int = 2, progress: bool = True) -> pd.DataFrame:
+    """Apparent, optimism and optimism-corrected value of each measure ``score`` returns.
+
+    ``fit(X, y, weight, start=model)`` refits the modelling step; ``start`` is the fit to
+    the original data, from which a replicate's fit may start (an unpenalised logistic
+    likelihood has one maximum, so the start changes the iterations, not the answer).
+    """
+    X, y, weight = np.ascontiguousarray(X, dtype=float), np.asarray(y, dtype=float), np.asarray(weight, dtype=float)
+    family_code = pd.factorize(np.asarray(family))[0]
+    model = fit(X, y, weight)
+    apparent = score(model, X, y, weight)
     seeds = np.random.SeedSequence(seed).spawn(replicates)
-    verbose = 5 if progress else 0
-    results = Parallel(n_jobs=n_jobs, verbose=verbose)(
-        delayed(_replicate)(data, fit, score, s, index) for s in seeds)
+    per_task = max(1, -(-replicates // (10 * max(n_jobs, 1))))
+    chunks = [seeds[i:i + per_task] for i in range(0, replicates, per_task)]
+    results = Parallel(n_jobs=n_jobs, verbose=5 if progress else 0)(
+        delayed(_replicates)(X, y, weight, family_code, fit, score, model, chunk) for chunk in chunks)
+    results = [r for chunk in results for r in chunk]
     if progress:
         print(f"bootstrap: {replicates} family replicates done", file=sys.stderr)
     boot = pd.DataFrame([r[0] for r in results])

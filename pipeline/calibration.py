@@ -26,24 +26,62 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 from scipy import special, stats
-from sklearn.metrics import roc_auc_score
-from statsmodels.nonparametric.smoothers_lowess import lowess
 
+from pipeline.lowess import distinct, lowess, lowess_distinct
 from pipeline.nonparametric import DAYS_PER_MONTH
 
 
-def lowess_calibration(p: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """s(p_i): R's ``approx(lowess(p, y, iter = 0), xout = p, ties = mean)$y``."""
-    p = np.asarray(p, dtype=float)
-    y = np.asarray(y, dtype=float)
-    delta = 0.01 * (p.max() - p.min())  # R's lowess default
-    fit = lowess(y, p, frac=2 / 3, it=0, delta=delta, return_sorted=True)
-    xs, ys = fit[:, 0], fit[:, 1]
-    ux, inv = np.unique(xs, return_inverse=True)   # ties = mean
-    uy = np.bincount(inv, weights=ys) / np.bincount(inv)
-    return np.interp(p, ux, uy)
+def lowess_calibration(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """s(p_i): R's ``approx(lowess(p, y, iter = 0), xout = p, ties = mean)$y`` (the smooth
+    at each distinct p); with frequency weights, the same on the repeated rows."""
+    return lowess(p, y, weights)
+
+
+def weighted_quantile(values: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
+    """R's default quantile (type 7) of the data with each value repeated ``weights`` times
+    (positions on the cumulative weight; any positive weights), at each probability in q."""
+    order = np.argsort(values, kind="stable")
+    v, w = np.asarray(values, dtype=float)[order], np.asarray(weights, dtype=float)[order]
+    v, w = v[w > 0], w[w > 0]
+    cum = np.cumsum(w)
+    position = (cum[-1] - 1) * np.atleast_1d(np.asarray(q, dtype=float)) + 1   # 1-based, among repeated rows
+    below = v[np.minimum(np.searchsorted(cum, np.floor(position) - 1e-9), len(v) - 1)]
+    above = v[np.minimum(np.searchsorted(cum, np.ceil(position) - 1e-9), len(v) - 1)]
+    return below + (position - np.floor(position)) * (above - below)
+
+
+def logistic_recalibration(lp: np.ndarray, events: np.ndarray, weights: np.ndarray, slope: bool = True
+                           ) -> np.ndarray:
+    """Maximum-likelihood (a, b) of ``logit P(y=1) = a + b lp`` (or a alone, lp as offset,
+    when ``slope`` is False) by Newton-Raphson from (0, 1): the two-parameter GLMs of
+    val.prob without the per-call overhead of a general GLM (checked against statsmodels
+    in tests/test_calibration.py). ``events``: weighted count of y = 1 at each lp (y itself
+    when weights are 1), so rows sharing a prediction may be pooled."""
+    X = np.column_stack([np.ones_like(lp), lp]) if slope else np.ones((len(lp), 1))
+    beta = np.array([0.0, 1.0]) if slope else np.array([0.0])
+    for _ in range(100):
+        eta = X @ beta if slope else beta[0] + lp
+        mu = special.expit(eta)
+        gradient = X.T @ (events - weights * mu)
+        hessian = (X * (weights * mu * (1 - mu))[:, None]).T @ X
+        step = np.linalg.solve(hessian, gradient)
+        beta = beta + step
+        if np.max(np.abs(step)) < 1e-12:
+            break
+    return beta
+
+
+def c_statistic(p: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
+    """Area under the ROC curve, ties counted 1/2: sum over (event, non-event) pairs of
+    w_i w_j [p_i > p_j] / (W_events W_non-events), from the distinct values of p."""
+    _, _, mass, mass_y = distinct(np.asarray(p, dtype=float), np.asarray(y, dtype=float), np.asarray(weights, dtype=float))
+    return _c_distinct(mass_y, mass - mass_y)
+
+
+def _c_distinct(pos: np.ndarray, neg: np.ndarray) -> float:
+    below = np.cumsum(neg) - neg
+    return float(np.sum(pos * (below + neg / 2)) / (pos.sum() * neg.sum()))
 
 
 def delong_auc(p: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
@@ -63,85 +101,111 @@ def delong_auc(p: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> tuple[float
     return auc, var, auc - z * np.sqrt(var), auc + z * np.sqrt(var)
 
 
-def val_prob(p, y) -> dict[str, Any]:
-    """Calibration and discrimination of probabilities ``p`` for outcomes ``y`` (0/1)."""
+def val_prob(p, y, weights=None, intervals: bool = True) -> dict[str, Any]:
+    """Calibration and discrimination of probabilities ``p`` for outcomes ``y`` (0/1).
+
+    ``weights``: frequency weights (a bootstrap replicate's family multiplicities) or
+    inverse-probability-of-censoring weights; every measure is then the weighted one
+    (for integer weights, the measure on the repeated rows). DeLong's interval and
+    Spiegelhalter's z assume unweighted independent rows: NaN when weights are not all 1
+    (the calibration stage then gives C a family-bootstrap interval). ``intervals=False``
+    skips DeLong (inside bootstrap replicates).
+    """
     p = np.asarray(p, dtype=float)
     y = np.asarray(y, dtype=float)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
     if p.min() <= 0 or p.max() >= 1:
         raise ValueError("predicted probabilities must lie strictly between 0 and 1")
-    lp = special.logit(p)
-    recal = sm.GLM(y, sm.add_constant(lp), family=sm.families.Binomial()).fit()
-    citl = sm.GLM(y, np.ones((len(y), 1)), family=sm.families.Binomial(), offset=lp).fit()
-    error = np.abs(p - lowess_calibration(p, y))
-    c = roc_auc_score(y, p)
-    _, _, c_lower, c_upper = delong_auc(p, y)
-    prevalence = y.mean()
-    w = 1 - 2 * p
-    z = float(np.sum((y - p) * w) / np.sqrt(np.sum(w**2 * p * (1 - p))))
+    unweighted = bool(np.all(w == 1))
+    used = w > 0
+    p, y, w = p[used], y[used], w[used]
+    # Every measure below is a sum over distinct predictions: one sort serves them all.
+    ux, inverse, mass, events = distinct(p, y, w)
+    lp = special.logit(ux)
+    intercept, slope = logistic_recalibration(lp, events, mass)
+    citl = logistic_recalibration(lp, events, mass, slope=False)[0]
+    error = np.abs(ux - lowess_distinct(ux, mass, events))
+    total = mass.sum()
+    c = _c_distinct(events, mass - events)
+    c_lower = c_upper = z = np.nan
+    if unweighted:
+        if intervals:
+            _, _, c_lower, c_upper = delong_auc(p, y)
+        s = 1 - 2 * p
+        z = float(np.sum((y - p) * s) / np.sqrt(np.sum(s**2 * p * (1 - p))))
+    e50, e90 = weighted_quantile(error, mass, [0.5, 0.9])
+    prevalence = float(events.sum() / total)
+    brier = float(np.sum(mass * ux**2 - 2 * ux * events) / total + prevalence)   # sum w (p - y)^2, y in {0, 1}
     return {
         "n": int(len(y)), "events": int(y.sum()),
-        "observed_expected": float(y.sum() / p.sum()),
-        "citl": float(citl.params[0]),
-        "intercept": float(recal.params[0]), "slope": float(recal.params[1]),
-        "emax": float(error.max()), "e90": float(np.quantile(error, 0.9)), "eavg": float(error.mean()),
-        "e50": float(np.median(error)),
-        "brier": float(np.mean((p - y) ** 2)),
-        "scaled_brier": float(1 - np.mean((p - y) ** 2) / (prevalence * (1 - prevalence))),
-        "c": float(c), "c_lower": float(c_lower), "c_upper": float(c_upper), "dxy": float(2 * (c - 0.5)),
-        "spiegelhalter_z": z, "spiegelhalter_p": float(2 * stats.norm.sf(abs(z))),
+        "observed_expected": float(events.sum() / np.sum(mass * ux)),
+        "citl": float(citl), "intercept": float(intercept), "slope": float(slope),
+        "emax": float(error.max()), "e90": float(e90), "eavg": float(np.sum(mass * error) / total), "e50": float(e50),
+        "brier": brier, "scaled_brier": float(1 - brier / (prevalence * (1 - prevalence))),
+        "c": c, "c_lower": float(c_lower), "c_upper": float(c_upper), "dxy": float(2 * (c - 0.5)),
+        "spiegelhalter_z": float(z), "spiegelhalter_p": float(2 * stats.norm.sf(abs(z))),
     }
 
 
-def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10) -> pd.DataFrame:
-    """Observed against expected by tenth of predicted risk (counts below min_count withheld)."""
+def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10,
+                 weights: np.ndarray | None = None) -> pd.DataFrame:
+    """Observed against expected by tenth of predicted risk (counts below min_count withheld).
+    With weights (IPCW), the observed rate and mean prediction are weighted means; the
+    counts stay counts of rows."""
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
     tenth = pd.qcut(pd.Series(p).rank(method="first"), groups, labels=False) + 1
-    out = (pd.DataFrame({"tenth": tenth, "p": p, "y": y}).groupby("tenth")
-           .agg(n=("y", "size"), observed_events=("y", "sum"), mean_predicted=("p", "mean"),
-                observed_rate=("y", "mean")).reset_index())
+    frame = pd.DataFrame({"tenth": tenth, "y": y, "w": w, "wp": w * p, "wy": w * y})
+    out = frame.groupby("tenth").agg(n=("y", "size"), observed_events=("y", "sum"), w=("w", "sum"),
+                                     wp=("wp", "sum"), wy=("wy", "sum")).reset_index()
+    out["mean_predicted"] = out["wp"] / out["w"]
+    out["observed_rate"] = out["wy"] / out["w"]
     out["expected_events"] = out["mean_predicted"] * out["n"]
+    out = out[["tenth", "n", "observed_events", "mean_predicted", "observed_rate", "expected_events"]]
     small = out["observed_events"] < min_count
     out.loc[small, ["observed_events", "observed_rate"]] = np.nan
     out.loc[out["n"] < min_count, ["n", "expected_events"]] = np.nan
     return out
 
 
+def c_interval_bootstrap(p: np.ndarray, y: np.ndarray, weights: np.ndarray, family: np.ndarray,
+                         replicates: int, seed: int) -> tuple[float, float]:
+    """95% percentile interval of the (weighted) C statistic over family bootstrap
+    replicates: DeLong's variance has no weighted form, so IPCW results use this."""
+    from pipeline.bootstrap import family_multiplicity
+
+    code = pd.factorize(np.asarray(family))[0]
+    seeds = np.random.SeedSequence(seed, spawn_key=[5]).spawn(replicates)
+    draws = [c_statistic(p, y, weights * family_multiplicity(np.random.default_rng(sd), code, code.max() + 1))
+             for sd in seeds]
+    lower, upper = np.quantile(draws, [0.025, 0.975])
+    return float(lower), float(upper)
+
+
 def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replicates: int = 200,
-          seed: int = 0, points: int = 101) -> pd.DataFrame:
+          seed: int = 0, points: int = 101, weights: np.ndarray | None = None) -> pd.DataFrame:
     """The lowess calibration curve on a grid of predicted risk, the ideal diagonal, and a
     95% percentile band from resampling whole families (when ``family`` is given)."""
-    from pipeline.bootstrap import family_index, resample_rows
+    from pipeline.bootstrap import family_multiplicity
 
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
+    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
     grid = np.linspace(np.quantile(p, 0.01), np.quantile(p, 0.99), points)
 
-    def on_grid(pp: np.ndarray, yy: np.ndarray) -> np.ndarray:
-        smooth = lowess_calibration(pp, yy)
+    def on_grid(ww: np.ndarray) -> np.ndarray:
+        used = ww > 0
+        pp = p[used]
         order = np.argsort(pp, kind="stable")
-        return np.interp(grid, pp[order], smooth[order])
+        return np.interp(grid, pp[order], lowess_calibration(pp, y[used], ww[used])[order])
 
-    out = pd.DataFrame({"predicted": grid, "observed": on_grid(p, y), "ideal": grid})
+    out = pd.DataFrame({"predicted": grid, "observed": on_grid(w), "ideal": grid})
     if family is not None and replicates:
-        index = family_index(np.asarray(family))
+        code = pd.factorize(np.asarray(family))[0]
         seeds = np.random.SeedSequence(seed, spawn_key=[3]).spawn(replicates)
-        draws = np.array([on_grid(p[r], y[r]) for r in
-                          (resample_rows(np.random.default_rng(sd), *index) for sd in seeds)])
+        draws = np.array([on_grid(w * family_multiplicity(np.random.default_rng(sd), code, code.max() + 1))
+                          for sd in seeds])
         out["lower"], out["upper"] = np.quantile(draws, [0.025, 0.975], axis=0)
     return out
-
-
-def rcs_basis(x: np.ndarray, knots: np.ndarray) -> np.ndarray:
-    """Harrell's restricted cubic spline basis (linear beyond the outer knots): x and
-    k - 2 non-linear terms, each scaled by (t_k - t_1)^2 as rms::rcspline.eval(norm = 2)."""
-    x = np.asarray(x, dtype=float)
-    t = np.asarray(knots, dtype=float)
-    k = len(t)
-    pos = lambda v: np.maximum(v, 0) ** 3  # noqa: E731
-    cols = [x]
-    for j in range(k - 2):
-        cols.append((pos(x - t[j]) - pos(x - t[k - 2]) * (t[k - 1] - t[j]) / (t[k - 1] - t[k - 2])
-                     + pos(x - t[k - 1]) * (t[k - 2] - t[j]) / (t[k - 1] - t[k - 2])) / (t[k - 1] - t[0]) ** 2)
-    return np.column_stack(cols)
 
 
 def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float
@@ -153,6 +217,7 @@ def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, 
     ICI, E50, E90: mean, median and 90th percentile of |predicted - observed|.
     """
     from pipeline.cox import CoxPH
+    from pipeline.splines import rcs_basis
 
     risk = np.clip(np.asarray(risk, dtype=float), 1e-8, 1 - 1e-8)
     x = np.log(-np.log(1 - risk))
@@ -228,10 +293,23 @@ def subgroup_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:
             if min(events, len(g) - events) < max(min_count, 2):
                 row.update(n=np.nan, events=np.nan)
             else:
-                v = val_prob(g["p"], g["y"])
+                v = val_prob(g["p"], g["y"], g["weight"] if "weight" in g else None)
                 row.update(observed_expected=v["observed_expected"], citl=v["citl"], slope=v["slope"],
                            ici=v["eavg"], e90=v["e90"], c=v["c"])
             rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fold_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:
+    """Grouped k-fold split: the measures within each fold's out-of-fold predictions."""
+    rows = []
+    for fold, g in pred.groupby("fold", sort=True):
+        events = int(g["y"].sum())
+        v = val_prob(g["p"], g["y"], g["weight"])
+        small = min(events, len(g) - events) < min_count
+        rows.append({"fold": int(fold), "n": np.nan if small else len(g), "events": np.nan if small else events,
+                     "observed_expected": v["observed_expected"], "citl": v["citl"], "slope": v["slope"],
+                     "ici": v["eavg"], "brier": v["brier"], "c": v["c"]})
     return pd.DataFrame(rows)
 
 
@@ -244,20 +322,22 @@ def recalibration(pred: pd.DataFrame, seed: int) -> pd.DataFrame:
     families = pred["family"].unique()
     fit_half = np.isin(pred["family"], rng.choice(families, size=len(families) // 2, replace=False))
     a, b = pred[fit_half], pred[~fit_half]
-    lp_a, lp_b = special.logit(a["p"]), special.logit(b["p"])
-    glm = sm.GLM(a["y"], sm.add_constant(lp_a), family=sm.families.Binomial()).fit()
-    logistic_p = special.expit(glm.params.iloc[0] + glm.params.iloc[1] * lp_b)
-    iso = IsotonicRegression(y_min=1e-6, y_max=1 - 1e-6, out_of_bounds="clip").fit(a["p"], a["y"])
+    w_a = a["weight"].to_numpy() if "weight" in a else np.ones(len(a))
+    w_b = b["weight"].to_numpy() if "weight" in b else None
+    lp_a, lp_b = special.logit(a["p"].to_numpy()), special.logit(b["p"].to_numpy())
+    intercept, slope = logistic_recalibration(lp_a, w_a * a["y"].to_numpy(), w_a)
+    logistic_p = special.expit(intercept + slope * lp_b)
+    iso = IsotonicRegression(y_min=1e-6, y_max=1 - 1e-6, out_of_bounds="clip").fit(a["p"], a["y"], sample_weight=w_a)
     isotonic_p = np.clip(iso.predict(b["p"]), 1e-6, 1 - 1e-6)
     rows = []
     for name, p in (("original", b["p"].to_numpy()), ("logistic_recalibration", logistic_p),
                     ("isotonic_recalibration", isotonic_p)):
-        v = val_prob(p, b["y"])
+        v = val_prob(p, b["y"], w_b)
         rows.append({"method": name, "observed_expected": v["observed_expected"], "citl": v["citl"],
                      "slope": v["slope"], "ici": v["eavg"], "e90": v["e90"], "brier": v["brier"], "c": v["c"]})
     out = pd.DataFrame(rows)
     out.attrs["fitted_on"], out.attrs["assessed_on"] = int(fit_half.sum()), int((~fit_half).sum())
-    out.attrs["logistic"] = {"intercept": float(glm.params.iloc[0]), "slope": float(glm.params.iloc[1])}
+    out.attrs["logistic"] = {"intercept": float(intercept), "slope": float(slope)}
     return out
 
 
@@ -266,27 +346,38 @@ def main() -> None:
     from pathlib import Path
 
     from pipeline import config
-    from pipeline.errors import InputError
     from pipeline.io import write_csv, write_json
 
     params = config.load_params()
     min_count = int(params["disclosure"]["min_cell_count"])
     pred = pd.read_parquet("data/predictions/validation.parquet")
-    if not np.allclose(pred["weight"], 1):
-        raise InputError("params.yaml: logistic.censoring is ipcw, but weighted calibration measures are not "
-                         "built yet; use censoring: exclude")
-    metrics = {"horizon_days": params["logistic"]["horizon_days"], "validation": val_prob(pred["p"], pred["y"])}
+    weights = pred["weight"].to_numpy()
+    weighted = not np.all(weights == 1)
+    replicates = int(params["calibration"]["bootstrap_replicates"])
+    validation = val_prob(pred["p"], pred["y"], weights)
+    if weighted:   # IPCW: DeLong has no weighted form; a family-bootstrap percentile interval instead
+        validation["c_lower"], validation["c_upper"] = c_interval_bootstrap(
+            pred["p"].to_numpy(), pred["y"].to_numpy(), weights, pred["family"].to_numpy(), replicates,
+            int(params["seed"]))
+    metrics = {"horizon_days": params["logistic"]["horizon_days"],
+               "censoring": params["logistic"]["censoring"],
+               "weighting": ("inverse probability of censoring weights: every measure weighted; C interval by "
+                             "family bootstrap percentiles; Spiegelhalter z not defined" if weighted else "none"),
+               "validation": validation}
     # Internal validation: bootstrap optimism of the development fit (whole families resampled).
     from pipeline import bootstrap, logistic
 
     dev = pd.read_parquet("data/predictions/development.parquet")
     columns = [c for c in dev.columns if c not in ("y", "weight", "family")]
     c = params["calibration"]
-    table = bootstrap.optimism(dev, "family", logistic.fit_function(columns), logistic.score_function(columns),
-                               replicates=int(c["bootstrap_replicates"]), seed=int(params["seed"]),
+    table = bootstrap.optimism(dev[columns].to_numpy(dtype=float), dev["y"].to_numpy(), dev["weight"].to_numpy(),
+                               dev["family"].to_numpy(), logistic.fit_model, logistic.score_model,
+                               replicates=replicates, seed=int(params["seed"]),
                                n_jobs=int(c["n_jobs"]), progress=True)
     write_csv(table.reset_index(), Path("reports/calibration/optimism.csv"))
     write_csv(subgroup_calibration(pred, min_count), Path("reports/calibration/subgroups.csv"))
+    if "fold" in pred:
+        write_csv(fold_calibration(pred, min_count), Path("reports/calibration/folds.csv"))
     # The Cox model's predicted risks at 6, 12 and 24 months, on the validation families.
     months = [6, 12, 24]
     risks, counts = cox_validation_risks(pd.read_parquet("data/analysis/rereport.parquet"), params, months)
@@ -310,9 +401,9 @@ def main() -> None:
                                 "logistic": recal.attrs["logistic"]}
     metrics["optimism_corrected"] = {k: round(float(v), 4) for k, v in table["corrected"].items()}
     metrics["bootstrap_replicates"] = int(c["bootstrap_replicates"])
-    write_csv(decile_table(pred["p"], pred["y"], min_count), Path("reports/calibration/deciles.csv"))
-    write_csv(curve(pred["p"], pred["y"], pred["family"], int(params["calibration"]["bootstrap_replicates"]),
-                    int(params["seed"])), Path("reports/calibration/curve.csv"))
+    write_csv(decile_table(pred["p"], pred["y"], min_count, weights=weights), Path("reports/calibration/deciles.csv"))
+    write_csv(curve(pred["p"], pred["y"], pred["family"], replicates, int(params["seed"]), weights=weights),
+              Path("reports/calibration/curve.csv"))
     write_json(metrics, Path("metrics/calibration.json"))
     v = metrics["validation"]
     print(f"calibration: validation O/E {v['observed_expected']:.3f}, slope {v['slope']:.3f}, "

@@ -9,23 +9,29 @@
 * ``temporal_split``: index dates before the cut-off develop, after it validate, with
   no family on both sides: families belong to the side of their first index date; rows
   of development families dated after the cut-off are left out (counted).
+  ``grouped_kfold_predictions`` (option): out-of-fold predictions, whole families per fold.
 * ``fit_logit``: statsmodels Logit with family-cluster robust (sandwich) SEs, odds ratios
-  and 95% CIs; ``sklearn_model``: the same model as a scikit-learn Pipeline
-  (``newton-cholesky``, no penalty) for prediction; both take the design of
-  ``survival.design_matrix`` (one coding of covariates), so their coefficients agree (tested to 1e-6).
+  and 95% CIs; ``prediction_pipeline``: the same model as a scikit-learn Pipeline
+  (optional restricted cubic splines, then ``newton-cholesky`` with no penalty) for
+  prediction. Covariates are coded once (``survival.design_matrix``) and the inference model
+  is fitted to the pipeline's own design, so their coefficients agree (tested to 1e-6).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
+from sklearn.compose import ColumnTransformer
 from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline
 
 from pipeline.cox import km_left_continuous
+from pipeline.splines import RestrictedCubicSpline
 from pipeline.survival import design_matrix
 
 COMPETING_ENDS = ("entered_care", "age_18")
@@ -118,27 +124,77 @@ def cox_snell_r2(loglik_model: float, loglik_null: float, n: int) -> float:
     return float(1 - np.exp(2 * (loglik_null - loglik_model) / n))
 
 
-def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None = None) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
-    """Outcome, split, fit, validation predictions (pure: analysis table and settings in)."""
+def prediction_pipeline(splines: dict[str, int] | None = None) -> Pipeline:
+    """The prediction model as a scikit-learn Pipeline: restricted cubic splines for the
+    columns in ``splines`` (name: number of knots; knots learnt in fit), the other design
+    columns as they are, then ``sklearn_model``."""
+    spline_steps = [(f"rcs_{c}", RestrictedCubicSpline(k), [c]) for c, k in (splines or {}).items()]
+    design = ColumnTransformer(spline_steps, remainder="passthrough", verbose_feature_names_out=False)
+    return Pipeline([("design", design), ("model", sklearn_model())])
+
+
+def grouped_kfold_predictions(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray, family: pd.Series,
+                              splines: dict[str, int] | None, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Out-of-fold predicted risk for every row, each from the whole pipeline (splines'
+    knots included) refitted without the row's family (scikit-learn ``GroupKFold``,
+    families shuffled by ``seed``); and each row's fold."""
+    p, fold = np.full(len(y), np.nan), np.zeros(len(y), dtype=int)
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for k, (train, test) in enumerate(splitter.split(X, y, groups=family)):
+        if np.unique(y[train]).size < 2:
+            raise ValueError(f"fold {k + 1} of {folds}: the other folds hold only one outcome; use fewer folds")
+        model = prediction_pipeline(splines).fit(X.iloc[train], y[train], model__sample_weight=weight[train])
+        p[test], fold[test] = model.predict_proba(X.iloc[test])[:, 1], k + 1
+    return p, fold
+
+
+def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None = None, seed: int = 0
+        ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
+    """Outcome, split, fit, validation predictions (pure: analysis table and settings in).
+
+    ``split: temporal`` validates on families first seen after ``cutoff``;
+    ``split: grouped_kfold`` validates on out-of-fold predictions for every row
+    (``folds`` folds of whole families), the reported model being fitted to all rows.
+    """
     from pipeline.samplesize import riley_binary
 
     data, outcome_counts = binary_outcome(df, float(s["horizon_days"]), s["censoring"], extract_date)
-    dev, val, split_counts = temporal_split(data, s["cutoff"])
+    split = s.get("split", "temporal")
+    splines = dict(s.get("splines") or {})
+    unknown = sorted(set(splines) - set(s["covariates"]))
+    if unknown:
+        raise ValueError(f"logistic.splines names {', '.join(unknown)}, not in logistic.covariates")
+    if split == "temporal":
+        dev, val, split_counts = temporal_split(data, s["cutoff"])
+        split_counts = {"cutoff": s["cutoff"], **split_counts}
+    elif split == "grouped_kfold":
+        dev = val = data
+        split_counts = {"folds": int(s["folds"]), "rows": int(len(data)), "families": int(data["family_id"].nunique())}
+    else:
+        raise ValueError(f"logistic.split must be temporal or grouped_kfold, not {split!r}")
     if dev["y"].nunique() < 2 or val["y"].nunique() < 2:
         raise ValueError("development and validation data each need events and non-events; move logistic.cutoff")
     X_dev, reference = design_matrix(dev, s["covariates"], s.get("categorical", []))
     X_val, _ = design_matrix(val, s["covariates"], s.get("categorical", []), reference)
     X_val = X_val.reindex(columns=X_dev.columns, fill_value=0.0)
-    odds = fit_logit(X_dev, dev["y"], cluster=dev["family_id"], weight=dev["weight"].to_numpy())
-    model = sklearn_model().fit(X_dev, dev["y"], sample_weight=dev["weight"])
-    p_val = model.predict_proba(X_val)[:, 1]
+    y_dev, w_dev = dev["y"].to_numpy(), dev["weight"].to_numpy()
+    model = prediction_pipeline(splines).fit(X_dev, y_dev, model__sample_weight=w_dev)
+    # The inference model is fitted to the pipeline's own design, so the two agree.
+    design = pd.DataFrame(model["design"].transform(X_dev), columns=model["design"].get_feature_names_out(),
+                          index=X_dev.index)
+    odds = fit_logit(design, dev["y"], cluster=dev["family_id"], weight=w_dev)
+    fold = None
+    if split == "grouped_kfold":
+        p_val, fold = grouped_kfold_predictions(X_dev, y_dev, w_dev, dev["family_id"], splines,
+                                                int(s["folds"]), seed)
+    else:
+        p_val = model.predict_proba(X_val)[:, 1]
     p_dev = model.predict_proba(X_dev)[:, 1]
-    y_dev = dev["y"].to_numpy()
     ll = float(np.sum(y_dev * np.log(p_dev) + (1 - y_dev) * np.log(1 - p_dev)))
     rate = y_dev.mean()
     ll0 = float(len(y_dev) * (rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
     r2 = cox_snell_r2(ll, ll0, len(y_dev))
-    n_params = X_dev.shape[1]
+    n_params = design.shape[1]
     size = riley_binary(r2, n_params, float(rate))
     groups = [c for c in ("sex", "ethnicity", "age_band", "la_code") if c in val.columns]
     predictions = pd.DataFrame({
@@ -146,13 +202,17 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
         # families as anonymous integers: for resampling whole families, never to identify one
         "family": pd.factorize(val["family_id"])[0],
         "index_date": val["index_date"].to_numpy(),
+        **({"fold": fold} if fold is not None else {}),
         **{g: val[g].astype(str).to_numpy() for g in groups},
     })
-    model_json = {"terms": ["(intercept)", *X_dev.columns], "coef": [float(model.intercept_[0]), *map(float, model.coef_[0])],
+    lr = model["model"]
+    model_json = {"terms": ["(intercept)", *design.columns], "coef": [float(lr.intercept_[0]), *map(float, lr.coef_[0])],
                   "reference_levels": reference, "covariates": s["covariates"], "categorical": s.get("categorical", []),
+                  "spline_knots": {c: [float(k) for k in model["design"].named_transformers_[f"rcs_{c}"].knots_[0]]
+                                   for c in splines},
                   "horizon_days": s["horizon_days"]}
     metrics = {
-        "horizon_days": s["horizon_days"], "outcome": outcome_counts, "split": {"cutoff": s["cutoff"], **split_counts},
+        "horizon_days": s["horizon_days"], "outcome": outcome_counts, "split": {"method": split, **split_counts},
         "development": {"n": int(len(dev)), "events": int(y_dev.sum()), "event_rate": round(float(rate), 4),
                         "parameters": int(n_params), "events_per_parameter": round(float(y_dev.sum() / n_params), 1),
                         "r2_cox_snell": round(r2, 4)},
@@ -161,8 +221,7 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
                         "adequate": bool(len(dev) >= size["minimum_n"]),
                         "basis": "Riley et al. BMJ 2020;368:m441, with the development model's own R^2_CS"},
     }
-    development = X_dev.assign(y=y_dev, weight=dev["weight"].to_numpy(),
-                               family=pd.factorize(dev["family_id"])[0]).reset_index(drop=True)
+    development = design.assign(y=y_dev, weight=w_dev, family=pd.factorize(dev["family_id"])[0]).reset_index(drop=True)
     return ({"odds_ratios": odds.reset_index()}, metrics,
             {"predictions": predictions, "development": development, "model": model_json})
 
@@ -181,7 +240,7 @@ def main() -> None:
         raise InputError("params.yaml: the logistic stage needs index dates (case-level input); "
                          "a prepared analysis table has none")
     try:
-        tables, metrics, out = run(df, s, config.extract_date(params))
+        tables, metrics, out = run(df, s, config.extract_date(params), int(params["seed"]))
     except ValueError as err:
         raise InputError(f"logistic: {err}") from None
     for name, table in tables.items():
@@ -201,23 +260,24 @@ if __name__ == "__main__":
     stage_entry(main)()
 
 
-def fit_function(columns: list[str]) -> Callable[[pd.DataFrame], Any]:
-    """The modelling step for the bootstrap: fit on the design columns of a replicate.
+def fit_model(X: np.ndarray, y: np.ndarray, weight: np.ndarray, start: LogisticRegression | None = None
+              ) -> LogisticRegression:
+    """The modelling step the bootstrap repeats: the prediction model fitted to a design.
 
-    The design (indicator coding) is built once, before resampling: the choice of
-    reference level does not change an unpenalised model's predictions.
+    The design (indicator coding, spline knots) is built once, before resampling, as rms's
+    ``validate`` reuses the fitted design matrix; ``start``: a fit to begin from (warm start).
     """
-    def fit(data: pd.DataFrame):
-        return sklearn_model().fit(data[columns], data["y"], sample_weight=data["weight"])
-    return fit
+    model = sklearn_model()
+    if start is not None:
+        model.set_params(warm_start=True)
+        model.coef_, model.intercept_, model.classes_ = start.coef_.copy(), start.intercept_.copy(), start.classes_
+    return model.fit(X, y, sample_weight=weight)
 
 
-def score_function(columns: list[str]) -> Callable[[Any, pd.DataFrame], dict[str, float]]:
-    """Performance of a fitted model on data: C, calibration slope, CITL, Brier, ICI."""
+def score_model(model: LogisticRegression, X: np.ndarray, y: np.ndarray, weight: np.ndarray) -> dict[str, float]:
+    """Performance of a fitted model on (weighted) data: C, calibration slope, CITL, Brier, ICI."""
     from pipeline.calibration import val_prob
 
-    def score(model, data: pd.DataFrame) -> dict[str, float]:
-        p = np.clip(model.predict_proba(data[columns])[:, 1], 1e-10, 1 - 1e-10)
-        v = val_prob(p, data["y"].to_numpy())
-        return {"c": v["c"], "slope": v["slope"], "citl": v["citl"], "brier": v["brier"], "ici": v["eavg"]}
-    return score
+    p = np.clip(model.predict_proba(X)[:, 1], 1e-10, 1 - 1e-10)
+    v = val_prob(p, y, weight, intervals=False)
+    return {"c": v["c"], "slope": v["slope"], "citl": v["citl"], "brier": v["brier"], "ici": v["eavg"]}

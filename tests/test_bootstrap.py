@@ -23,13 +23,17 @@ def _data(n: int, noise: int, seed: int) -> pd.DataFrame:
 COLUMNS = ["x", *[f"z{j}" for j in range(30)]]
 
 
+def _arrays(df: pd.DataFrame, columns: list[str]):
+    return df[columns].to_numpy(), df["y"].to_numpy(), df["weight"].to_numpy(), df["family_id"].to_numpy()
+
+
 @pytest.fixture(scope="module")
 def overfitted():
     dev = _data(300, 30, 1)
-    fit, score = logistic.fit_function(COLUMNS), logistic.score_function(COLUMNS)
-    table = bootstrap.optimism(dev, "family_id", fit, score, replicates=60, seed=11, n_jobs=2, progress=False)
+    table = bootstrap.optimism(*_arrays(dev, COLUMNS), logistic.fit_model, logistic.score_model,
+                               replicates=60, seed=11, n_jobs=2, progress=False)
     valid = _data(50_000, 30, 2)
-    external = score(fit(dev), valid)
+    external = logistic.score_model(logistic.fit_model(*_arrays(dev, COLUMNS)[:3]), *_arrays(valid, COLUMNS)[:3])
     return table, external
 
 
@@ -48,18 +52,35 @@ def test_overfitting_is_detected_and_corrected(overfitted):
 def test_same_seed_same_answer_whatever_the_workers():
     dev = _data(200, 5, 3)
     cols = ["x", *[f"z{j}" for j in range(5)]]
-    args = (dev, "family_id", logistic.fit_function(cols), logistic.score_function(cols))
+    args = (*_arrays(dev, cols), logistic.fit_model, logistic.score_model)
     one = bootstrap.optimism(*args, replicates=8, seed=5, n_jobs=1, progress=False)
     two = bootstrap.optimism(*args, replicates=8, seed=5, n_jobs=2, progress=False)
     pd.testing.assert_frame_equal(one, two)
 
 
-def test_family_resampling_keeps_families_whole():
+def test_family_multiplicities_keep_families_whole():
     family = np.array([0, 0, 1, 2, 2, 2])
-    order, starts, sizes = bootstrap.family_index(family)
-    rows = bootstrap.resample_rows(np.random.default_rng(0), order, starts, sizes)
-    drawn = pd.Series(family[rows]).value_counts()
-    sizes_by_family = pd.Series(family).value_counts()
-    # Each drawn family appears a multiple of its size (whole families, possibly repeated).
-    assert all(drawn[f] % sizes_by_family[f] == 0 for f in drawn.index)
-    assert len(rows) == sum(sizes_by_family[f] * (drawn[f] // sizes_by_family[f]) for f in drawn.index)
+    code = pd.factorize(family)[0]
+    times = bootstrap.family_multiplicity(np.random.default_rng(0), code, 3)
+    # every row of a family is drawn as often as the family; three families drawn in all
+    assert all(len(set(times[family == f])) == 1 for f in range(3))
+    assert sum(times[family == f][0] for f in range(3)) == 3
+
+
+def test_a_weighted_replicate_is_the_repeated_rows():
+    """Refit and scores on frequency weights equal those on the physically repeated rows."""
+    dev = _data(400, 3, 4)
+    cols = ["x", "z0", "z1", "z2"]
+    X, y, w, family = _arrays(dev, cols)
+    times = bootstrap.family_multiplicity(np.random.default_rng(1), pd.factorize(family)[0], 200)
+    weighted = logistic.fit_model(X, y, w * times)
+    rows = np.repeat(np.arange(len(y)), times)
+    repeated = logistic.fit_model(X[rows], y[rows], w[rows])
+    np.testing.assert_allclose(weighted.coef_, repeated.coef_, rtol=1e-9)
+    # warm start from another fit reaches the same maximum
+    warm = logistic.fit_model(X, y, w * times, start=logistic.fit_model(X, y, w))
+    np.testing.assert_allclose(warm.coef_, weighted.coef_, rtol=1e-9)
+    a = logistic.score_model(weighted, X, y, w * times)
+    b = logistic.score_model(repeated, X[rows], y[rows], w[rows])
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=1e-8), k

@@ -119,7 +119,7 @@ def test_subgroup_calibration_withholds_small_groups():
 
 
 def test_rcs_basis_is_linear_beyond_the_outer_knots():
-    from pipeline.calibration import rcs_basis
+    from pipeline.splines import rcs_basis
     knots = np.array([0.0, 1.0, 3.0])
     x = np.array([4.0, 5.0, 6.0, 7.0])
     b = rcs_basis(x, knots)
@@ -165,3 +165,63 @@ def test_delong_ci_matches_proc():
     assert (v["c_lower"], v["c_upper"]) == (pytest.approx(lo), pytest.approx(hi))
     ybar = D["y"].mean()
     assert v["scaled_brier"] == pytest.approx(1 - 0.203082120658 / (ybar * (1 - ybar)), rel=1e-9)
+
+
+def test_weighted_measures_equal_measures_on_repeated_rows():
+    """Integer weights (a bootstrap replicate's family multiplicities) give exactly the
+    measures of the repeated rows: weighted Newton, AUC, type-7 quantiles and smooth."""
+    rng = np.random.default_rng(8)
+    p = 1 / (1 + np.exp(-rng.normal(-1, 1, 3000)))
+    y = (rng.random(3000) < np.clip(p * 1.2, 0, 1)).astype(float)
+    w = rng.integers(0, 4, 3000)
+    weighted = val_prob(p, y, w, intervals=False)
+    repeated = val_prob(np.repeat(p, w), np.repeat(y, w), intervals=False)
+    for k in ("observed_expected", "citl", "intercept", "slope", "emax", "e90", "e50", "eavg", "brier",
+              "scaled_brier", "c", "dxy"):
+        assert weighted[k] == pytest.approx(repeated[k], rel=1e-9, abs=1e-12), k
+    assert np.isnan(weighted["spiegelhalter_z"]) and np.isnan(weighted["c_lower"])
+
+
+def test_weighted_newton_and_auc_match_statsmodels_and_sklearn():
+    import statsmodels.api as sm
+    from scipy import special
+    from sklearn.metrics import roc_auc_score
+
+    from pipeline.calibration import c_statistic, logistic_recalibration
+
+    rng = np.random.default_rng(9)
+    p = 1 / (1 + np.exp(-rng.normal(-1, 1, 2000)))
+    y = (rng.random(2000) < p).astype(float)
+    w = rng.uniform(0.5, 3, 2000)                       # IPCW-like, not integers
+    lp = special.logit(p)
+    glm = sm.GLM(y, sm.add_constant(lp), family=sm.families.Binomial(), freq_weights=w).fit()
+    np.testing.assert_allclose(logistic_recalibration(lp, w * y, w), glm.params, rtol=1e-9)
+    offset = sm.GLM(y, np.ones((2000, 1)), family=sm.families.Binomial(), offset=lp, freq_weights=w).fit()
+    assert logistic_recalibration(lp, w * y, w, slope=False)[0] == pytest.approx(offset.params[0], rel=1e-9)
+    assert c_statistic(np.round(p, 2), y, w) == pytest.approx(roc_auc_score(y, np.round(p, 2), sample_weight=w),
+                                                               rel=1e-12)
+
+
+def test_ipcw_calibration_recovers_truth_where_dropping_censored_rows_does_not():
+    """Known truth: exponential re-report times with risk 1 - exp(-rate H) at horizon H and
+    independent censoring before H. Weighted by inverse probability of censoring, the true
+    risks look calibrated; scoring only rows with a known status, unweighted, they do not
+    (rows censored early are mostly non-events, so dropping them inflates the event rate)."""
+    from pipeline.logistic import binary_outcome
+
+    rng = np.random.default_rng(12)
+    n, horizon = 40_000, 365.0
+    rate = np.exp(rng.normal(np.log(0.5 / horizon), 0.8, n))
+    t_event = rng.exponential(1 / rate)
+    t_censor = rng.uniform(0, 2.5 * horizon, n)
+    df = pd.DataFrame({"time_days": np.minimum(t_event, t_censor), "event": (t_event <= t_censor).astype(int)})
+    df["event_type"] = np.where(df["event"] == 1, "re_referral", "extract_date")
+    truth = 1 - np.exp(-rate * horizon)
+    out, _ = binary_outcome(df, horizon, "ipcw")
+    p = truth[out.index.to_numpy()]
+    ipcw = val_prob(p, out["y"], out["weight"])
+    naive = val_prob(p, out["y"])
+    assert ipcw["observed_expected"] == pytest.approx(1, abs=0.03)
+    assert ipcw["citl"] == pytest.approx(0, abs=0.06) and ipcw["slope"] == pytest.approx(1, abs=0.08)
+    assert ipcw["eavg"] < 0.015
+    assert naive["observed_expected"] > 1.1 and naive["eavg"] > 2 * ipcw["eavg"]

@@ -77,3 +77,23 @@ def test_statsmodels_and_sklearn_agree():
     # The robust SEs use the family clusters (they differ from the model-based ones).
     plain = logistic.fit_logit(X, y)
     assert not np.allclose(table["se"], plain["se"])
+
+
+def test_grouped_kfold_keeps_families_whole_and_predicts_every_row_out_of_fold():
+    rng = np.random.default_rng(6)
+    n = 3000
+    df = pd.DataFrame({"a": rng.integers(0, 2, n), "age": rng.uniform(0, 18, n), "fam": rng.integers(0, 1200, n)})
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-1 + 0.8 * df["a"])))).astype(int)
+    X = df[["a", "age"]].astype(float)
+    w = np.ones(n)
+    p, fold = logistic.grouped_kfold_predictions(X, y, w, df["fam"], {"age": 3}, folds=5, seed=1)
+    assert not np.isnan(p).any() and set(fold) == {1, 2, 3, 4, 5}
+    assert df.assign(fold=fold).groupby("fam")["fold"].nunique().max() == 1     # no family in two folds
+    again, _ = logistic.grouped_kfold_predictions(X, y, w, df["fam"], {"age": 3}, folds=5, seed=1)
+    np.testing.assert_array_equal(p, again)                                   # seeded
+    # Out of fold: row 0's prediction is that of a model fitted without its fold.
+    train = fold != fold[0]
+    alone = logistic.prediction_pipeline({"age": 3}).fit(X[train], y[train])
+    assert p[0] == pytest.approx(alone.predict_proba(X.iloc[[0]])[0, 1], rel=1e-9)
+    full = logistic.prediction_pipeline({"age": 3}).fit(X, y)
+    assert abs(p[0] - full.predict_proba(X.iloc[[0]])[0, 1]) > 1e-6

@@ -125,6 +125,28 @@ def test_logistic_horizon_experiment(project):
     sh(["dvc", "repro"], project)
 
 
+def test_ipcw_kfold_spline_experiment(project):
+    """The options together: IPCW outcome, grouped 5-fold validation, a spline for age."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    covariates = [c for c in params["logistic"]["covariates"]] + ["age_years"]
+    sh(["dvc", "exp", "run", "-S", "logistic.censoring=ipcw", "-S", "logistic.split=grouped_kfold",
+        "-S", "logistic.splines={age_years: 4}", "-S", f"logistic.covariates=[{', '.join(covariates)}]",
+        "-S", "logistic.categorical=[sex, ethnicity]"], project)
+    logistic_metrics = json.loads((project / "metrics/logistic.json").read_text())
+    assert logistic_metrics["split"]["method"] == "grouped_kfold" and logistic_metrics["outcome"]["method"] == "ipcw"
+    model = json.loads((project / "models/logistic.json").read_text())
+    assert {"age_years", "age_years'", "age_years''"} <= set(model["terms"]) and len(model["spline_knots"]["age_years"]) == 4
+    calibration = json.loads((project / "metrics/calibration.json").read_text())
+    v = calibration["validation"]
+    assert "inverse probability of censoring" in calibration["weighting"]
+    assert v["c_lower"] < v["c"] < v["c_upper"] and v["spiegelhalter_z"] is None
+    assert 0.9 < v["observed_expected"] < 1.1 and 0.85 < v["slope"] < 1.15
+    folds = pd.read_csv(project / "reports/calibration/folds.csv")
+    assert folds["fold"].tolist() == [1, 2, 3, 4, 5]
+    sh(["git", "checkout", "--", "params.yaml"], project)
+    sh(["dvc", "repro"], project)
+
+
 def test_experiment_changes_the_metrics(project):
     sh(["dvc", "exp", "run", "-S", "episodes.index=first_per_child"], project)
     diff = sh(["dvc", "metrics", "diff", "--json"], project).stdout
