@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
 Fit = Callable[..., Any]                               # fit(X, y, weight, start=None) -> model
 Score = Callable[[Any, np.ndarray, np.ndarray, np.ndarray], dict[str, float]]
@@ -64,11 +65,13 @@ def optimism(X: np.ndarray, y: np.ndarray, weight: np.ndarray, family: np.ndarra
     seeds = np.random.SeedSequence(seed).spawn(replicates)
     per_task = max(1, -(-replicates // (10 * max(n_jobs, 1))))
     chunks = [seeds[i:i + per_task] for i in range(0, replicates, per_task)]
-    results = Parallel(n_jobs=n_jobs, verbose=5 if progress else 0)(
+    tasks = Parallel(n_jobs=n_jobs, return_as="generator")(
         delayed(_replicates)(X, y, weight, family_code, fit, score, model, chunk) for chunk in chunks)
-    results = [r for chunk in results for r in chunk]
-    if progress:
-        print(f"bootstrap: {replicates} family replicates done", file=sys.stderr)
+    results = []
+    with tqdm(total=replicates, desc="bootstrap replicates", unit="rep", disable=not progress, file=sys.stderr) as bar:
+        for chunk in tasks:                 # in submission order: results do not depend on timing
+            results.extend(chunk)
+            bar.update(len(chunk))
     boot = pd.DataFrame([r[0] for r in results])
     test = pd.DataFrame([r[1] for r in results])
     out = pd.DataFrame({"apparent": pd.Series(apparent), "optimism": (boot - test).mean()})
