@@ -4,9 +4,16 @@ VENV ?= .venv
 PYTHON ?= python3
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup repro test bench clean-venv
+.PHONY: setup repro test bench clean-venv chromium
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed chromium
+
+chromium:   # optional: the browser check of reports/report.html is skipped without it
+	@if command -v chromium >/dev/null 2>&1 || [ -x /usr/lib/chromium/chromium ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" -eq 0 ]; then \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+	  || echo "note: could not install chromium; the browser check will be skipped"; \
+	else echo "note: chromium not installed (needs apt-get and root); the browser check will be skipped"; fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)

@@ -274,6 +274,9 @@ def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months:
     keep = ~np.isnan(risks[:, 0])
     out = pd.DataFrame(risks[keep], columns=[f"risk_{m}m" for m in months])
     out["time_days"], out["event"] = val["time_days"].to_numpy()[keep], val["event"].to_numpy()[keep]
+    if "event_type" in val:
+        out["event_type"] = val["event_type"].to_numpy()[keep]
+    out["family"] = pd.factorize(val["family_id"])[0][keep]          # anonymous: for resampling only
     return out, {"validation_rows": int(keep.sum()), "rows_in_strata_unseen_in_development": int((~keep).sum())}
 
 
@@ -346,7 +349,7 @@ def main() -> None:
     from pathlib import Path
 
     from pipeline import config
-    from pipeline.io import write_csv, write_json
+    from pipeline.io import write_csv, write_json, write_parquet
 
     params = config.load_params()
     min_count = int(params["disclosure"]["min_cell_count"])
@@ -381,6 +384,7 @@ def main() -> None:
     # The Cox model's predicted risks at 6, 12 and 24 months, on the validation families.
     months = [6, 12, 24]
     risks, counts = cox_validation_risks(pd.read_parquet("data/analysis/rereport.parquet"), params, months)
+    write_parquet(risks, Path("data/predictions/cox_validation.parquet"))   # for the errors stage
     surv_rows, curves, tenths = [], [], []
     for m in months:
         horizon = m * DAYS_PER_MONTH
@@ -411,6 +415,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.errors import stage_entry
+    from pipeline.cli import stage_entry
 
     stage_entry(main)()

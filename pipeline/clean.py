@@ -31,7 +31,7 @@ import pandas as pd
 import pandera.errors
 
 from pipeline import config
-from pipeline.errors import InputError, stage_entry
+from pipeline.cli import InputError, stage_entry
 from pipeline.io import read_table, write_csv, write_json, write_parquet
 from pipeline.schema import (CHILDREN, FLAG, PLANS, REFERRALS, REJECT_REASONS, Field, Table,
                              analysis_table_schema, clean_schema)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.errors import InputError
+from pipeline.cli import InputError
 
 PARAMS_FILE = Path("params.yaml")
 INPUT_SOURCES = ("synthetic", "extract", "analysis_table")

@@ -39,7 +39,7 @@ from lifelines import WeibullFitter
 from lifelines.statistics import multivariate_logrank_test
 
 from pipeline import config
-from pipeline.errors import InputError, stage_entry
+from pipeline.cli import InputError, stage_entry
 from pipeline.io import read_table, write_csv, write_json
 from pipeline.nonparametric import DAYS_PER_MONTH, kaplan_meier, km_quantile, step_value, turnbull
 from pipeline.survival import step_at
@@ -148,6 +148,7 @@ def banded_estimates(counts: pd.DataFrame, horizons_months: list[float], min_cou
     """Turnbull and interval-censored Weibull estimates from banded counts, overall and per LA."""
     rows = []
     groups = [("all", counts)] + [(la, sub) for la, sub in counts.groupby("la_code", sort=True)]
+    small = counts[(counts["plans_ended"] > 0) & (counts["plans_ended"] < min_count)]
     for label, sub in groups:
         sub = sub[sub["plans_ended"] > 0]
         total = int(sub["plans_ended"].sum())
@@ -155,6 +156,11 @@ def banded_estimates(counts: pd.DataFrame, horizons_months: list[float], min_cou
         if total < min_count:
             rows.append(row)
             continue
+        # Secondary suppression: a total, or Turnbull shares (cumulative count / total at the
+        # band edges), would give back a band count withheld from banded_counts.csv.
+        withheld_inside = len(small) > 0 if label == "all" else bool((small["la_code"] == label).any())
+        if withheld_inside:
+            row["plans_ended"] = np.nan
         lower = sub["band"].map(lambda b: BAND_INTERVALS[b][0]).to_numpy(dtype=float)
         upper = sub["band"].map(lambda b: BAND_INTERVALS[b][1]).to_numpy(dtype=float)
         npmle = turnbull(lower, upper, sub["plans_ended"].to_numpy())
@@ -162,7 +168,8 @@ def banded_estimates(counts: pd.DataFrame, horizons_months: list[float], min_cou
             t = m * DAYS_PER_MONTH
             # S is identified at the band edges; between them the NPMLE is not unique.
             at_edge = npmle[npmle["right"] <= t + 1]
-            row[f"turnbull_open_at_{m}m"] = float(at_edge["survival_after"].iloc[-1]) if len(at_edge) else 1.0
+            row[f"turnbull_open_at_{m}m"] = np.nan if withheld_inside and label != "all" else (
+                float(at_edge["survival_after"].iloc[-1]) if len(at_edge) else 1.0)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wf = WeibullFitter().fit_interval_censoring(np.maximum(lower, 1e-3), upper,

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import config
-from pipeline.errors import InputError, stage_entry
+from pipeline.cli import InputError, stage_entry
 from pipeline.io import write_json, write_parquet
 from pipeline.schema import FACTORS, NO_SERVICE_OUTCOMES, age_band, age_in_years
 

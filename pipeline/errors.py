@@ -1,25 +1,300 @@
-"""One kind of user-facing failure, and the wrapper that turns it into one line."""
+"""How often the model is wrong: error rates by rule, by group, and net benefit.
+
+On the validation predictions, for each rule (flag when the predicted risk is at least
+a threshold, for each threshold of ``errors.thresholds``; or flag the highest-risk k% of
+referrals, for each k of ``errors.top_percents``):
+
+* TP, FP, FN, TN (flagged and re-referred, flagged and not, missed, correctly not
+  flagged); sensitivity TP/(TP+FN), specificity TN/(TN+FP), false-positive rate
+  FP/(FP+TN), false-negative rate FN/(TP+FN), PPV TP/(TP+FP), NPV TN/(TN+FN), each with a
+  Wilson 95% interval (Wilson 1927; ``statsmodels.stats.proportion.proportion_confint``);
+* the same as natural frequencies per 1,000 referrals: the four cells rounded by largest
+  remainders so they add up to exactly 1,000 (Gigerenzer and Hoffrage 1995).
+
+"Top k%" flags exactly round(k% of n) referrals, highest predicted risk first (ties in
+input order). By group (sex, ethnicity, age band, LA), the headline rule's rates within
+each group, with differences and ratios against the largest group and 95% percentile
+intervals from resampling whole families. Decision curve: net benefit
+TP/n - FP/n * t/(1-t) of the model, of flagging everyone and of flagging no one, at each
+threshold t (Vickers and Elkin 2006).
+
+For the Cox model at ``errors.survival_horizon_months``: the same rules on predicted risk
+1 - S(H | x), with each status at H weighted by the inverse probability of remaining
+uncensored (IPCW; Kaplan-Meier of the censoring times; rows censored before H weigh 0;
+Blanche, Dartigues and Jacqmin-Gadda 2013), Wilson intervals on the Kish effective sample
+size (sum w)^2 / sum w^2.
+
+Disclosure: the four cells of any table with a cell below ``disclosure.min_cell_count``
+are withheld together, with every rate and frequency computed from them (the margins
+then cannot recover a withheld cell).
+"""
 
 from __future__ import annotations
 
-import functools
-import sys
-from typing import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from statsmodels.stats.proportion import proportion_confint
+
+CELLS = ("tp", "fp", "fn", "tn")
+RATES = {  # name: (numerator cells, denominator cells)
+    "sensitivity": (("tp",), ("tp", "fn")),
+    "specificity": (("tn",), ("tn", "fp")),
+    "false_positive_rate": (("fp",), ("fp", "tn")),
+    "false_negative_rate": (("fn",), ("tp", "fn")),
+    "ppv": (("tp",), ("tp", "fp")),
+    "npv": (("tn",), ("tn", "fn")),
+}
+GROUPS = ("sex", "ethnicity", "age_band", "la_code")
+PER_1000 = ("flagged", "events", *CELLS)
 
 
-class InputError(Exception):
-    """Bad input or configuration: reported as one line, exit status 2, no traceback."""
+def top_percent_flags(p: np.ndarray, percent: float) -> np.ndarray:
+    """Flag exactly round(percent% of n) rows, highest p first (ties in input order)."""
+    n_flag = int(round(len(p) * percent / 100))
+    flags = np.zeros(len(p), dtype=bool)
+    flags[np.argsort(-np.asarray(p), kind="stable")[:n_flag]] = True
+    return flags
 
 
-def stage_entry(main: Callable[[], object]) -> Callable[[], None]:
-    """Run a stage's ``main``; an ``InputError`` prints ``error: ...`` and exits 2."""
+def per_thousand(cells: dict[str, float]) -> dict[str, int]:
+    """The four cells per 1,000 referrals, rounded by largest remainders to sum to 1,000."""
+    total = sum(cells[c] for c in CELLS)
+    exact = np.array([1000 * cells[c] / total for c in CELLS])
+    counts = np.floor(exact).astype(int)
+    short = 1000 - counts.sum()
+    counts[np.argsort(-(exact - counts), kind="stable")[:short]] += 1
+    out = dict(zip(CELLS, map(int, counts)))
+    out["flagged"], out["events"] = out["tp"] + out["fp"], out["tp"] + out["fn"]
+    return out
 
-    @functools.wraps(main)
-    def wrapped() -> None:
-        try:
-            main()
-        except InputError as err:
-            print(f"error: {err}", file=sys.stderr)
-            sys.exit(2)
 
-    return wrapped
+def confusion(y: np.ndarray, flagged: np.ndarray, weight: np.ndarray | None = None) -> dict[str, Any]:
+    """Cells, rates with Wilson 95% intervals, and natural frequencies per 1,000.
+
+    With weights (IPCW) the cells are weighted sums and the intervals use the Kish
+    effective sample size of each rate's denominator."""
+    y, flagged = np.asarray(y).astype(bool), np.asarray(flagged).astype(bool)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
+    masks = {"tp": flagged & y, "fp": flagged & ~y, "fn": ~flagged & y, "tn": ~flagged & ~y}
+    cells = {c: float(w[m].sum()) for c, m in masks.items()}
+    out: dict[str, Any] = {"n": float(w.sum()), "flagged": cells["tp"] + cells["fp"],
+                           "events": cells["tp"] + cells["fn"], **cells}
+    if weight is not None:   # rows behind each weighted cell: what disclosure control counts
+        out.update({f"{c}_rows": int(m.sum()) for c, m in masks.items()})
+    for rate, (num, den) in RATES.items():
+        num_mask = np.logical_or.reduce([masks[c] for c in num])
+        den_mask = np.logical_or.reduce([masks[c] for c in den])
+        x, n = w[num_mask].sum(), w[den_mask].sum()
+        if n == 0:
+            out[rate] = out[f"{rate}_lower"] = out[f"{rate}_upper"] = np.nan
+            continue
+        n_eff = n**2 / np.sum(w[den_mask] ** 2)
+        lower, upper = proportion_confint(x / n * n_eff, n_eff, alpha=0.05, method="wilson")
+        out[rate], out[f"{rate}_lower"], out[f"{rate}_upper"] = x / n, float(lower), float(upper)
+    for key, value in per_thousand(cells).items():
+        out[f"{key}_per_1000"] = value
+    return out
+
+
+def withhold_small(row: dict[str, Any], min_count: int) -> dict[str, Any]:
+    """Withhold the four cells together, and everything derived from them, when any cell
+    (or the table) is below ``min_count``; margins (n, flagged, events) are withheld too
+    when themselves small. For weighted cells the rule applies to the rows behind them."""
+    out = dict(row)
+    rows = {c: out.pop(f"{c}_rows", out[c]) for c in CELLS}
+    if min(rows.values()) < min_count:
+        for key in list(out):
+            if key in CELLS or key.endswith("_per_1000") or any(key.startswith(r) for r in RATES):
+                out[key] = np.nan
+    for margin in ("n", "flagged", "events"):
+        if margin in out and not np.isnan(out[margin]) and out[margin] < min_count:
+            out[margin] = np.nan
+    return out
+
+
+def rules_table(p: np.ndarray, y: np.ndarray, thresholds: list[float], top_percents: list[float],
+                min_count: int, weight: np.ndarray | None = None) -> pd.DataFrame:
+    rows = []
+    for t in thresholds:
+        rows.append({"rule": f"risk >= {t:g}", "kind": "threshold", "threshold": t,
+                     **withhold_small(confusion(y, p >= t, weight), min_count)})
+    for k in top_percents:
+        flags = top_percent_flags(p, k)
+        rows.append({"rule": f"top {k:g}%", "kind": "top_percent", "threshold": float(np.min(p[flags])) if flags.any()
+                     else np.nan, "top_percent": k, **withhold_small(confusion(y, flags, weight), min_count)})
+    return pd.DataFrame(rows)
+
+
+def decision_curve(p: np.ndarray, y: np.ndarray, thresholds: np.ndarray, weight: np.ndarray | None = None
+                   ) -> pd.DataFrame:
+    """Net benefit of the model, of flagging all and of flagging none (Vickers and Elkin 2006):
+    NB(t) = TP/n - FP/n * t / (1 - t)."""
+    y = np.asarray(y).astype(bool)
+    w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
+    n = w.sum()
+    prevalence = w[y].sum() / n
+    rows = []
+    for t in thresholds:
+        odds = t / (1 - t)
+        flag = p >= t
+        rows.append({"threshold": t,
+                     "net_benefit_model": w[flag & y].sum() / n - w[flag & ~y].sum() / n * odds,
+                     "net_benefit_flag_all": prevalence - (1 - prevalence) * odds,
+                     "net_benefit_flag_none": 0.0})
+    return pd.DataFrame(rows)
+
+
+GROUP_RATES = ("sensitivity", "specificity", "false_positive_rate", "false_negative_rate", "ppv", "npv")
+
+
+def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicates: int, seed: int) -> pd.DataFrame:
+    """The rule's rates within each group; difference and ratio against the largest group,
+    with 95% percentile intervals from resampling whole families (groups withheld when a
+    cell is small; their differences too)."""
+    from pipeline.bootstrap import family_multiplicity
+
+    y = pred["y"].to_numpy().astype(bool)
+    w0 = pred["weight"].to_numpy(dtype=float) if "weight" in pred else np.ones(len(pred))
+    code = pd.factorize(pred["family"])[0]
+    seeds = np.random.SeedSequence(seed, spawn_key=[11]).spawn(replicates)
+    draws = [w0 * family_multiplicity(np.random.default_rng(s), code, code.max() + 1) for s in seeds]
+
+    def rates(mask: np.ndarray, w: np.ndarray) -> np.ndarray:
+        tp = w[mask & flags & y].sum()
+        fp = w[mask & flags & ~y].sum()
+        fn = w[mask & ~flags & y].sum()
+        tn = w[mask & ~flags & ~y].sum()
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.array([tp / (tp + fn), tn / (tn + fp), fp / (fp + tn), fn / (tp + fn),
+                             tp / (tp + fp), tn / (tn + fn)])
+
+    rows = []
+    for var in GROUPS:
+        if var not in pred:
+            continue
+        levels = pred[var].astype(str).to_numpy()
+        sizes = pd.Series(levels).value_counts()
+        reference = sizes.index[0]
+        ref_mask = levels == reference
+        ref_point = rates(ref_mask, w0)
+        ref_boot = np.array([rates(ref_mask, w) for w in draws])
+        for level in sorted(sizes.index):
+            mask = levels == level
+            row = withhold_small({"variable": var, "level": level, "reference_level": reference,
+                                  **confusion(y[mask], flags[mask], w0[mask])}, min_count)
+            row = {k: v for k, v in row.items() if not k.endswith("_per_1000")}
+            if not np.isnan(row["tp"]) and level != reference:
+                point = rates(mask, w0)
+                boot = np.array([rates(mask, w) for w in draws])
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    diff, ratio = boot - ref_boot, boot / ref_boot
+                for j, name in enumerate(GROUP_RATES):
+                    row[f"{name}_difference"] = point[j] - ref_point[j]
+                    row[f"{name}_difference_lower"], row[f"{name}_difference_upper"] = np.nanquantile(
+                        diff[:, j], [0.025, 0.975])
+                    row[f"{name}_ratio"] = point[j] / ref_point[j] if ref_point[j] else np.nan
+                    row[f"{name}_ratio_lower"], row[f"{name}_ratio_upper"] = np.nanquantile(
+                        ratio[:, j], [0.025, 0.975])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def horizon_words(days: float) -> str:
+    years = days / 365
+    return "a year" if days == 365 else f"{years:g} years" if days % 365 == 0 else f"{days:g} days"
+
+
+def headline(row: pd.Series | dict[str, Any], horizon_days: float, rule_words: str) -> str:
+    """The natural-frequency statement for one rule ("of 1,000 referrals, ...")."""
+    r = dict(row)
+    if any(pd.isna(r.get(f"{c}_per_1000")) for c in CELLS):
+        return f"For {rule_words}, a cell of the table is below the disclosure threshold, so no figures are shown."
+    f = {k: int(r[f"{k}_per_1000"]) for k in PER_1000}
+    return (f"Of 1,000 referrals, {f['events']} are re-referred within {horizon_words(horizon_days)}. "
+            f"Flagging {rule_words} flags {f['flagged']}: {f['tp']} of them are re-referred "
+            f"and {f['fp']} are not; {f['fn']} re-referred children are not flagged.")
+
+
+def _metric(value: Any, whole: bool) -> int | float | None:
+    if pd.isna(value):
+        return None
+    return int(round(float(value))) if whole else round(float(value), 4)
+
+
+def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon_days: float, min_count: int,
+        seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """All error-rate tables and the headline metrics (pure: predictions and settings in)."""
+    from pipeline.logistic import binary_outcome
+    from pipeline.nonparametric import DAYS_PER_MONTH
+
+    p, y = pred["p"].to_numpy(), pred["y"].to_numpy()
+    weight = pred["weight"].to_numpy(dtype=float)
+    weight = None if np.all(weight == 1) else weight
+    thresholds = [float(t) for t in s["thresholds"]]
+    rules = rules_table(p, y, thresholds, [float(k) for k in s["top_percents"]], min_count, weight)
+    default_k = float(s["default_top_percent"])
+    flags = top_percent_flags(p, default_k)
+    default_rule = f"top {default_k:g}%"
+    if default_rule not in set(rules["rule"]):
+        rules = pd.concat([rules, rules_table(p, y, [], [default_k], min_count, weight)], ignore_index=True)
+    head = rules.loc[rules["rule"] == default_rule].iloc[0]
+    groups = group_rates(pred, flags, min_count, int(s["bootstrap_replicates"]), seed)
+    grid = np.round(np.arange(float(s["decision_curve"]["from"]), float(s["decision_curve"]["to"]) + 1e-9,
+                              float(s["decision_curve"]["step"])), 6)
+    curve = decision_curve(p, y, grid, weight)
+    by_threshold = rules[rules["kind"] == "threshold"]
+    plot = pd.DataFrame({"threshold": by_threshold["threshold"], "false_positives_per_1000": by_threshold["fp_per_1000"],
+                         "false_negatives_per_1000": by_threshold["fn_per_1000"]})
+    tables = {"rules": rules, "by_group": groups, "decision_curve": curve, "plot_fp_fn": plot}
+    metrics: dict[str, Any] = {
+        "default_rule": default_rule, "horizon_days": horizon_days,
+        "statement": headline(head, horizon_days, f"the {default_k:g}% of referrals with the highest predicted risk"),
+        "validation_referrals": int(len(pred)) if len(pred) >= min_count else None,
+        "weighting": "IPCW" if weight is not None else "none",
+        "at_default_rule": {k: _metric(head[k], whole=k in CELLS and weight is None or k.endswith("_per_1000"))
+                            for k in ("threshold", *CELLS, *RATES, *(f"{r}_lower" for r in RATES),
+                                      *(f"{r}_upper" for r in RATES), *(f"{c}_per_1000" for c in PER_1000))},
+    }
+    if cox is not None:
+        months = float(s["survival_horizon_months"])
+        column = f"risk_{months:g}m"
+        horizon = months * DAYS_PER_MONTH
+        known, counts = binary_outcome(cox, horizon, "ipcw")
+        risk = known[column].to_numpy()
+        table = rules_table(risk, known["y"].to_numpy(), thresholds, [float(k) for k in s["top_percents"]],
+                            min_count, known["weight"].to_numpy())
+        table.insert(0, "horizon_months", months)
+        tables["survival_ipcw"] = table
+        metrics["survival_model"] = {
+            "horizon_months": months, "method": "IPCW (Kaplan-Meier of censoring); Wilson intervals on Kish effective n",
+            "rows": counts["rows"] if counts["rows"] >= min_count else None,
+            "censored_before_horizon": counts["censored_before_horizon"]
+            if counts["censored_before_horizon"] >= min_count else None}
+    return tables, metrics
+
+
+def main() -> None:
+    from pathlib import Path
+
+    from pipeline import config
+    from pipeline.io import write_csv, write_json
+
+    params = config.load_params()
+    s = params["errors"]
+    min_count = int(params["disclosure"]["min_cell_count"])
+    pred = pd.read_parquet("data/predictions/validation.parquet")
+    cox_path = Path("data/predictions/cox_validation.parquet")
+    cox = pd.read_parquet(cox_path) if cox_path.exists() else None
+    tables, metrics = run(pred, cox, s, float(params["logistic"]["horizon_days"]), min_count, int(params["seed"]))
+    for name, table in tables.items():
+        write_csv(table, Path("reports/errors") / f"{name}.csv")
+    write_json(metrics, Path("metrics/errors.json"))
+    print(f"errors: {metrics['statement']}")
+
+
+if __name__ == "__main__":
+    from pipeline.cli import stage_entry
+
+    stage_entry(main)()

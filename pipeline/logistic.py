@@ -230,7 +230,7 @@ def main() -> None:
     from pathlib import Path
 
     from pipeline import config
-    from pipeline.errors import InputError
+    from pipeline.cli import InputError
     from pipeline.io import write_csv, write_json, write_parquet
 
     params = config.load_params()
@@ -255,7 +255,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    from pipeline.errors import stage_entry
+    from pipeline.cli import stage_entry
 
     stage_entry(main)()
 

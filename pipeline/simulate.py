@@ -42,7 +42,7 @@ import pandas as pd
 from scipy import special, stats
 
 from pipeline import config, faults, published
-from pipeline.errors import InputError, stage_entry
+from pipeline.cli import InputError, stage_entry
 from pipeline.io import write_csv_fast, write_json
 from pipeline.schema import DAYS_PER_YEAR, FACTORS, NO_SERVICE_OUTCOMES
 

@@ -39,7 +39,7 @@ from lifelines.utils import concordance_index
 
 from pipeline import config
 from pipeline.cox import CoxPH
-from pipeline.errors import InputError, stage_entry
+from pipeline.cli import InputError, stage_entry
 from pipeline.io import write_csv, write_json
 from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier
 

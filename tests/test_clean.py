@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import clean, config
-from pipeline.errors import InputError
+from pipeline.cli import InputError
 from pipeline.faults import FAULT_CLASSES
 from pipeline.schema import CHILDREN, PLANS, REFERRALS
 

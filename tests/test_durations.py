@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from pipeline import durations
-from pipeline.errors import InputError
+from pipeline.cli import InputError
 from pipeline.nonparametric import turnbull
 from pipeline.published import CPP_DURATION_BANDS
 

@@ -1,0 +1,409 @@
+"""The report: ``reports/report.html`` (self-contained) and ``reports/summary.md``.
+
+It leads with how often the model is wrong (the natural-frequency statement at the
+headline rule, the false-positive / false-negative table and the warning), then data and
+cleaning, cohort, Kaplan-Meier curves, hazard ratios, plan durations, odds ratios,
+calibration, subgroup calibration and error rates, the decision curve, sample size, a
+TRIPOD+AI checklist, limitations and reproducibility. It reads only the other stages'
+outputs (``reports/``, ``metrics/``, ``dvc.lock``, ``params.yaml``); figures are PNGs
+embedded as data: URIs and a Content-Security-Policy forbids the page any request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import html
+import io
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+WITHHELD = "\u2014"   # shown for a withheld (small count) or undefined value
+CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+WARNING = ("Risk tools \u201cidentify many families who will not maltreat their children and fail to identify some "
+           "who will\u201d (Munro 2000; Baird and Wagner 2000). Set the threshold high and children are missed; set "
+           "it low and families are drawn into the system wrongly. One US tool that gave thousands of children a "
+           "\u201c90% probability\u201d of serious harm was dropped; another\u2019s highest-risk fifth had no "
+           "substantiation in 63% of cases. These figures describe associations in past records: they are not "
+           "causes, and a flag is not a finding about any family.")
+
+# TRIPOD+AI (Collins et al., BMJ 2024;385:e078378): item -> where this report answers it.
+TRIPOD_AI = [
+    ("1 Title", "Identify the study as developing/evaluating a prediction model, the population and outcome",
+     "title"),
+    ("2 Abstract", "Structured summary", "how-often-wrong (headline) and summary.md"),
+    ("3 Background", "Context, rationale, existing models", "how-often-wrong (warning); README"),
+    ("4 Objectives", "Development and/or validation", "cohort"),
+    ("5 Data sources", "Source, dates of data collection", "data, cohort"),
+    ("6 Participants", "Eligibility, setting, treatments", "cohort"),
+    ("7 Data preparation", "Cleaning, harmonisation, quality checks", "data"),
+    ("8 Outcome", "Definition, horizon, how assessed, blinding", "cohort"),
+    ("9 Predictors", "Definition, timing, measurement", "odds-ratios; hazard-ratios"),
+    ("10 Sample size", "How determined, adequacy", "sample-size"),
+    ("11 Missing data", "How handled", "data (rejected rows quarantined, never imputed); limitations"),
+    ("12 Analytical methods", "Model type, building, internal validation, performance measures",
+     "calibration; odds-ratios; hazard-ratios"),
+    ("13 Class imbalance", "Methods used", "not applicable: no resampling or reweighting for imbalance"),
+    ("14 Fairness", "Approaches to address fairness", "subgroups"),
+    ("15 Model output", "Output and any thresholds", "how-often-wrong; decision-curve"),
+    ("16 Training versus evaluation", "Differences between development and evaluation data", "cohort"),
+    ("17 Ethical approval", "Ethics committee", "not applicable to the synthetic default; the user's to report"),
+    ("18 Funding", "Sources of funding", "not applicable (open-source project)"),
+    ("19 Conflicts of interest", "Declarations", "none (open-source project)"),
+    ("20 Protocol", "Where the protocol can be accessed", "reproducibility (params.yaml, dvc.yaml)"),
+    ("21 Registration", "Registration", "not registered"),
+    ("22 Data sharing", "Availability of data", "reproducibility: the synthetic default regenerates from the seed"),
+    ("23 Code sharing", "Availability of code", "reproducibility (git commit)"),
+    ("24 Patient and public involvement", "Details", "not done: a limitation"),
+    ("25 Participants (results)", "Flow, characteristics, missing data", "data; cohort"),
+    ("26 Model development", "Participants and outcome events per analysis", "cohort; sample-size"),
+    ("27 Model specification", "Full model (coefficients) for predictions", "odds-ratios (models/logistic.json)"),
+    ("28 Model performance", "Performance with CIs, including subgroups", "how-often-wrong; calibration; subgroups"),
+    ("29 Model updating", "Results of any updating", "calibration (recalibration)"),
+    ("30 Interpretation", "Overall interpretation, fairness", "how-often-wrong; limitations"),
+    ("31 Limitations", "Non-representative sample, overfitting, missing data", "limitations"),
+    ("32 Usability", "How the model is to be used; required inputs", "limitations"),
+    ("33 Implications", "Future research", "limitations"),
+]
+
+
+def figure_uri(fig) -> str:
+    """A matplotlib figure as a PNG data: URI (no timestamp metadata: reruns are identical)."""
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return WITHHELD
+    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and float(value).is_integer()
+                                                 and abs(value) >= 10):
+        return f"{int(value):,}"
+    if isinstance(value, (float, np.floating)):
+        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def table_html(df: pd.DataFrame, table_id: str | None = None, digits: int = 3) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{fmt(v, digits)}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    ident = f' id="{table_id}"' if table_id else ""
+    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def table_markdown(df: pd.DataFrame, digits: int = 3) -> str:
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
+    for row in df.itertuples(index=False):
+        lines.append("| " + " | ".join(html.unescape(fmt(v, digits)) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def error_table(rules: pd.DataFrame, default_rule: str) -> pd.DataFrame:
+    """The first-screen table: each "flag the top k%" rule per 1,000 referrals."""
+    top = rules[rules["kind"] == "top_percent"].copy()
+    out = pd.DataFrame({
+        "rule": [f"{r} (headline)" if r == default_rule else r for r in top["rule"]],
+        "flagged per 1,000": top["flagged_per_1000"],
+        "flagged, re-referred (true positives)": top["tp_per_1000"],
+        "flagged, not re-referred (false positives)": top["fp_per_1000"],
+        "not flagged, re-referred (false negatives)": top["fn_per_1000"],
+        "not flagged, not re-referred": top["tn_per_1000"],
+        "share of flags that are wrong (1 - PPV)": 1 - top["ppv"],
+        "share of re-referred missed (FNR)": top["false_negative_rate"],
+        "counts TP / FP / FN / TN": [
+            " / ".join(fmt(r[c]) for c in ("tp", "fp", "fn", "tn")) for _, r in top.iterrows()],
+    })
+    return out
+
+
+def figures(root: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    curves = pd.read_csv(root / "reports/survival/plot_curves.csv")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.fill_between(curves["time_months"], curves["cumulative_lower"], curves["cumulative_upper"], alpha=0.3,
+                    label="95% CI")
+    ax.plot(curves["time_months"], curves["cumulative_rereport"], label="Kaplan-Meier")
+    ax.set(xlabel="months since the episode ended", ylabel="share re-referred",
+           title="Cumulative re-report (1 - Kaplan-Meier)")
+    ax.legend()
+    out["km"] = figure_uri(fig)
+
+    hr = pd.read_csv(root / "reports/survival/hazard_ratios.csv")
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(hr) + 1))
+    ypos = np.arange(len(hr))[::-1]
+    ax.errorbar(hr["hr"], ypos, xerr=[hr["hr"] - hr["hr_lower"], hr["hr_upper"] - hr["hr"]], fmt="o",
+                label="estimate, 95% CI (family-robust)")
+    if "true_hr" in hr and hr["true_hr"].notna().any():
+        ax.plot(hr["true_hr"], ypos, "x", color="C3", label="simulated truth")
+    ax.axvline(1, color="grey", lw=0.8)
+    ax.set_xscale("log")
+    ticks = [t for t in (0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6, 8)
+             if hr["hr_lower"].min() / 1.2 <= t <= hr["hr_upper"].max() * 1.2]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_yticks(ypos, hr["covariate"])
+    ax.set(xlabel="hazard ratio (log scale)", title="Cox model of re-referral: hazard ratios")
+    ax.legend(loc="lower right", fontsize=8)
+    out["forest"] = figure_uri(fig)
+
+    open_share = pd.read_csv(root / "reports/durations/plot_open_share.csv")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for col in [c for c in open_share.columns if c != "time_months"]:
+        ax.plot(open_share["time_months"], open_share[col], label=col.replace("_", " "))
+    ax.set(xlabel="months since the plan started", ylabel="share still open", title="Child protection plans still open")
+    ax.legend()
+    out["durations"] = figure_uri(fig)
+
+    cal = pd.read_csv(root / "reports/calibration/curve.csv")
+    dec = pd.read_csv(root / "reports/calibration/deciles.csv")
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if "lower" in cal:
+        ax.fill_between(cal["predicted"], cal["lower"], cal["upper"], alpha=0.3, label="95% band (families resampled)")
+    ax.plot(cal["predicted"], cal["observed"], label="lowess calibration curve")
+    ax.plot(dec["mean_predicted"], dec["observed_rate"], "o", label="tenths of predicted risk")
+    lim = [0, float(np.nanmax([cal["predicted"].max(), cal["observed"].max(), dec["observed_rate"].max()])) * 1.05]
+    ax.plot(lim, lim, "--", color="grey", label="ideal")
+    ax.set(xlim=lim, ylim=lim, xlabel="predicted risk", ylabel="observed risk",
+           title="Calibration on validation data")
+    ax.legend(fontsize=8)
+    out["calibration"] = figure_uri(fig)
+
+    dca = pd.read_csv(root / "reports/errors/decision_curve.csv")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(dca["threshold"], dca["net_benefit_model"], label="model")
+    ax.plot(dca["threshold"], dca["net_benefit_flag_all"], label="flag all")
+    ax.plot(dca["threshold"], dca["net_benefit_flag_none"], label="flag none")
+    ax.set_ylim(min(-0.05, float(dca["net_benefit_model"].min())), float(dca["net_benefit_flag_all"].max()) * 1.1)
+    ax.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curve")
+    ax.legend()
+    out["decision"] = figure_uri(fig)
+
+    fpfn = pd.read_csv(root / "reports/errors/plot_fp_fn.csv")
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(fpfn["threshold"], fpfn["false_positives_per_1000"], "o-", label="false positives per 1,000")
+    ax.plot(fpfn["threshold"], fpfn["false_negatives_per_1000"], "o-", label="false negatives per 1,000")
+    ax.set(xlabel="flag when predicted risk is at least", ylabel="per 1,000 referrals",
+           title="The threshold trades false positives for false negatives")
+    ax.legend()
+    out["fp_fn"] = figure_uri(fig)
+    return out
+
+
+def provenance(root: Path, params: dict[str, Any]) -> dict[str, Any]:
+    """Git commit (and whether the tree had changes), dvc.lock output hashes, parameters."""
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
+    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    hashes = []
+    lock = root / "dvc.lock"
+    if lock.exists():
+        for stage, entry in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).items():
+            if stage == "report":        # its own previous outputs: not an input of this report
+                continue
+            for out in entry.get("outs", []):
+                hashes.append({"stage": stage, "output": out["path"], "md5": out.get("md5", "")})
+    return {"commit": commit, "uncommitted_changes": dirty, "hashes": pd.DataFrame(hashes),
+            "params_sha256": hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()}
+
+
+def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
+    """(report.html, summary.md) from the pipeline's outputs under ``root``."""
+    def metrics(name: str) -> dict[str, Any]:
+        path = root / "metrics" / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def csv(rel: str) -> pd.DataFrame:
+        return pd.read_csv(root / rel)
+
+    err, cal, logi, epi, clean = (metrics(n) for n in ("errors", "calibration", "logistic", "episodes", "clean"))
+    synthetic = params["input"]["source"] == "synthetic"
+    min_count = int(params["disclosure"]["min_cell_count"])
+    rules = csv("reports/errors/rules.csv")
+    figs = figures(root)
+    prov = provenance(root, params)
+    first = error_table(rules, err["default_rule"])
+    notice = ("<p class='notice'><strong>Synthetic data.</strong> These results come from the pipeline's embedded "
+              "synthetic extract (England-like, generated from a seed), not from any real children. They show what "
+              "the pipeline reports; they say nothing about real families.</p>" if synthetic else "")
+    v = cal.get("validation", {})
+    hierarchy = pd.DataFrame([
+        ("mean", "observed / expected", v.get("observed_expected"), "1"),
+        ("mean", "calibration-in-the-large", v.get("citl"), "0"),
+        ("weak", "calibration slope", v.get("slope"), "1"),
+        ("moderate", "ICI (mean absolute observed - predicted)", v.get("eavg"), "0"),
+        ("moderate", "E50", v.get("e50"), "0"), ("moderate", "E90", v.get("e90"), "0"),
+        ("moderate", "Emax", v.get("emax"), "0"),
+        ("discrimination", "C (AUC)", v.get("c"), f"95% CI {fmt(v.get('c_lower'))}-{fmt(v.get('c_upper'))}"),
+        ("overall", "Brier score", v.get("brier"), f"scaled {fmt(v.get('scaled_brier'))}"),
+        ("mean", "Spiegelhalter z", v.get("spiegelhalter_z"), f"p = {fmt(v.get('spiegelhalter_p'))}"),
+    ], columns=["level (Van Calster 2016)", "measure", "value", "ideal / note"])
+    reconciliation = pd.DataFrame([{"table": t, "rows in": d["rows_in"], "kept": d["rows_kept"],
+                                    "rejected": d["rows_rejected"]} for t, d in clean.get("tables", {}).items()])
+    reasons = pd.DataFrame([{"table": t, "reason": r, "rows": n} for t, d in clean.get("tables", {}).items()
+                            for r, n in d.get("rejected_by_reason", {}).items()])
+    counts = epi.get("counts", {})
+    cohort = pd.DataFrame([
+        ("referrals after cleaning", counts.get("referrals")),
+        ("index referrals (survival analysis)", counts.get("index_referrals")),
+        ("re-referrals observed", counts.get("events")),
+        ("logistic development rows (events)",
+         f"{fmt(logi.get('development', {}).get('n'))} ({fmt(logi.get('development', {}).get('events'))})"),
+        ("logistic validation rows (events)",
+         f"{fmt(logi.get('validation', {}).get('n'))} ({fmt(logi.get('validation', {}).get('events'))})"),
+        ("outcome", f"re-referred within {logi.get('horizon_days')} days; "
+                    f"{logi.get('outcome', {}).get('handling', '')}"),
+        ("validation split", json.dumps(logi.get("split", {}))),
+    ], columns=["", "value"])
+    hr = csv("reports/survival/hazard_ratios.csv")
+    hr_cols = [c for c in ("covariate", "hr", "hr_lower", "hr_upper", "p", "true_hr") if c in hr]
+    odds = csv("reports/logistic/odds_ratios.csv")[["term", "or", "or_lower", "or_upper", "p"]]
+    planner = csv("reports/durations/planner_summary.csv")
+    planner = planner[["variable", "level", "plans", "median_days", "median_lower", "median_upper", "open_at_12m",
+                       "lasting_2y_plus"]]
+    optimism = csv("reports/calibration/optimism.csv")
+    subgroups = csv("reports/calibration/subgroups.csv")
+    by_group = csv("reports/errors/by_group.csv")
+    by_group = by_group[[c for c in ("variable", "level", "n", "sensitivity", "false_negative_rate",
+                                     "false_positive_rate", "ppv", "false_negative_rate_difference",
+                                     "false_negative_rate_difference_lower", "false_negative_rate_difference_upper",
+                                     "false_positive_rate_ratio", "false_positive_rate_ratio_lower",
+                                     "false_positive_rate_ratio_upper") if c in by_group]]
+    recal = csv("reports/calibration/recalibration.csv")
+    cox_cal = csv("reports/calibration/cox_calibration.csv")
+    size = logi.get("sample_size", {})
+    tripod = pd.DataFrame(TRIPOD_AI, columns=["TRIPOD+AI item", "asks for", "where (section id)"])
+    survival_ipcw = err.get("survival_model", {})
+    head = err.get("at_default_rule", {})
+
+    sections = [
+        ("data", "Data and cleaning",
+         f"<p>Every row read is kept or quarantined with its reason; rows in = kept + rejected for every table. "
+         f"Rejected rows are never imputed.</p>{table_html(reconciliation)}{table_html(reasons)}"),
+        ("cohort", "Cohort", table_html(cohort)),
+        ("km", "Time to re-referral (Kaplan-Meier)", f"<img alt='Kaplan-Meier cumulative re-report' src='{figs['km']}'>"),
+        ("hazard-ratios", "Hazard ratios (Cox model; LA strata; family-robust CIs)",
+         f"<img alt='Forest plot of hazard ratios' src='{figs['forest']}'>{table_html(hr[hr_cols])}"),
+        ("durations", "Plan durations for planners",
+         f"<img alt='Plans still open' src='{figs['durations']}'>{table_html(planner)}"),
+        ("odds-ratios", "Logistic model: odds ratios (family-robust 95% CIs)", table_html(odds)),
+        ("calibration", "Calibration",
+         f"<img alt='Calibration curve' src='{figs['calibration']}'>{table_html(hierarchy)}"
+         f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} family replicates)</h3>"
+         f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation families)</h3>{table_html(recal)}"
+         f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{table_html(cox_cal)}"),
+        ("subgroups", "Subgroups: calibration and error rates",
+         f"{table_html(subgroups)}<h3>Error rates at the headline rule, by group (differences and ratios against "
+         f"the largest group, 95% family-bootstrap intervals)</h3>{table_html(by_group)}"),
+        ("decision-curve", "Decision curve and the threshold trade-off",
+         f"<img alt='Decision curve' src='{figs['decision']}'><img alt='False positives and negatives by threshold' "
+         f"src='{figs['fp_fn']}'>"
+         f"<p>Survival model at {fmt(survival_ipcw.get('horizon_months'))} months: {html.escape(str(survival_ipcw.get('method', '')))}"
+         f" (reports/errors/survival_ipcw.csv).</p>"),
+        ("sample-size", "Sample size (Riley et al. 2020)",
+         f"<p>Minimum development size {fmt(size.get('riley_minimum_n'))} (criteria "
+         f"{html.escape(json.dumps(size.get('criteria', {})))}); development rows "
+         f"{fmt(logi.get('development', {}).get('n'))}; events per parameter "
+         f"{fmt(logi.get('development', {}).get('events_per_parameter'))}: "
+         f"{'adequate' if size.get('adequate') else 'NOT adequate'}.</p>"),
+        ("tripod", "TRIPOD+AI checklist", table_html(tripod)),
+        ("limitations", "Limitations",
+         "<ul><li>Associations, not causes: no figure here says what would happen to a family if a factor changed."
+         "</li><li>Records reflect who was referred and recorded, not all maltreatment; bias in referral and "
+         "recording passes into the model.</li><li>A flag must never decide a case; error rates above apply to "
+         "groups of referrals, not to a child.</li><li>Differences between groups in error rates can arise from "
+         "different base rates; they are shown so that they can be questioned.</li>"
+         "<li>No patient or public involvement in this synthetic demonstration.</li>"
+         f"{'<li><strong>The input is the synthetic default</strong>: no result describes real children.</li>' if synthetic else ''}"
+         "</ul>"),
+        ("reproducibility", "Reproducibility",
+         f"<p>git commit {html.escape(prov['commit'])}"
+         f"{' (with uncommitted changes)' if prov['uncommitted_changes'] else ''}; parameters SHA-256 "
+         f"{prov['params_sha256'][:16]}; seed {params.get('seed')}.</p>{table_html(prov['hashes'])}"
+         f"<pre>{html.escape(yaml.safe_dump({k: params[k] for k in ('seed', 'input', 'logistic', 'errors', 'disclosure')}, sort_keys=False))}</pre>"),
+    ]
+    nav = "".join(f"<li><a href='#{sid}'>{html.escape(title)}</a></li>" for sid, title, _ in sections)
+    body = "".join(f"<section id='{sid}'><h2>{html.escape(title)}</h2>{content}</section>" for sid, title, content in sections)
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{CSP}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Re-referral risk model: how often it is wrong</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 1rem 2rem; max-width: 80rem; color: #111; }}
+h2 {{ margin-top: 0.4rem; }} table {{ border-collapse: collapse; margin: 0.5rem 0; font-size: 0.85rem; }}
+th, td {{ border: 1px solid #bbb; padding: 0.2rem 0.4rem; text-align: right; }} th {{ background: #eee; }}
+td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }}
+#how-often-wrong {{ border: 3px solid #b00; padding: 0.3rem 1rem; }} #natural-frequencies {{ font-size: 1.15rem; }}
+.warning {{ background: #fff3cd; padding: 0.4rem; }} .notice {{ background: #e7f0ff; padding: 0.4rem; }}
+</style></head>
+<body>
+<section id="how-often-wrong">
+<h2>How often this model is wrong</h2>
+<p id="natural-frequencies">{html.escape(err['statement'])}</p>
+{table_html(first, "error-table")}
+<p class="warning">{html.escape(WARNING)}</p>
+{notice}
+<p>Validation referrals: {fmt(err.get('validation_referrals'))}. Headline rule: {html.escape(err['default_rule'])}
+(risk at least {fmt(head.get('threshold'))}); sensitivity {fmt(head.get('sensitivity'))}
+({fmt(head.get('sensitivity_lower'))}-{fmt(head.get('sensitivity_upper'))}), PPV {fmt(head.get('ppv'))}
+({fmt(head.get('ppv_lower'))}-{fmt(head.get('ppv_upper'))}), Wilson 95% intervals. {WITHHELD} marks a value withheld
+because a count is below {min_count}, or not defined.</p>
+</section>
+<nav><h2>Contents</h2><ol>{nav}</ol></nav>
+{body}
+</body></html>
+"""
+    summary = "\n".join([
+        "# Re-referral risk model: summary", "",
+        "## How often this model is wrong", "", err["statement"], "",
+        table_markdown(first), "", WARNING, "",
+        *(["**Synthetic data**: the embedded synthetic default, not real children.", ""] if synthetic else []),
+        "## Calibration on validation data", "", table_markdown(hierarchy), "",
+        "## Optimism-corrected (bootstrap)", "", table_markdown(optimism), "",
+        "## Sample size", "", f"Riley minimum n {fmt(size.get('riley_minimum_n'))}; development rows "
+        f"{fmt(logi.get('development', {}).get('n'))}.", "",
+        "## Reproducibility", "", f"Seed {params.get('seed')}; git commit, dvc.lock hashes and parameters are in the "
+        "report's last section.", "",
+        f"Values shown as {WITHHELD} are withheld (a count below {min_count}) or not defined.", "",
+        "The full report with figures: `reports/report.html`.", "",
+    ])
+    return page, summary
+
+
+def main() -> None:
+    from pipeline import config
+    from pipeline.io import write_text
+
+    params = config.load_params()
+    page, summary = build(Path.cwd(), params)
+    write_text(page, Path("reports/report.html"))
+    write_text(summary, Path("reports/summary.md"))
+    print("report: reports/report.html, reports/summary.md")
+
+
+if __name__ == "__main__":
+    from pipeline.cli import stage_entry
+
+    stage_entry(main)()
