@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from pipeline.disclosure import complementary_suppression
 from pipeline.lowess import distinct, lowess, lowess_distinct
 from pipeline.nonparametric import DAYS_PER_MONTH
 
@@ -300,7 +301,7 @@ def subgroup_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:
                 row.update(observed_expected=v["observed_expected"], citl=v["citl"], slope=v["slope"],
                            ici=v["eavg"], e90=v["e90"], c=v["c"])
             rows.append(row)
-    return pd.DataFrame(rows)
+    return complementary_suppression(pd.DataFrame(rows), ["variable"], "n", ["n", "events"])
 
 
 def fold_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:

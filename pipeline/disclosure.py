@@ -25,6 +25,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import pandas as pd
 
 # Column names (CSV) and keys (JSON) that hold counts of people or referrals.
@@ -81,3 +82,19 @@ def scan(folders: list[Path], min_count: int, identifiers: set[str]) -> list[str
                     if _small(value, min_count):
                         problems.append(f"{path}: {key} = {value}: count below {min_count}")
     return problems
+
+
+def complementary_suppression(table: pd.DataFrame, by: list[str], count: str, blank: list[str]) -> pd.DataFrame:
+    """Secondary suppression across the levels of a variable: where exactly one level's
+    ``count`` is withheld, its value would follow from the published total minus the other
+    levels, so the next smallest level is withheld too (``blank``: its columns to clear).
+    Tables whose levels do not add up to a published total are left as they are by not
+    calling this."""
+    out = table.copy()
+    columns = [c for c in blank if c in out]
+    for _, rows in out.groupby(by, sort=False, dropna=False):
+        withheld = rows[count].isna()
+        if withheld.sum() == 1 and (~withheld).any():
+            smallest = rows.loc[~withheld, count].astype(float).idxmin()
+            out.loc[smallest, columns] = np.nan
+    return out

@@ -40,6 +40,7 @@ from lifelines.statistics import multivariate_logrank_test
 
 from pipeline import config
 from pipeline.cli import InputError, stage_entry
+from pipeline.disclosure import complementary_suppression
 from pipeline.io import read_table, write_csv, write_json
 from pipeline.nonparametric import DAYS_PER_MONTH, kaplan_meier, km_quantile, step_value, turnbull
 from pipeline.survival import step_at
@@ -86,7 +87,8 @@ def planner_tables(plans: pd.DataFrame, horizons_months: list[float], min_count:
             rows.append({"variable": var, "level": level, **summary})
             if not curve.empty:
                 curves.append(curve.assign(variable=var, level=level))
-    summary_table = pd.DataFrame(rows)
+    summary_table = complementary_suppression(pd.DataFrame(rows), ["variable"], "plans", ["plans", "ended"])
+    summary_table = complementary_suppression(summary_table, ["variable"], "ended", ["ended"])
     la = summary_table[summary_table["variable"] == "la_code"].drop(columns="variable").rename(
         columns={"level": "la_code"})
     repeat = plans.groupby("la_code")["plan_sequence"].apply(lambda s: (s != "first").mean())

@@ -37,6 +37,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
+from pipeline.disclosure import complementary_suppression
+
 CELLS = ("tp", "fp", "fn", "tn")
 RATES = {  # name: (numerator cells, denominator cells)
     "sensitivity": (("tp",), ("tp", "fn")),
@@ -198,7 +200,11 @@ def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicate
                     row[f"{name}_ratio_lower"], row[f"{name}_ratio_upper"] = np.nanquantile(
                         ratio[:, j], [0.025, 0.975])
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    # A single withheld level would follow from the overall table minus the other levels.
+    derived = [c for c in table.columns if c in CELLS or any(c.startswith(r) for r in RATES)]
+    table = complementary_suppression(table, ["variable"], "tp", derived)
+    return complementary_suppression(table, ["variable"], "n", ["n", "flagged", "events"])
 
 
 def horizon_words(days: float) -> str:

@@ -38,8 +38,9 @@ from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import concordance_index
 
 from pipeline import config
-from pipeline.cox import CoxPH
 from pipeline.cli import InputError, stage_entry
+from pipeline.cox import CoxPH
+from pipeline.disclosure import complementary_suppression
 from pipeline.io import write_csv, write_json
 from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier
 
@@ -156,7 +157,9 @@ def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], 
     return {
         "km_overall": overall,
         "km_by_group": pd.concat(by_group, ignore_index=True)[km_cols] if by_group else pd.DataFrame(columns=km_cols),
-        "cumulative_rereport": pd.DataFrame(cumulative),
+        "cumulative_rereport": complementary_suppression(
+            complementary_suppression(pd.DataFrame(cumulative), ["variable", "horizon_months"], "n", ["n", "events"]),
+            ["variable", "horizon_months"], "events", ["events"]),
         "logrank": pd.DataFrame(logrank, columns=["variable", "groups", "chisq", "df", "p"]),
     }
 

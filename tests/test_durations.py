@@ -53,7 +53,8 @@ def test_small_groups_are_suppressed():
     tables = durations.planner_tables(_plans(), [12], min_count=5)
     s = tables["planner_summary"].set_index(["variable", "level"])
     assert np.isnan(s.loc[("la_code", "B"), "plans"]) and np.isnan(s.loc[("la_code", "B"), "median_days"])
-    assert s.loc[("la_code", "A"), "plans"] == 6
+    # A alone would give B back as the total (published) minus A: secondary suppression.
+    assert np.isnan(s.loc[("la_code", "A"), "plans"]) and s.loc[("all", "all"), "plans"] >= 5
     assert np.isnan(tables["la_comparison"].set_index("la_code").loc["B", "repeat_plan_share"])
     assert tables["km_curves"]["at_risk"].min() >= 5
 

@@ -15,7 +15,7 @@ def _predictions(n: int = 4000, seed: int = 3) -> pd.DataFrame:
     p = 1 / (1 + np.exp(-rng.normal(-1.2, 1, n)))
     return pd.DataFrame({"p": p, "y": (rng.random(n) < p).astype(int), "weight": 1.0,
                          "family": np.arange(n) // 2,
-                         "sex": rng.choice(["F", "M"], n), "ethnicity": rng.choice(["A", "B", "C"], n, p=[.9, .095, .005])})
+                         "sex": rng.choice(["F", "M"], n), "ethnicity": rng.choice(["A", "B", "D", "C"], n, p=[.7, .2, .095, .005])})
 
 
 def test_counts_equal_a_direct_recount():
@@ -70,13 +70,16 @@ def test_net_benefit_by_hand():
 
 def test_small_groups_are_withheld_and_the_scan_agrees(tmp_path):
     """A crafted extract with a group of 20 (ethnicity C): its cells, rates and differences
-    are withheld; the written tables pass the disclosure scan, and a planted small count
-    and a planted identifier are both caught."""
+    are withheld, and the next smallest group's (D) with them, so that C is not the total
+    minus the others; the written tables pass the disclosure scan, and a planted small
+    count and a planted identifier are both caught."""
     pred = _predictions()
     flags = errors.top_percent_flags(pred["p"].to_numpy(), 20)
     groups = errors.group_rates(pred, flags, min_count=10, replicates=20, seed=1)
     c = groups[(groups["variable"] == "ethnicity") & (groups["level"] == "C")].iloc[0]
     assert np.isnan(c["tp"]) and np.isnan(c["sensitivity"]) and np.isnan(c.get("sensitivity_difference", np.nan))
+    d = groups[(groups["variable"] == "ethnicity") & (groups["level"] == "D")].iloc[0]
+    assert np.isnan(d["tp"]) and np.isnan(d["sensitivity_difference"]) and not np.isnan(d["n"])
     b = groups[(groups["variable"] == "ethnicity") & (groups["level"] == "B")].iloc[0]
     assert not np.isnan(b["sensitivity_difference"]) and b["reference_level"] == "A"
     assert b["sensitivity_difference_lower"] <= b["sensitivity_difference"] <= b["sensitivity_difference_upper"]
@@ -119,3 +122,17 @@ def test_a_small_extract_is_withheld_throughout():
     assert "below the disclosure threshold" in metrics["statement"]
     assert all(v is None for k, v in metrics["at_default_rule"].items() if k != "threshold")
     assert tables["by_group"][["tp", "fp", "fn", "tn"]].isna().all().all()
+
+
+def test_a_single_withheld_level_takes_the_next_smallest_with_it():
+    """Secondary suppression: with LA totals published, one withheld LA would be the
+    total minus the others; the next smallest is withheld with it, not the larger ones."""
+    from pipeline.disclosure import complementary_suppression
+
+    table = pd.DataFrame({"variable": ["la"] * 4 + ["sex"] * 2, "level": ["a", "b", "c", "d", "F", "M"],
+                          "n": [np.nan, 40, 12, 300, 500, 480], "events": [np.nan, 20, 11, 90, 100, 95]})
+    out = complementary_suppression(table, ["variable"], "n", ["n", "events"])
+    assert out["n"].isna().tolist() == [True, False, True, False, False, False]
+    assert np.isnan(out.loc[2, "events"]) and out.loc[1, "events"] == 20
+    two = complementary_suppression(out, ["variable"], "n", ["n", "events"])   # two withheld: stable
+    pd.testing.assert_frame_equal(two, out)
