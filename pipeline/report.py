@@ -60,7 +60,7 @@ TRIPOD_AI = [
     ("20 Protocol", "Where the protocol can be accessed", "reproducibility (params.yaml, dvc.yaml)"),
     ("21 Registration", "Registration", "not registered"),
     ("22 Data sharing", "Availability of data", "reproducibility: the synthetic default regenerates from the seed"),
-    ("23 Code sharing", "Availability of code", "reproducibility (git commit)"),
+    ("23 Code sharing", "Availability of code", "reproducibility (git object ids of the code)"),
     ("24 Patient and public involvement", "Details", "not done: a limitation"),
     ("25 Participants (results)", "Flow, characteristics, missing data", "data; cohort"),
     ("26 Model development", "Participants and outcome events per analysis", "cohort; sample-size"),
@@ -207,15 +207,34 @@ def figures(root: Path) -> dict[str, str]:
 
 
 def provenance(root: Path, params: dict[str, Any]) -> dict[str, Any]:
-    """Git commit (and whether the tree had changes), dvc.lock output hashes, parameters."""
-    def git(*args: str) -> str:
+    """Which code and parameters made these outputs, as git object ids; dvc.lock hashes.
+
+    The report is itself an output, so it names the *content* it was built from, not the
+    commit checked out: the git tree of ``pipeline/`` and the blobs of ``params.yaml`` and
+    ``dvc.yaml`` as they were on disk (committed or not). The same content gives the same
+    ids in every clone, so a rebuilt report is byte-identical and ``dvc.lock`` stays put
+    across commits; ``git log --all --find-object=<id>`` names the commit that introduced it.
+    """
+    import os
+    import tempfile
+
+    def git(*args: str, env: dict[str, str] | None = None) -> str:
         try:
-            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=30).stdout.strip()
+            return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=60,
+                                  env=env).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             return ""
 
-    commit = git("rev-parse", "HEAD") or "unknown (not a git checkout)"
-    dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    code = {"pipeline/": "", "params.yaml": "", "dvc.yaml": ""}
+    if git("rev-parse", "--is-inside-work-tree") == "true":
+        with tempfile.TemporaryDirectory() as tmp:      # a scratch index: the real one is untouched
+            env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+            git("add", "--", "pipeline", "params.yaml", "dvc.yaml", env=env)
+            tree = git("write-tree", env=env)
+            if tree:
+                code = {"pipeline/": git("rev-parse", f"{tree}:pipeline"),
+                        "params.yaml": git("rev-parse", f"{tree}:params.yaml"),
+                        "dvc.yaml": git("rev-parse", f"{tree}:dvc.yaml")}
     hashes = []
     lock = root / "dvc.lock"
     if lock.exists():
@@ -224,7 +243,7 @@ def provenance(root: Path, params: dict[str, Any]) -> dict[str, Any]:
                 continue
             for out in entry.get("outs", []):
                 hashes.append({"stage": stage, "output": out["path"], "md5": out.get("md5", "")})
-    return {"commit": commit, "uncommitted_changes": dirty, "hashes": pd.DataFrame(hashes),
+    return {"code": code, "hashes": pd.DataFrame(hashes),
             "params_sha256": hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()}
 
 
@@ -338,9 +357,12 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"{'<li><strong>The input is the synthetic default</strong>: no result describes real children.</li>' if synthetic else ''}"
          "</ul>"),
         ("reproducibility", "Reproducibility",
-         f"<p>git commit {html.escape(prov['commit'])}"
-         f"{' (with uncommitted changes)' if prov['uncommitted_changes'] else ''}; parameters SHA-256 "
-         f"{prov['params_sha256'][:16]}; seed {params.get('seed')}.</p>{table_html(prov['hashes'])}"
+         "<p>Built from this content (git object ids; the commit that introduced each: "
+         "<code>git log --all --format=%H --find-object=&lt;id&gt;</code>):</p>"
+         + table_html(pd.DataFrame([{"path": k, "git object id": v or "unknown (not a git checkout)"}
+                                    for k, v in prov["code"].items()]))
+         + f"<p>Parameters SHA-256 {prov['params_sha256'][:16]}; seed {params.get('seed')}. Outputs of every "
+         f"stage (dvc.lock):</p>{table_html(prov['hashes'])}"
          f"<pre>{html.escape(yaml.safe_dump({k: params[k] for k in ('seed', 'input', 'logistic', 'errors', 'disclosure')}, sort_keys=False))}</pre>"),
     ]
     nav = "".join(f"<li><a href='#{sid}'>{html.escape(title)}</a></li>" for sid, title, _ in sections)
@@ -384,7 +406,7 @@ because a count is below {min_count}, or not defined.</p>
         "## Optimism-corrected (bootstrap)", "", table_markdown(optimism), "",
         "## Sample size", "", f"Riley minimum n {fmt(size.get('riley_minimum_n'))}; development rows "
         f"{fmt(logi.get('development', {}).get('n'))}.", "",
-        "## Reproducibility", "", f"Seed {params.get('seed')}; git commit, dvc.lock hashes and parameters are in the "
+        "## Reproducibility", "", f"Seed {params.get('seed')}; the code's git object ids, dvc.lock hashes and parameters are in the "
         "report's last section.", "",
         f"Values shown as {WITHHELD} are withheld (a count below {min_count}) or not defined.", "",
         "The full report with figures: `reports/report.html`.", "",
