@@ -52,11 +52,18 @@ GROUPS = ("sex", "ethnicity", "age_band", "la_code")
 PER_1000 = ("flagged", "events", *CELLS)
 
 
-def top_percent_flags(p: np.ndarray, percent: float) -> np.ndarray:
-    """Flag exactly round(percent% of n) rows, highest p first (ties in input order)."""
-    n_flag = int(round(len(p) * percent / 100))
+def top_percent_flags(p: np.ndarray, percent: float, weight: np.ndarray | None = None) -> np.ndarray:
+    """Flag exactly round(percent% of n) rows, highest p first (ties in input order). With
+    weights (IPCW), percent% of the weighted population: rows in order of risk while the
+    weight before a row's midpoint is below percent% of the total."""
+    order = np.argsort(-np.asarray(p), kind="stable")
     flags = np.zeros(len(p), dtype=bool)
-    flags[np.argsort(-np.asarray(p), kind="stable")[:n_flag]] = True
+    if weight is None:
+        flags[order[:int(round(len(p) * percent / 100))]] = True
+    else:
+        w = np.asarray(weight, dtype=float)[order]
+        midpoint = np.cumsum(w) - w / 2
+        flags[order[midpoint < w.sum() * percent / 100]] = True
     return flags
 
 
@@ -123,7 +130,7 @@ def rules_table(p: np.ndarray, y: np.ndarray, thresholds: list[float], top_perce
         rows.append({"rule": f"risk >= {t:g}", "kind": "threshold", "threshold": t,
                      **withhold_small(confusion(y, p >= t, weight), min_count)})
     for k in top_percents:
-        flags = top_percent_flags(p, k)
+        flags = top_percent_flags(p, k, weight)
         rows.append({"rule": f"top {k:g}%", "kind": "top_percent", "threshold": float(np.min(p[flags])) if flags.any()
                      else np.nan, "top_percent": k, **withhold_small(confusion(y, flags, weight), min_count)})
     return pd.DataFrame(rows)
@@ -241,7 +248,7 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
     thresholds = [float(t) for t in s["thresholds"]]
     rules = rules_table(p, y, thresholds, [float(k) for k in s["top_percents"]], min_count, weight)
     default_k = float(s["default_top_percent"])
-    flags = top_percent_flags(p, default_k)
+    flags = top_percent_flags(p, default_k, weight)
     default_rule = f"top {default_k:g}%"
     if default_rule not in set(rules["rule"]):
         rules = pd.concat([rules, rules_table(p, y, [], [default_k], min_count, weight)], ignore_index=True)
@@ -256,7 +263,9 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
     tables = {"rules": rules, "by_group": groups, "decision_curve": curve, "plot_fp_fn": plot}
     metrics: dict[str, Any] = {
         "default_rule": default_rule, "horizon_days": horizon_days,
-        "statement": headline(head, horizon_days, f"the {default_k:g}% of referrals with the highest predicted risk"),
+        "statement": headline(head, horizon_days, f"the {default_k:g}% of referrals with the highest predicted risk")
+        + (" (Weighted by the inverse probability of censoring: figures for the referrals as if all were followed "
+           "for the whole horizon.)" if weight is not None else ""),
         "validation_referrals": int(len(pred)) if len(pred) >= min_count else None,
         "weighting": "IPCW" if weight is not None else "none",
         "at_default_rule": {k: _metric(head[k], whole=k in CELLS and weight is None or k.endswith("_per_1000"))

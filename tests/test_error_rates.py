@@ -136,3 +136,12 @@ def test_a_single_withheld_level_takes_the_next_smallest_with_it():
     assert np.isnan(out.loc[2, "events"]) and out.loc[1, "events"] == 20
     two = complementary_suppression(out, ["variable"], "n", ["n", "events"])   # two withheld: stable
     pd.testing.assert_frame_equal(two, out)
+
+
+def test_top_percent_of_a_weighted_population():
+    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
+    assert errors.top_percent_flags(p, 20).tolist() == [True, True] + [False] * 8
+    # the two riskiest rows carry 40% of the weight: top 20% is the first row only
+    weight = np.array([4, 4, 1, 1, 1, 1, 1, 1, 3, 3], dtype=float)
+    assert errors.top_percent_flags(p, 20, weight).tolist() == [True] + [False] * 9
+    assert errors.top_percent_flags(p, 20, np.ones(10)).tolist() == errors.top_percent_flags(p, 20).tolist()
