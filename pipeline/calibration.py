@@ -237,14 +237,15 @@ def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, 
 def km_by_risk_tenth(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float,
                      min_count: int) -> pd.DataFrame:
     """Mean predicted risk against Kaplan-Meier observed risk at the horizon, per tenth."""
-    from pipeline.nonparametric import kaplan_meier, step_value
+    from pipeline.nonparametric import kaplan_meier, step_read
 
     tenth = pd.qcut(pd.Series(risk).rank(method="first"), 10, labels=False).to_numpy() + 1
     rows = []
     for d in range(1, 11):
         m = tenth == d
-        s, lo, hi = step_value(kaplan_meier(time[m], event[m]), horizon,
-                               ["survival", "survival_lower", "survival_upper"])
+        km = kaplan_meier(time[m], event[m])
+        s, lo, hi = (float(step_read(km["time_days"], km[c], horizon, 1.0)[0])
+                     for c in ("survival", "survival_lower", "survival_upper"))
         n = int(m.sum())
         rows.append({"tenth": d, "n": n if n >= min_count else np.nan, "mean_predicted": float(risk[m].mean()),
                      "observed_km": 1 - s, "observed_lower": 1 - hi, "observed_upper": 1 - lo})

@@ -42,8 +42,7 @@ from pipeline import config
 from pipeline.cli import InputError, stage_entry
 from pipeline.disclosure import complementary_suppression
 from pipeline.io import read_table, write_csv, write_json
-from pipeline.nonparametric import DAYS_PER_MONTH, kaplan_meier, km_quantile, step_value, turnbull
-from pipeline.survival import step_at
+from pipeline.nonparametric import DAYS_PER_MONTH, kaplan_meier, km_quantile, step_read, turnbull
 from pipeline.published import CPP_DURATION_BAND_EDGES_DAYS, CPP_DURATION_BANDS
 
 REPORTS = Path("reports/durations")
@@ -66,8 +65,8 @@ def km_summary(duration: pd.Series, ended: pd.Series, horizons_months: list[floa
     row["median_lower"] = km_quantile(t, km["survival_lower"])
     row["median_upper"] = km_quantile(t, km["survival_upper"])
     for m in horizons_months:
-        row[f"open_at_{m}m"], row[f"open_at_{m}m_lower"], row[f"open_at_{m}m_upper"] = step_value(
-            km, m * DAYS_PER_MONTH, ["survival", "survival_lower", "survival_upper"])
+        for suffix, col in (("", "survival"), ("_lower", "survival_lower"), ("_upper", "survival_upper")):
+            row[f"open_at_{m}m{suffix}"] = float(step_read(km["time_days"], km[col], m * DAYS_PER_MONTH, 1.0)[0])
     row["lasting_2y_plus"] = row.get("open_at_24m")
     curve = km.rename(columns={"survival": "open_share", "survival_lower": "lower", "survival_upper": "upper"})
     curve = curve[curve["at_risk"] >= min_count]
@@ -109,7 +108,7 @@ def planner_tables(plans: pd.DataFrame, horizons_months: list[float], min_count:
     for var, level, name in (("all", "all", "all_plans"), ("plan_sequence", "first", "first_plans"),
                              ("plan_sequence", "second_or_subsequent", "repeat_plans")):
         c = curves_table[(curves_table["variable"] == var) & (curves_table["level"] == level)]
-        plot[name] = step_at(c["time_days"].to_numpy(), c["open_share"].to_numpy(), grid * DAYS_PER_MONTH, 1.0)
+        plot[name] = step_read(c["time_days"], c["open_share"], grid * DAYS_PER_MONTH, 1.0, "nan")
     return {"plot_open_share": pd.DataFrame(plot),"planner_summary": summary_table, "la_comparison": la.reset_index(drop=True),
             "km_curves": curves_table, "logrank": pd.DataFrame(tests)}
 

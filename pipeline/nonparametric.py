@@ -3,8 +3,9 @@
 * ``aalen_johansen``: cumulative incidence of one cause among competing events, with
   tied times kept exactly (lifelines' AalenJohansenFitter jitters ties at random).
 * ``turnbull``: NPMLE of a distribution from interval-censored counts (banded durations).
-* ``kaplan_meier`` / ``step_value``: lifelines' Kaplan-Meier with R's conventions (log(-log)
-  interval, missing where S = 0), read as a step function; the one KM every stage uses.
+* ``kaplan_meier``: lifelines' Kaplan-Meier with R's conventions (log(-log) interval,
+  missing where S = 0); the one KM every stage uses.
+* ``step_read``: the one reader of a right-continuous step curve (KM, CIF) at given times.
 * ``km_quantile``: a quantile of a step survival curve by R's rule (a flat exactly at the
   target gives the midpoint), where lifelines takes the end of the flat.
 """
@@ -80,10 +81,16 @@ def kaplan_meier(time, event) -> pd.DataFrame:
     return out
 
 
-def step_value(curve: pd.DataFrame, t: float, columns: list[str]) -> list[float]:
-    """A right-continuous step curve's ``columns`` at time t (1 before the first time)."""
-    upto = curve[curve["time_days"] <= t]
-    return [float(upto[c].iloc[-1]) for c in columns] if len(upto) else [1.0] * len(columns)
+def step_read(times, values, at, before: float, after_last: str = "hold") -> np.ndarray:
+    """A right-continuous step function (``values[i]`` from ``times[i]`` on; times sorted)
+    read at each of ``at``: ``before`` ahead of the first time; past the last time the last
+    value (``"hold"``) or NaN (``"nan"``: the curve was cut where too few remained at risk)."""
+    times = np.asarray(times, dtype=float)
+    at = np.atleast_1d(np.asarray(at, dtype=float))
+    out = np.concatenate([[before], np.asarray(values, dtype=float)])[np.searchsorted(times, at, side="right")]
+    if after_last == "nan" and len(times):
+        out = np.where(at > times[-1], np.nan, out)
+    return out
 
 
 def km_quantile(times, surv, q: float = 0.5, eps: float = 1e-10) -> float:

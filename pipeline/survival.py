@@ -42,7 +42,7 @@ from pipeline.cli import InputError, stage_entry
 from pipeline.cox import CoxPH
 from pipeline.disclosure import complementary_suppression
 from pipeline.io import write_csv, write_json
-from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier
+from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, step_read
 
 REPORTS = Path("reports/survival")
 AFT = {"weibull": WeibullAFTFitter, "lognormal": LogNormalAFTFitter, "loglogistic": LogLogisticAFTFitter}
@@ -95,18 +95,17 @@ def km_table(time: pd.Series, event: pd.Series, min_count: int) -> pd.DataFrame:
 
 
 def at_horizons(curve: pd.DataFrame, horizons_days: list[float]) -> pd.DataFrame:
-    """The step curve read at each horizon (blank past the last reportable time)."""
-    rows = []
-    for h in horizons_days:
-        upto = curve[curve["time_days"] <= h]
-        later = curve[curve["time_days"] >= h]
-        if later.empty or upto.empty:
-            rows.append({"cumulative_rereport": np.nan, "lower": np.nan, "upper": np.nan, "at_risk": np.nan})
-            continue
-        last = upto.iloc[-1]
-        rows.append({"cumulative_rereport": last["cumulative_rereport"], "lower": last["cumulative_lower"],
-                     "upper": last["cumulative_upper"], "at_risk": later.iloc[0]["at_risk"]})
-    return pd.DataFrame(rows)
+    """The step curve read at each horizon, with the number at risk there (blank before
+    the first and past the last reportable time)."""
+    t = curve["time_days"].to_numpy()
+    out = pd.DataFrame({name: step_read(t, curve[col], horizons_days, np.nan, "nan")
+                        for name, col in (("cumulative_rereport", "cumulative_rereport"),
+                                          ("lower", "cumulative_lower"), ("upper", "cumulative_upper"))})
+    first_at_or_after = np.searchsorted(t, horizons_days, side="left")
+    at_risk = curve["at_risk"].to_numpy(dtype=float)
+    out["at_risk"] = [at_risk[i] if i < len(t) else np.nan for i in first_at_or_after]
+    out.loc[out["cumulative_rereport"].isna(), "at_risk"] = np.nan
+    return out
 
 
 def on_grid(curve: pd.DataFrame, times: np.ndarray, months: float = 72, step: float = 0.5) -> pd.DataFrame:
@@ -117,7 +116,7 @@ def on_grid(curve: pd.DataFrame, times: np.ndarray, months: float = 72, step: fl
     out = pd.DataFrame({"time_months": grid, "time_days": np.round(days, 2),
                         "at_risk": len(times) - np.searchsorted(np.sort(times), days, side="left")})
     for col in ("cumulative_rereport", "cumulative_lower", "cumulative_upper"):
-        out[col] = step_at(curve["time_days"].to_numpy(), curve[col].to_numpy(), days, 0.0)
+        out[col] = step_read(curve["time_days"], curve[col], days, 0.0, "nan")
     return out[out[["cumulative_rereport"]].notna().all(axis=1)]
 
 
@@ -340,14 +339,6 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
     return tables, metrics, model
 
 
-def step_at(times: np.ndarray, values: np.ndarray, grid: np.ndarray, start: float) -> np.ndarray:
-    """A right-continuous step function read on a grid (``start`` before the first time,
-    NaN after the last reportable time)."""
-    idx = np.searchsorted(times, grid, side="right")
-    out = np.concatenate([[start], values])[idx]
-    return np.where(grid > (times[-1] if len(times) else -np.inf), np.nan, out) if len(times) else out
-
-
 def plot_curves(tables: dict[str, pd.DataFrame], months: float = 72, step: float = 0.5) -> pd.DataFrame:
     """One row per half month: the overall KM cumulative re-report with its CI and, when
     computed, the cumulative incidence of each competing end (for ``dvc plots``)."""
@@ -356,12 +347,12 @@ def plot_curves(tables: dict[str, pd.DataFrame], months: float = 72, step: float
     km = tables["km_overall"]
     out = {"time_months": grid}
     for col in ("cumulative_rereport", "cumulative_lower", "cumulative_upper"):
-        out[col] = step_at(km["time_days"].to_numpy(), km[col].to_numpy(), days, 0.0)
+        out[col] = step_read(km["time_days"], km[col], days, 0.0, "nan")
     if "competing_cif" in tables:
         cif = tables["competing_cif"]
         for cause in CAUSES:
             c = cif[cif["cause"] == cause]
-            out[f"cif_{cause}"] = step_at(c["time_days"].to_numpy(), c["cif"].to_numpy(), days, 0.0)
+            out[f"cif_{cause}"] = step_read(c["time_days"], c["cif"], days, 0.0, "nan")
     return pd.DataFrame(out)
 
 
