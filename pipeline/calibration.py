@@ -55,22 +55,48 @@ def weighted_quantile(values: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
 def logistic_recalibration(lp: np.ndarray, events: np.ndarray, weights: np.ndarray, slope: bool = True
                            ) -> np.ndarray:
     """Maximum-likelihood (a, b) of ``logit P(y=1) = a + b lp`` (or a alone, lp as offset,
-    when ``slope`` is False) by Newton-Raphson from (0, 1): the two-parameter GLMs of
-    val.prob without the per-call overhead of a general GLM (checked against statsmodels
-    in tests/test_calibration.py). ``events``: weighted count of y = 1 at each lp (y itself
-    when weights are 1), so rows sharing a prediction may be pooled."""
+    when ``slope`` is False): the two-parameter GLMs of val.prob, by Newton-Raphson from
+    (0, 1) with step halving on the log-likelihood (checked against statsmodels in
+    tests/test_calibration.py). ``events``: weighted count of y = 1 at each lp (y itself when
+    weights are 1), so rows sharing a prediction may be pooled. NaN, with a warning, when
+    there is no finite maximum (separation, a single distinct prediction) or no convergence."""
+    import warnings
+
     X = np.column_stack([np.ones_like(lp), lp]) if slope else np.ones((len(lp), 1))
     beta = np.array([0.0, 1.0]) if slope else np.array([0.0])
+
+    def linear(b: np.ndarray) -> np.ndarray:
+        return X @ b if slope else b[0] + lp
+
+    def loglik(b: np.ndarray) -> float:
+        eta = linear(b)
+        return float(np.sum(events * eta - weights * np.logaddexp(0, eta)))
+
+    current = loglik(beta)
     for _ in range(100):
-        eta = X @ beta if slope else beta[0] + lp
-        mu = special.expit(eta)
+        mu = special.expit(linear(beta))
         gradient = X.T @ (events - weights * mu)
         hessian = (X * (weights * mu * (1 - mu))[:, None]).T @ X
-        step = np.linalg.solve(hessian, gradient)
-        beta = beta + step
-        if np.max(np.abs(step)) < 1e-12:
+        try:
+            step = np.linalg.solve(hessian, gradient)
+        except np.linalg.LinAlgError:
             break
-    return beta
+        if not np.all(np.isfinite(step)):
+            break
+        for _ in range(40):                      # halve until the likelihood does not fall
+            trial = beta + step
+            value = loglik(trial)
+            if value >= current - 1e-12 * abs(current):
+                break
+            step = step / 2
+        else:
+            break
+        beta, current = trial, value
+        if np.max(np.abs(step)) < 1e-12:
+            return beta
+    warnings.warn("logistic recalibration has no finite maximum or did not converge; NaN returned",
+                  RuntimeWarning, stacklevel=2)
+    return np.full(len(beta), np.nan)
 
 
 def c_statistic(p: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
@@ -151,8 +177,9 @@ def val_prob(p, y, weights=None, intervals: bool = True) -> dict[str, Any]:
 def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10,
                  weights: np.ndarray | None = None) -> pd.DataFrame:
     """Observed against expected by tenth of predicted risk (counts below min_count withheld).
-    With weights (IPCW), the observed rate and mean prediction are weighted means; the
-    counts stay counts of rows."""
+    With weights (IPCW), the observed rate and mean prediction are weighted means and the
+    observed and expected events are both those rates times the tenth's rows (so they can
+    be compared); suppression still counts rows."""
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
     tenth = pd.qcut(pd.Series(p).rank(method="first"), groups, labels=False) + 1
@@ -162,8 +189,11 @@ def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10,
     out["mean_predicted"] = out["wp"] / out["w"]
     out["observed_rate"] = out["wy"] / out["w"]
     out["expected_events"] = out["mean_predicted"] * out["n"]
+    small = out["observed_events"] < min_count          # the rule counts rows, weighted or not
+    if weights is not None and not np.all(w == 1):
+        # comparable with expected_events: the weighted observed rate over the tenth's rows
+        out["observed_events"] = out["observed_rate"] * out["n"]
     out = out[["tenth", "n", "observed_events", "mean_predicted", "observed_rate", "expected_events"]]
-    small = out["observed_events"] < min_count
     out.loc[small, ["observed_events", "observed_rate"]] = np.nan
     out.loc[out["n"] < min_count, ["n", "expected_events"]] = np.nan
     return out

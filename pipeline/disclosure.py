@@ -7,15 +7,23 @@ in the report), and so is any cell from which it could be recovered by subtracti
 group's events with its size, ...).
 
 ``scan`` is the independent check: it reads every CSV, JSON, Markdown and HTML file
-under the given folders and reports (a) any child, family or referral identifier of the
-input, raw or pseudonymised, and (b) any count column or key holding a value in
-[1, min_count) ... or 0 where zero itself would disclose (counts of people in a group).
-Which columns are counts is declared here, in one place (``COUNT_NAMES``).
+under the given folders and reports
 
-Data-processing tallies in ``metrics/clean.json`` (rows read, kept, rejected by reason,
-normalised) count records of the extract, not people with an attribute; they are
-published so that the reconciliation rows in = kept + rejected can be checked, and are
-exempt (``EXEMPT_JSON``).
+* any child, family, referral or plan identifier of the input, raw or pseudonymised, as a
+  whole token or as the alphanumeric part of a longer one (``child_C0000001``); purely
+  numeric identifiers shorter than 6 digits are not looked for (they would match counts);
+* in CSV files, a value in [0, min_count) in a count column (``COUNT_NAMES``; the stages
+  withhold zeros in tables too);
+* in JSON files, an integer value in [1, min_count) under any key not declared a
+  non-count (``NON_COUNT_KEYS``).
+
+It cannot see counts that are only implied (a share times a published total, a
+difference between overlapping rows): those are the stages' job (secondary suppression),
+tested where they are made. Counts in the HTML and Markdown report come from the scanned
+CSV and JSON files. Data-processing tallies in ``metrics/clean.json`` (rows read, kept,
+rejected by reason, normalised) count records of the extract, not people with an
+attribute; they are published so that the reconciliation rows in = kept + rejected can
+be checked, and are exempt (``EXEMPT_JSON``).
 """
 
 from __future__ import annotations
@@ -28,17 +36,20 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-# Column names (CSV) and keys (JSON) that hold counts of people or referrals.
+# Column names (CSV) that hold counts of people or referrals: checked for [0, min_count).
 COUNT_NAMES = frozenset({
     "n", "events", "plans", "ended", "plans_ended", "at_risk", "tp", "fp", "fn", "tn", "flagged",
     "observed_events", "children", "families", "referrals", "index_referrals", "count",
-    "development_rows", "validation_rows", "development_families", "validation_families", "kept",
-    "events_within_horizon", "rows", "censored_before_horizon", "without_possible_follow_up",
-    "validation_referrals", "same_episode_reports", "open_at_extract", "no_follow_up",
-    "censored_extract_date", "censored_age_18", "censored_entered_care",
+})
+# JSON keys whose integer values are not counts (every other integer leaf is checked for
+# [1, min_count); a zero in a JSON tally discloses no one).
+NON_COUNT_KEYS = frozenset({
+    "horizon_days", "horizon_months", "same_episode_days", "bootstrap_replicates", "iterations", "parameters",
+    "seed", "folds", "df", "year", "intercept", "shrinkage", "optimism_r2", "riley_minimum_n",
+    "covariates_with_truth", "true_value_in_95ci",
 })
 EXEMPT_JSON = frozenset({"clean.json"})
-ID_PATTERN = re.compile(r"[A-Za-z0-9_\-]{4,}")
+ID_PATTERNS = (re.compile(r"[A-Za-z0-9_\-./]{4,}"), re.compile(r"[A-Za-z0-9]{4,}"))
 
 
 def _small(value: Any, min_count: int) -> bool:
@@ -50,23 +61,26 @@ def _small(value: Any, min_count: int) -> bool:
 
 
 def _json_counts(obj: Any, key: str = "") -> Iterable[tuple[str, Any]]:
+    """Every integer leaf of a JSON document that is not declared a non-count."""
     if isinstance(obj, dict):
         for k, v in obj.items():
             yield from _json_counts(v, f"{key}.{k}" if key else k)
     elif isinstance(obj, list):
         for i, v in enumerate(obj):
             yield from _json_counts(v, f"{key}[{i}]")
-    elif key.rsplit(".", 1)[-1] in COUNT_NAMES:
+    elif isinstance(obj, int) and not isinstance(obj, bool) and key.rsplit(".", 1)[-1] not in NON_COUNT_KEYS:
         yield key, obj
 
 
 def scan(folders: list[Path], min_count: int, identifiers: set[str]) -> list[str]:
     """Problems found: one line each (file, where, what)."""
     problems = []
+    identifiers = {i for i in identifiers if not (i.isdigit() and len(i) < 6)}
     for folder in folders:
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".csv", ".json", ".md", ".html")):
             text = path.read_text(encoding="utf-8", errors="replace")
-            leaked = sorted(set(ID_PATTERN.findall(text)) & identifiers)
+            tokens = set().union(*(pattern.findall(text) for pattern in ID_PATTERNS))
+            leaked = sorted(tokens & identifiers)
             if leaked:
                 problems.append(f"{path}: identifier(s) of the input: {', '.join(leaked[:5])}")
             if path.suffix == ".csv":
@@ -79,7 +93,7 @@ def scan(folders: list[Path], min_count: int, identifiers: set[str]) -> list[str
                                             f"count below {min_count} ({frame.loc[bad[0], column]})")
             elif path.suffix == ".json" and path.name not in EXEMPT_JSON:
                 for key, value in _json_counts(json.loads(text)):
-                    if _small(value, min_count):
+                    if value != 0 and _small(value, min_count):
                         problems.append(f"{path}: {key} = {value}: count below {min_count}")
     return problems
 

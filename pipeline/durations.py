@@ -92,7 +92,9 @@ def planner_tables(plans: pd.DataFrame, horizons_months: list[float], min_count:
         columns={"level": "la_code"})
     repeat = plans.groupby("la_code")["plan_sequence"].apply(lambda s: (s != "first").mean())
     sizes = plans.groupby("la_code").size()
-    la["repeat_plan_share"] = la["la_code"].map(repeat.where(sizes >= min_count))
+    repeats = (repeat * sizes).round()
+    # share x plans would give the repeat count: withheld when either side is small
+    la["repeat_plan_share"] = la["la_code"].map(repeat.where((repeats >= min_count) & (sizes - repeats >= min_count)))
     overall = summary_table.iloc[0]
     la["median_vs_all_days"] = la["median_days"] - overall["median_days"]
     tests = []
@@ -146,7 +148,16 @@ def read_banded(path: Path) -> pd.DataFrame:
 
 
 def banded_estimates(counts: pd.DataFrame, horizons_months: list[float], min_count: int) -> pd.DataFrame:
-    """Turnbull and interval-censored Weibull estimates from banded counts, overall and per LA."""
+    """Turnbull and interval-censored Weibull estimates from banded counts, overall and per LA.
+
+    Disclosure: an LA with a band count withheld from banded_counts.csv gets no estimates
+    at all (its total, its Turnbull shares at the band edges, which are cumulative counts
+    over the total, and even its Weibull fit, whose score equations are linear in the band
+    counts, would each give the withheld count back). While any count is withheld, the
+    overall row's total is withheld and its estimates are rounded (shares and shape to 2
+    decimals, days to whole days), so that the overall band counts minus the published LA
+    counts cannot be solved for the withheld ones.
+    """
     rows = []
     groups = [("all", counts)] + [(la, sub) for la, sub in counts.groupby("la_code", sort=True)]
     small = counts[(counts["plans_ended"] > 0) & (counts["plans_ended"] < min_count)]
@@ -154,14 +165,10 @@ def banded_estimates(counts: pd.DataFrame, horizons_months: list[float], min_cou
         sub = sub[sub["plans_ended"] > 0]
         total = int(sub["plans_ended"].sum())
         row: dict[str, Any] = {"la_code": label, "plans_ended": total if total >= min_count else np.nan}
-        if total < min_count:
-            rows.append(row)
-            continue
-        # Secondary suppression: a total, or Turnbull shares (cumulative count / total at the
-        # band edges), would give back a band count withheld from banded_counts.csv.
         withheld_inside = len(small) > 0 if label == "all" else bool((small["la_code"] == label).any())
-        if withheld_inside:
-            row["plans_ended"] = np.nan
+        if total < min_count or (withheld_inside and label != "all"):
+            rows.append({"la_code": label, "plans_ended": np.nan})
+            continue
         lower = sub["band"].map(lambda b: BAND_INTERVALS[b][0]).to_numpy(dtype=float)
         upper = sub["band"].map(lambda b: BAND_INTERVALS[b][1]).to_numpy(dtype=float)
         npmle = turnbull(lower, upper, sub["plans_ended"].to_numpy())
@@ -169,8 +176,7 @@ def banded_estimates(counts: pd.DataFrame, horizons_months: list[float], min_cou
             t = m * DAYS_PER_MONTH
             # S is identified at the band edges; between them the NPMLE is not unique.
             at_edge = npmle[npmle["right"] <= t + 1]
-            row[f"turnbull_open_at_{m}m"] = np.nan if withheld_inside and label != "all" else (
-                float(at_edge["survival_after"].iloc[-1]) if len(at_edge) else 1.0)
+            row[f"turnbull_open_at_{m}m"] = float(at_edge["survival_after"].iloc[-1]) if len(at_edge) else 1.0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             wf = WeibullFitter().fit_interval_censoring(np.maximum(lower, 1e-3), upper,
@@ -179,6 +185,10 @@ def banded_estimates(counts: pd.DataFrame, horizons_months: list[float], min_cou
         row["weibull_shape"], row["weibull_scale_days"] = float(wf.rho_), float(wf.lambda_)
         for m in horizons_months:
             row[f"weibull_open_at_{m}m"] = float(wf.survival_function_at_times(m * DAYS_PER_MONTH).iloc[0])
+        if withheld_inside:          # the overall row while a count is withheld somewhere
+            row["plans_ended"] = np.nan
+            row = {k: (round(v, 2) if k.startswith(("turnbull", "weibull_open", "weibull_shape")) else
+                       round(v) if k in ("weibull_median_days", "weibull_scale_days") else v) for k, v in row.items()}
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -53,13 +53,13 @@ PER_1000 = ("flagged", "events", *CELLS)
 
 
 def top_percent_flags(p: np.ndarray, percent: float, weight: np.ndarray | None = None) -> np.ndarray:
-    """Flag exactly round(percent% of n) rows, highest p first (ties in input order). With
+    """Flag round(percent% of n) rows (halves up), highest p first (ties in input order). With
     weights (IPCW), percent% of the weighted population: rows in order of risk while the
     weight before a row's midpoint is below percent% of the total."""
     order = np.argsort(-np.asarray(p), kind="stable")
     flags = np.zeros(len(p), dtype=bool)
     if weight is None:
-        flags[order[:int(round(len(p) * percent / 100))]] = True
+        flags[order[:int(np.floor(len(p) * percent / 100 + 0.5))]] = True   # half up, as the weighted rule
     else:
         w = np.asarray(weight, dtype=float)[order]
         midpoint = np.cumsum(w) - w / 2
@@ -136,10 +136,12 @@ def rules_table(p: np.ndarray, y: np.ndarray, thresholds: list[float], top_perce
     return pd.DataFrame(rows)
 
 
-def decision_curve(p: np.ndarray, y: np.ndarray, thresholds: np.ndarray, weight: np.ndarray | None = None
-                   ) -> pd.DataFrame:
+def decision_curve(p: np.ndarray, y: np.ndarray, thresholds: np.ndarray, weight: np.ndarray | None = None,
+                   min_count: int = 0) -> pd.DataFrame:
     """Net benefit of the model, of flagging all and of flagging none (Vickers and Elkin 2006):
-    NB(t) = TP/n - FP/n * t / (1 - t)."""
+    NB(t) = TP/n - FP/n * t / (1 - t). Withheld where the threshold's table has a cell below
+    ``min_count``: with n, the flagged count and the events published, NB_model - NB_all
+    would give back TN and FN."""
     y = np.asarray(y).astype(bool)
     w = np.ones(len(y)) if weight is None else np.asarray(weight, dtype=float)
     n = w.sum()
@@ -148,8 +150,9 @@ def decision_curve(p: np.ndarray, y: np.ndarray, thresholds: np.ndarray, weight:
     for t in thresholds:
         odds = t / (1 - t)
         flag = p >= t
+        small = min(np.sum(flag & y), np.sum(flag & ~y), np.sum(~flag & y), np.sum(~flag & ~y)) < min_count
         rows.append({"threshold": t,
-                     "net_benefit_model": w[flag & y].sum() / n - w[flag & ~y].sum() / n * odds,
+                     "net_benefit_model": np.nan if small else w[flag & y].sum() / n - w[flag & ~y].sum() / n * odds,
                      "net_benefit_flag_all": prevalence - (1 - prevalence) * odds,
                      "net_benefit_flag_none": 0.0})
     return pd.DataFrame(rows)
@@ -209,8 +212,10 @@ def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicate
             rows.append(row)
     table = pd.DataFrame(rows)
     # A single withheld level would follow from the overall table minus the other levels.
-    derived = [c for c in table.columns if c in CELLS or any(c.startswith(r) for r in RATES)]
+    derived = ["flagged", "events"] + [c for c in table.columns if c in CELLS or any(c.startswith(r) for r in RATES)]
     table = complementary_suppression(table, ["variable"], "tp", derived)
+    for margin in ("flagged", "events"):
+        table = complementary_suppression(table, ["variable"], margin, [margin])
     return complementary_suppression(table, ["variable"], "n", ["n", "flagged", "events"])
 
 
@@ -256,7 +261,7 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
     groups = group_rates(pred, flags, min_count, int(s["bootstrap_replicates"]), seed)
     grid = np.round(np.arange(float(s["decision_curve"]["from"]), float(s["decision_curve"]["to"]) + 1e-9,
                               float(s["decision_curve"]["step"])), 6)
-    curve = decision_curve(p, y, grid, weight)
+    curve = decision_curve(p, y, grid, weight, min_count)
     by_threshold = rules[rules["kind"] == "threshold"]
     plot = pd.DataFrame({"threshold": by_threshold["threshold"], "false_positives_per_1000": by_threshold["fp_per_1000"],
                          "false_negatives_per_1000": by_threshold["fn_per_1000"]})

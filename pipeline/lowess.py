@@ -16,11 +16,10 @@ range of x). Anchors are the first point, then repeatedly the last point within
 ``delta`` of the previous anchor (or the next point); points between anchors are
 linearly interpolated, ties share their anchor's value.
 
-Computed on the distinct x values with their total weight, so each anchor costs one
-vectorised pass over its window. Where tied x values straddle a window's left end, R
-includes some of the tied rows by their input order; here each tied row is included in
-proportion (order-free, and equal to R whenever tied rows share their y). Checked against
-statsmodels and R (``tests/test_lowess.py``).
+Computed on the distinct x values with their total weight. Tied rows that straddle a
+window's left end always lie at distance h (the window slid past the earlier ones because
+they were farther than its right end), so they get weight 0 and the order of tied rows
+never matters, as in R. Checked against statsmodels and R (``tests/test_lowess.py``).
 """
 
 from __future__ import annotations
@@ -132,8 +131,10 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
     if blocked:
         starts = np.arange(0, m, BLOCK)
         block_of = np.arange(m) // BLOCK
-        centre = (ux[starts] + ux[np.minimum(starts + BLOCK, m) - 1]) / 2
-        u = ux - centre[block_of]
+        ends = ux[np.minimum(starts + BLOCK, m) - 1]
+        centre = (ux[starts] + ends) / 2
+        half = np.where(ends > ux[starts], (ends - ux[starts]) / 2, 1.0)   # moments in units of half a block
+        u = (ux - centre[block_of]) / half[block_of]
         power = np.ones(m)
         moments_m, moments_my = np.empty((len(starts), 12)), np.empty((len(starts), 12))
         for k in range(12):
@@ -176,7 +177,7 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
             inside = (first >= lo) & (last < hi)
             e_scaled = (centre[blocks] - x0) / h
             e_pow = e_scaled[:, None] ** np.arange(12)
-            u_scale = h ** -np.arange(12.0)
+            u_scale = (half[blocks] / h)[:, None] ** np.arange(12.0)     # <= 1: the block lies within h
             mm, mmy = moments_m[blocks] * u_scale, moments_my[blocks] * u_scale
             for s, name in enumerate(("left", "near", "right")):
                 use = inside & (side == s)
@@ -199,7 +200,7 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
         start = window_start(x0)
         h = max(x0 - x_at(start + 1), x_at(start + ns) - x0)
         k_left = min(int(np.searchsorted(cum, start + 1 - tol)), m - 1)
-        part = (cum[k_left] - start) / mass[k_left]   # share of the left-end tie block inside the window
+        part = min(1.0, (cum[k_left] - start) / mass[k_left])   # share of the left-end tie block in the window
         a, s1, s2, y0, y1 = window_sums(x0, h, k_left, part)
         value = y0 / a
         if h > 0:

@@ -227,14 +227,14 @@ def provenance(root: Path, params: dict[str, Any]) -> dict[str, Any]:
 
     code = {"pipeline/": "", "params.yaml": "", "dvc.yaml": ""}
     if git("rev-parse", "--is-inside-work-tree") == "true":
+        prefix = git("rev-parse", "--show-prefix")      # the project may sit inside a larger repository
         with tempfile.TemporaryDirectory() as tmp:      # a scratch index: the real one is untouched
             env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            git("add", "--", "pipeline", "params.yaml", "dvc.yaml", env=env)
+            git("add", "--", *code, env=env)
             tree = git("write-tree", env=env)
             if tree:
-                code = {"pipeline/": git("rev-parse", f"{tree}:pipeline"),
-                        "params.yaml": git("rev-parse", f"{tree}:params.yaml"),
-                        "dvc.yaml": git("rev-parse", f"{tree}:dvc.yaml")}
+                code = {path: git("rev-parse", "--verify", "--quiet", f"{tree}:{prefix}{path.rstrip('/')}")
+                        for path in code}
     hashes = []
     lock = root / "dvc.lock"
     if lock.exists():

@@ -285,7 +285,8 @@ def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: i
             tables.append(hazard_ratio_table(model).assign(cause=cause))
     cif = pd.concat(curves, ignore_index=True).rename(columns={"time": "time_days"})
     cif = cif[["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"]]
-    return cif, pd.concat(tables, ignore_index=True), counts
+    published = {c: (n if n >= min_count else None) for c, n in counts.items()}
+    return cif, pd.concat(tables, ignore_index=True), published
 
 
 # -- the stage ----------------------------------------------------------------------------

@@ -53,8 +53,8 @@ def test_same_seed_same_answer_whatever_the_workers():
     dev = _data(200, 5, 3)
     cols = ["x", *[f"z{j}" for j in range(5)]]
     args = (*_arrays(dev, cols), logistic.fit_model, logistic.score_model)
-    one = bootstrap.optimism(*args, replicates=8, seed=5, n_jobs=1, progress=False)
-    two = bootstrap.optimism(*args, replicates=8, seed=5, n_jobs=2, progress=False)
+    one = bootstrap.optimism(*args, replicates=40, seed=5, n_jobs=1, progress=False)   # 4 per task
+    two = bootstrap.optimism(*args, replicates=40, seed=5, n_jobs=2, progress=False)   # 2 per task
     pd.testing.assert_frame_equal(one, two)
 
 

@@ -225,3 +225,38 @@ def test_ipcw_calibration_recovers_truth_where_dropping_censored_rows_does_not()
     assert ipcw["citl"] == pytest.approx(0, abs=0.06) and ipcw["slope"] == pytest.approx(1, abs=0.08)
     assert ipcw["eavg"] < 0.015
     assert naive["observed_expected"] > 1.1 and naive["eavg"] > 2 * ipcw["eavg"]
+
+
+def test_recalibration_newton_survives_hard_cases():
+    """Badly miscalibrated predictions (true slope 0.2, lp spread 2.5) once broke a plain
+    Newton from (0, 1); with step halving it matches statsmodels. Separation and a single
+    distinct prediction have no finite maximum: NaN with a warning, not a crash."""
+    import statsmodels.api as sm
+    from scipy import special
+
+    from pipeline.calibration import logistic_recalibration
+
+    rng = np.random.default_rng(21)
+    lp = rng.normal(0, 2.5, 4000)
+    y = (rng.random(4000) < special.expit(0.2 * lp)).astype(float)
+    w = np.ones(4000)
+    glm = sm.GLM(y, sm.add_constant(lp), family=sm.families.Binomial()).fit()
+    np.testing.assert_allclose(logistic_recalibration(lp, y, w), glm.params, rtol=1e-8)
+    with pytest.warns(RuntimeWarning, match="no finite maximum"):
+        assert np.isnan(logistic_recalibration(lp, (lp > 0).astype(float), w)).all()
+    with pytest.warns(RuntimeWarning):
+        assert np.isnan(logistic_recalibration(np.zeros(50), np.r_[np.ones(20), np.zeros(30)], np.ones(50))).all()
+
+
+def test_weighted_decile_table_compares_like_with_like():
+    """With weights, observed and expected events are on the same footing: true risks give
+    totals within a few percent (raw event counts against weighted expectations did not)."""
+    from pipeline.calibration import decile_table
+
+    rng = np.random.default_rng(4)
+    p = 1 / (1 + np.exp(-rng.normal(-1, 1, 20_000)))
+    y = (rng.random(20_000) < p).astype(float)
+    w = np.where(y == 1, 1.0, 1.6)            # non-events under-represented, weighted back
+    keep = (y == 1) | (rng.random(20_000) < 1 / 1.6)
+    table = decile_table(p[keep], y[keep], 10, weights=w[keep])
+    assert table["observed_events"].sum() == pytest.approx(table["expected_events"].sum(), rel=0.04)

@@ -108,3 +108,25 @@ def test_bad_banded_file_gives_one_line(tmp_path):
     f.write_text("la_code,year,band,plans_ended\nE1,2025,<=3 months,ten\n")
     with pytest.raises(InputError, match="column plans_ended, row 1"):
         durations.read_banded(f)
+
+
+def test_banded_estimates_do_not_give_back_a_withheld_band():
+    """LA B's "2+ years" band (3 plans) is withheld from banded_counts.csv; B's total,
+    Turnbull shares and Weibull fit would each give it back (shares x total; the Weibull
+    score equations are linear in the counts), so B gets no estimates, and the overall row
+    loses its total and is rounded, so overall minus A cannot be solved for B's band."""
+    from pipeline.published import CPP_DURATION_BANDS
+
+    counts = pd.DataFrame([{"la_code": la, "year": 2025, "band": band, "plans_ended": n}
+                           for la, ns in (("A", (40, 30, 80, 50, 12)), ("B", (20, 15, 40, 25, 3)))
+                           for band, n in zip(CPP_DURATION_BANDS, ns)])
+    est = durations.banded_estimates(counts, [3, 24], min_count=10).set_index("la_code")
+    assert est.loc["B"].isna().all()
+    assert est.loc["A", "plans_ended"] == 212 and not np.isnan(est.loc["A", "weibull_shape"])
+    overall = est.loc["all"]
+    assert np.isnan(overall["plans_ended"])
+    assert overall["turnbull_open_at_24m"] == round(overall["turnbull_open_at_24m"], 2)
+    assert overall["weibull_scale_days"] == round(overall["weibull_scale_days"])
+    # without the small band nothing is withheld or rounded
+    full = durations.banded_estimates(counts.assign(plans_ended=counts["plans_ended"].clip(lower=10)), [3, 24], 10)
+    assert full.set_index("la_code").loc["all", "plans_ended"] == 212 + 110

@@ -145,3 +145,14 @@ def test_top_percent_of_a_weighted_population():
     weight = np.array([4, 4, 1, 1, 1, 1, 1, 1, 3, 3], dtype=float)
     assert errors.top_percent_flags(p, 20, weight).tolist() == [True] + [False] * 9
     assert errors.top_percent_flags(p, 20, np.ones(10)).tolist() == errors.top_percent_flags(p, 20).tolist()
+
+
+def test_scan_finds_embedded_ids_and_small_json_counts_under_any_key(tmp_path):
+    import json
+
+    (tmp_path / "a.md").write_text("see child_C0000001 and C0000002-x\n")
+    (tmp_path / "m.json").write_text(json.dumps({"competing": {"age_18": 4}, "horizon_months": 6, "zero": 0}))
+    problems = scan([tmp_path], 10, {"C0000001", "C0000002", "5469"})
+    assert any("a.md" in p and "C0000001" in p and "C0000002" in p for p in problems)
+    assert any("competing.age_18 = 4" in p for p in problems)
+    assert not any("horizon_months" in p or "zero" in p for p in problems)
