@@ -112,3 +112,34 @@ def complementary_suppression(table: pd.DataFrame, by: list[str], count: str, bl
             smallest = rows.loc[~withheld, count].astype(float).idxmin()
             out.loc[smallest, columns] = np.nan
     return out
+
+
+def complementary_at_risk(curves: pd.DataFrame, levels: dict[str, list[str]], overall_end: float,
+                          time: str = "time_days", count: str = "at_risk") -> pd.DataFrame:
+    """Secondary suppression for curves by group: each group's curve stops where fewer than
+    the threshold remain at risk (or is not shown at all). From then on, the overall number
+    at risk minus the other groups' would give the first stopped group's; so the group with
+    the fewest at risk at that moment has its at-risk counts withheld from then on too (its
+    curve stays). Applied once per variable: with two groups withheld, each is unknown."""
+    out = curves.copy()
+    for variable, names in levels.items():
+        if len(names) < 2:
+            continue
+        rows = out["variable"] == variable
+        last = {}
+        for name in names:
+            times = out.loc[rows & (out["level"] == name), time]
+            last[name] = float(times.max()) if len(times) else -np.inf
+        first = min(last.values())
+        stopped = [n for n, t in last.items() if t == first]
+        if first >= overall_end or len(stopped) > 1:
+            continue
+
+        def at_risk_then(name: str) -> float:
+            own = out[rows & (out["level"] == name)]
+            before = own[own[time] <= first]
+            return float(before[count].iloc[-1]) if len(before) else float(own[count].iloc[0])
+
+        companion = min((n for n in names if n not in stopped), key=at_risk_then)
+        out.loc[rows & (out["level"] == companion) & (out[time] > first), count] = np.nan
+    return out

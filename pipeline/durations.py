@@ -40,7 +40,7 @@ from lifelines.statistics import multivariate_logrank_test
 
 from pipeline import config
 from pipeline.cli import InputError, stage_entry
-from pipeline.disclosure import complementary_suppression
+from pipeline.disclosure import complementary_at_risk, complementary_suppression
 from pipeline.io import read_table, write_csv, write_json
 from pipeline.nonparametric import DAYS_PER_MONTH, kaplan_meier, km_quantile, step_read, turnbull
 from pipeline.published import CPP_DURATION_BAND_EDGES_DAYS, CPP_DURATION_BANDS
@@ -105,6 +105,9 @@ def planner_tables(plans: pd.DataFrame, horizons_months: list[float], min_count:
                           "df": int(plans[var].nunique() - 1), "p": t.p_value})
     cols = ["variable", "level", "time_days", "time_months", "at_risk", "open_share", "lower", "upper"]
     curves_table = pd.concat(curves, ignore_index=True)[cols]
+    overall_end = float(curves_table.loc[curves_table["variable"] == "all", "time_days"].max())
+    curves_table = complementary_at_risk(curves_table, {v: sorted(plans[v].astype(str).unique()) for v in GROUPS},
+                                         overall_end)
     grid = np.arange(0, 60.25, 0.5)
     plot = {"time_months": grid}
     for var, level, name in (("all", "all", "all_plans"), ("plan_sequence", "first", "first_plans"),

@@ -40,7 +40,7 @@ from lifelines.utils import concordance_index
 from pipeline import config
 from pipeline.cli import InputError, stage_entry
 from pipeline.cox import CoxPH
-from pipeline.disclosure import complementary_suppression
+from pipeline.disclosure import complementary_at_risk, complementary_suppression
 from pipeline.io import write_csv, write_json
 from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, step_read
 
@@ -155,7 +155,10 @@ def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], 
                "cumulative_lower", "cumulative_upper"]
     return {
         "km_overall": overall,
-        "km_by_group": pd.concat(by_group, ignore_index=True)[km_cols] if by_group else pd.DataFrame(columns=km_cols),
+        "km_by_group": complementary_at_risk(
+            pd.concat(by_group, ignore_index=True)[km_cols],
+            {v: sorted(df[v].astype(str).unique()) for v in groups if v in df.columns},
+            float(overall["time_days"].max())) if by_group else pd.DataFrame(columns=km_cols),
         "cumulative_rereport": complementary_suppression(
             complementary_suppression(pd.DataFrame(cumulative), ["variable", "horizon_months"], "n", ["n", "events"]),
             ["variable", "horizon_months"], "events", ["events"]),

@@ -156,3 +156,22 @@ def test_scan_finds_embedded_ids_and_small_json_counts_under_any_key(tmp_path):
     assert any("a.md" in p and "C0000001" in p and "C0000002" in p for p in problems)
     assert any("competing.age_18 = 4" in p for p in problems)
     assert not any("horizon_months" in p or "zero" in p for p in problems)
+
+
+def test_curves_by_group_do_not_give_back_a_stopped_group_at_risk():
+    """Group c's curve stops after day 20 (fewer than 10 at risk); from then on a's, b's and
+    the overall at-risk counts would give c's, so the group with fewest at risk then (b)
+    loses its at-risk counts after day 20; a group never shown counts as stopped first."""
+    from pipeline.disclosure import complementary_at_risk
+
+    rows = [("v", "a", t, r) for t, r in ((0, 100), (10, 90), (20, 80), (30, 70), (40, 60))]
+    rows += [("v", "b", t, r) for t, r in ((0, 40), (10, 35), (20, 30), (30, 25), (40, 20))]
+    rows += [("v", "c", t, r) for t, r in ((0, 15), (10, 12), (20, 10))]
+    curves = pd.DataFrame(rows, columns=["variable", "level", "time_days", "at_risk"])
+    out = complementary_at_risk(curves, {"v": ["a", "b", "c"]}, overall_end=40)
+    b = out[out["level"] == "b"].set_index("time_days")["at_risk"]
+    assert b.loc[[0, 10, 20]].tolist() == [40, 35, 30] and b.loc[[30, 40]].isna().all()
+    assert out.loc[out["level"] == "a", "at_risk"].notna().all()
+    never = complementary_at_risk(curves[curves["level"] != "c"], {"v": ["a", "b", "c"]}, overall_end=40)
+    assert never.loc[never["level"] == "b", "at_risk"].isna().all()         # c's n = overall - a - b at time 0
+    assert never.loc[never["level"] == "a", "at_risk"].notna().all()
