@@ -295,6 +295,25 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
     return tables, metrics
 
 
+def check_settings(s: dict[str, Any], cox: pd.DataFrame | None) -> None:
+    """One-line errors for settings the stage cannot use (params.yaml: errors)."""
+    from pipeline.cli import InputError
+
+    for t in s["thresholds"]:
+        if not 0 < float(t) < 1:
+            raise InputError(f"params.yaml: errors.thresholds: {t} is not a probability strictly between 0 and 1")
+    for k in [*s["top_percents"], s["default_top_percent"]]:
+        if not 0 < float(k) < 100:
+            raise InputError(f"params.yaml: errors.top_percents / default_top_percent: {k} is not between 0 and 100")
+    grid = s["decision_curve"]
+    if not 0 < float(grid["from"]) <= float(grid["to"]) < 1 or float(grid["step"]) <= 0:
+        raise InputError("params.yaml: errors.decision_curve: need 0 < from <= to < 1 and step > 0")
+    if cox is not None and f"risk_{float(s['survival_horizon_months']):g}m" not in cox:
+        months = [c[5:-1] for c in cox.columns if c.startswith("risk_")]
+        raise InputError(f"params.yaml: errors.survival_horizon_months is {s['survival_horizon_months']}; "
+                         f"the Cox model's risks are at {', '.join(months)} months")
+
+
 def main() -> None:
     from pathlib import Path
 
@@ -307,6 +326,7 @@ def main() -> None:
     pred = pd.read_parquet("data/predictions/validation.parquet")
     cox_path = Path("data/predictions/cox_validation.parquet")
     cox = pd.read_parquet(cox_path) if cox_path.exists() else None
+    check_settings(s, cox)
     tables, metrics = run(pred, cox, s, float(params["logistic"]["horizon_days"]), min_count, int(params["seed"]))
     for name, table in tables.items():
         write_csv(table, Path("reports/errors") / f"{name}.csv")

@@ -418,7 +418,14 @@ def main() -> None:
     from pipeline import config
     from pipeline.io import write_text
 
+    from pipeline.cli import InputError
+
     params = config.load_params()
+    needed = ["metrics/errors.json", "metrics/calibration.json", "metrics/logistic.json", "reports/errors/rules.csv",
+              "reports/survival/hazard_ratios.csv", "reports/durations/planner_summary.csv"]
+    missing = [p for p in needed if not Path(p).exists()]
+    if missing:
+        raise InputError(f"{missing[0]}: not found; the report reads the other stages' outputs (run dvc repro)")
     page, summary = build(Path.cwd(), params)
     write_text(page, Path("reports/report.html"))
     write_text(summary, Path("reports/summary.md"))

@@ -175,3 +175,18 @@ def test_curves_by_group_do_not_give_back_a_stopped_group_at_risk():
     never = complementary_at_risk(curves[curves["level"] != "c"], {"v": ["a", "b", "c"]}, overall_end=40)
     assert never.loc[never["level"] == "b", "at_risk"].isna().all()         # c's n = overall - a - b at time 0
     assert never.loc[never["level"] == "a", "at_risk"].notna().all()
+
+
+def test_bad_settings_are_one_line_errors():
+    from pipeline.cli import InputError
+
+    s = {"thresholds": [0.2], "top_percents": [10], "default_top_percent": 20,
+         "decision_curve": {"from": 0.01, "to": 0.5, "step": 0.01}, "survival_horizon_months": 9}
+    cox = pd.DataFrame({"risk_6m": [0.1], "risk_12m": [0.2], "risk_24m": [0.3]})
+    with pytest.raises(InputError, match="survival_horizon_months is 9; the Cox model's risks are at 6, 12, 24 months"):
+        errors.check_settings(s, cox)
+    with pytest.raises(InputError, match="thresholds: 1.5 is not a probability"):
+        errors.check_settings({**s, "thresholds": [1.5]}, None)
+    with pytest.raises(InputError, match="150 is not between 0 and 100"):
+        errors.check_settings({**s, "default_top_percent": 150}, None)
+    errors.check_settings({**s, "survival_horizon_months": 12}, cox)
