@@ -19,7 +19,7 @@ depend on the number of workers, the tasks or their scheduling.
 from __future__ import annotations
 
 import sys
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,14 @@ def family_multiplicity(rng: np.random.Generator, family_code: np.ndarray, n_fam
     """How many times each row's family is drawn in one replicate (families with replacement)."""
     drawn = np.bincount(rng.integers(0, n_families, size=n_families), minlength=n_families)
     return drawn[family_code]
+
+
+def family_draws(family: np.ndarray, replicates: int, seed: int, stream: int) -> Iterator[np.ndarray]:
+    """Each replicate's family multiplicity per row, for the percentile intervals of the
+    calibration and errors stages (each its own ``stream``, so their draws are independent)."""
+    code = pd.factorize(np.asarray(family))[0]
+    for child in np.random.SeedSequence(seed, spawn_key=[stream]).spawn(replicates):
+        yield family_multiplicity(np.random.default_rng(child), code, int(code.max()) + 1)
 
 
 def _replicates(X: np.ndarray, y: np.ndarray, weight: np.ndarray, family_code: np.ndarray, fit: Fit,

@@ -203,12 +203,9 @@ def c_interval_bootstrap(p: np.ndarray, y: np.ndarray, weights: np.ndarray, fami
                          replicates: int, seed: int) -> tuple[float, float]:
     """95% percentile interval of the (weighted) C statistic over family bootstrap
     replicates: DeLong's variance has no weighted form, so IPCW results use this."""
-    from pipeline.bootstrap import family_multiplicity
+    from pipeline.bootstrap import family_draws
 
-    code = pd.factorize(np.asarray(family))[0]
-    seeds = np.random.SeedSequence(seed, spawn_key=[5]).spawn(replicates)
-    draws = [c_statistic(p, y, weights * family_multiplicity(np.random.default_rng(sd), code, code.max() + 1))
-             for sd in seeds]
+    draws = [c_statistic(p, y, weights * times) for times in family_draws(family, replicates, seed, stream=5)]
     lower, upper = np.quantile(draws, [0.025, 0.975])
     return float(lower), float(upper)
 
@@ -217,7 +214,7 @@ def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replic
           seed: int = 0, points: int = 101, weights: np.ndarray | None = None) -> pd.DataFrame:
     """The lowess calibration curve on a grid of predicted risk, the ideal diagonal, and a
     95% percentile band from resampling whole families (when ``family`` is given)."""
-    from pipeline.bootstrap import family_multiplicity
+    from pipeline.bootstrap import family_draws
 
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
@@ -231,10 +228,7 @@ def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replic
 
     out = pd.DataFrame({"predicted": grid, "observed": on_grid(w), "ideal": grid})
     if family is not None and replicates:
-        code = pd.factorize(np.asarray(family))[0]
-        seeds = np.random.SeedSequence(seed, spawn_key=[3]).spawn(replicates)
-        draws = np.array([on_grid(w * family_multiplicity(np.random.default_rng(sd), code, code.max() + 1))
-                          for sd in seeds])
+        draws = np.array([on_grid(w * times) for times in family_draws(family, replicates, seed, stream=3)])
         out["lower"], out["upper"] = np.quantile(draws, [0.025, 0.975], axis=0)
     return out
 

@@ -158,29 +158,28 @@ def decision_curve(p: np.ndarray, y: np.ndarray, thresholds: np.ndarray, weight:
     return pd.DataFrame(rows)
 
 
-GROUP_RATES = ("sensitivity", "specificity", "false_positive_rate", "false_negative_rate", "ppv", "npv")
+GROUP_RATES = tuple(RATES)
+
+
+def rate_values(cells: dict[str, float]) -> np.ndarray:
+    """The six rates of ``RATES`` from the four cells (NaN where a denominator is 0)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.array([sum(cells[c] for c in num) / sum(cells[c] for c in den) for num, den in RATES.values()])
 
 
 def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicates: int, seed: int) -> pd.DataFrame:
     """The rule's rates within each group; difference and ratio against the largest group,
     with 95% percentile intervals from resampling whole families (groups withheld when a
     cell is small; their differences too)."""
-    from pipeline.bootstrap import family_multiplicity
+    from pipeline.bootstrap import family_draws
 
     y = pred["y"].to_numpy().astype(bool)
     w0 = pred["weight"].to_numpy(dtype=float) if "weight" in pred else np.ones(len(pred))
-    code = pd.factorize(pred["family"])[0]
-    seeds = np.random.SeedSequence(seed, spawn_key=[11]).spawn(replicates)
-    draws = [w0 * family_multiplicity(np.random.default_rng(s), code, code.max() + 1) for s in seeds]
+    draws = [w0 * times for times in family_draws(pred["family"].to_numpy(), replicates, seed, stream=11)]
 
     def rates(mask: np.ndarray, w: np.ndarray) -> np.ndarray:
-        tp = w[mask & flags & y].sum()
-        fp = w[mask & flags & ~y].sum()
-        fn = w[mask & ~flags & y].sum()
-        tn = w[mask & ~flags & ~y].sum()
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.array([tp / (tp + fn), tn / (tn + fp), fp / (fp + tn), fn / (tp + fn),
-                             tp / (tp + fp), tn / (tn + fn)])
+        return rate_values({"tp": np.float64(w[mask & flags & y].sum()), "fp": np.float64(w[mask & flags & ~y].sum()),
+                            "fn": np.float64(w[mask & ~flags & y].sum()), "tn": np.float64(w[mask & ~flags & ~y].sum())})
 
     rows = []
     for var in GROUPS:
