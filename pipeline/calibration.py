@@ -31,6 +31,7 @@ from scipy import special, stats
 from pipeline.disclosure import complementary_suppression
 from pipeline.lowess import distinct, lowess, lowess_distinct
 from pipeline.nonparametric import DAYS_PER_MONTH
+from pipeline.schema import group_columns
 
 
 def lowess_calibration(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
@@ -280,11 +281,15 @@ def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months:
                          ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Cox model (survival settings) fitted on the development families, predicted risks
     1 - S(t | x) for the validation families at each horizon (LA strata baselines)."""
-    from pipeline.logistic import temporal_split
+    from pipeline.settings import survival_settings
+    from pipeline.split import validation_split
     from pipeline.survival import design_matrix, fit_cox
 
-    s = params["survival"]
-    dev, val, _ = temporal_split(rereport, params["logistic"]["cutoff"])
+    s = survival_settings(params, rereport)
+    # The logistic model's split (its grouped k-fold aside: the Cox model is then split in time).
+    single = {**params["logistic"], "split": "temporal" if params["logistic"].get("split") == "grouped_kfold"
+              else params["logistic"].get("split", "temporal")}
+    dev, val, _ = validation_split(rereport, single, int(params["seed"]))
     X_dev, reference = design_matrix(dev, s["covariates"], s.get("categorical", []))
     X_val = design_matrix(val, s["covariates"], s.get("categorical", []), reference)[0].reindex(
         columns=X_dev.columns, fill_value=0.0)
@@ -306,16 +311,11 @@ def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months:
     return out, {"validation_rows": int(keep.sum()), "rows_in_strata_unseen_in_development": int((~keep).sum())}
 
 
-SUBGROUPS = ("sex", "ethnicity", "age_band", "la_code")
-
-
 def subgroup_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:
     """O/E, calibration-in-the-large, slope and ICI within each subgroup and LA. Groups
     with fewer than ``min_count`` events or non-events are withheld (counts and measures)."""
     rows = []
-    for var in SUBGROUPS:
-        if var not in pred:
-            continue
+    for var in group_columns(pred):
         for level, g in pred.groupby(pred[var].astype(str), sort=True):
             events = int(g["y"].sum())
             row = {"variable": var, "level": level, "n": len(g), "events": events}

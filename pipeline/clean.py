@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 import pandera.errors
 
-from pipeline import config
+from pipeline import config, formats
 from pipeline.cli import InputError, stage_entry
 from pipeline.io import read_table, write_csv, write_json, write_parquet
-from pipeline.schema import (CHILDREN, FLAG, PLANS, REFERRALS, REJECT_REASONS, Field, Table,
+from pipeline.schema import (CHILDREN, DURATION_UNITS, FLAG, PLANS, REFERRALS, REJECT_REASONS, Field, Table,
                              analysis_table_schema, clean_schema)
 
 CLEAN_DIR = Path("data/clean")
@@ -84,9 +84,12 @@ class Quarantine:
         first[kept] = pd.Series(np.arange(len(keys))[kept]).groupby(keys[kept]).transform("min").to_numpy()
         return first
 
-    def rejects(self, table: str) -> pd.DataFrame:
+    def rejects(self, table: str, locations: np.ndarray | None = None) -> pd.DataFrame:
+        """Rejected rows; ``source_row`` is the data row number, or where an adapter found
+        the row (``locations``, e.g. a file and XML element path)."""
         bad = np.flatnonzero(~self.kept)
-        return pd.DataFrame({"table": table, "source_row": bad + 1, "field": self.field[bad],
+        where = bad + 1 if locations is None else np.asarray(locations, dtype=object)[bad]
+        return pd.DataFrame({"table": table, "source_row": where, "field": self.field[bad],
                              "value": self.value[bad], "reason": self.reason[bad]}, columns=REJECT_COLUMNS)
 
 
@@ -145,12 +148,33 @@ def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, n
 
 
 def _wrong_type(path: Path, f: Field, bad: pd.Series, text: pd.Series, n_present: int,
-                max_share: float, expected: str) -> None:
+                max_share: float, expected: str, locations: pd.Series | None = None) -> None:
     if n_present and bad.sum() / n_present > max_share:
         first = int(np.flatnonzero(bad.to_numpy())[0])
+        where = f"row {first + 1}" if locations is None else str(locations.iloc[first])
         raise InputError(
-            f"{path}: column {f.name}, row {first + 1}: wrong type, expected {expected}, got "
+            f"{path}: column {f.name}, {where}: wrong type, expected {expected}, got "
             f"{text.iloc[first]!r} ({bad.sum():,} of {n_present:,} values unreadable)")
+
+
+#: Column an adapter (``pipeline.formats``) adds: where in its source files each row came from.
+SOURCE_LOCATION = "source_location"
+
+
+def columns_present(raw: pd.DataFrame, table: Table) -> tuple[pd.DataFrame, Table, dict[str, list[str]]]:
+    """Apply each field's ``if_absent`` rule to the columns an input lacks.
+
+    Returns the frame (absent "empty" columns as all missing; absent ``family_id`` as a copy
+    of ``child_id``), the table without the fields the source does not record, and which
+    fields took which rule.
+    """
+    absent: dict[str, list[str]] = {}
+    for f in table.fields:
+        if f.if_absent and f.name not in raw.columns:
+            absent.setdefault(f.if_absent, []).append(f.name)
+    fill = {name: None for name in absent.get("empty", [])}
+    fill.update({name: raw["child_id"] for name in absent.get("child_id", []) if "child_id" in raw.columns})
+    return raw.assign(**fill), table.without(absent.get("not_recorded", [])), absent
 
 
 def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date: pd.Timestamp,
@@ -159,12 +183,12 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
 
     Returns the typed frame (all rows), its ``Quarantine`` and normalisation counts.
     """
-    raw = raw.assign(**{f.name: None for f in table.fields if f.optional_column and f.name not in raw.columns})
     missing = [c for c in table.columns if c not in raw.columns]
     if missing:
         raise InputError(f"{path}: header (line 1): missing column '{missing[0]}'"
                          + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
     n = len(raw)
+    locations = raw[SOURCE_LOCATION].reset_index(drop=True) if SOURCE_LOCATION in raw.columns else None
     typed: dict[str, pd.Series] = {}
     masks: dict[str, list[tuple[str, np.ndarray]]] = {r: [] for r in REJECT_REASONS}
     norm: dict[str, Any] = {"whitespace_stripped": {}, "recoded": {}, "date_formats": {}}
@@ -192,7 +216,7 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
             mapped = pd.Series(mapped_u[codes], dtype=object)
             bad = present & mapped.isna()
             _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
-                        "one of " + "/".join(str(c) for c in f.codes))
+                        "one of " + "/".join(str(c) for c in f.codes), locations)
             recoded_u = np.array([m is not None and str(m) != v for m, v in zip(mapped_u, stripped_u)])
             recoded = int(np.bincount(codes[codes >= 0], minlength=len(stripped_u))[recoded_u].sum())
             if recoded:
@@ -216,7 +240,7 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
                 counts = {k: int(weights[mask].sum()) for k, mask in counts_by_format.items()}
             bad = present & parsed.isna()
             _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
-                        "dates like 2021-03-04")
+                        "dates like 2021-03-04", locations)
             norm["date_formats"][f.name] = {k: v for k, v in counts.items() if v}
             typed[f.name] = parsed
             masks["unparseable_date"].append((f.name, bad.to_numpy()))
@@ -311,11 +335,12 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
                   dayfirst: bool = True, max_unparseable_share: float = 0.5, key: bytes = SYNTHETIC_KEY,
                   progress: bool = False) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
     """Clean the three tables (pure: raw frames in; kept tables, rejects and metrics out)."""
-    frames, quarantine, norms = {}, {}, {}
+    frames, quarantine, norms, tables, absent = {}, {}, {}, {}, {}
     for table in (CHILDREN, REFERRALS, PLANS):
         t0 = time.perf_counter()
+        raw_table, tables[table.name], absent[table.name] = columns_present(raw[table.name], table)
         frames[table.name], quarantine[table.name], norms[table.name] = validate_table(
-            raw[table.name], table, paths[table.name], extract_date=extract_date, dayfirst=dayfirst,
+            raw_table, tables[table.name], paths[table.name], extract_date=extract_date, dayfirst=dayfirst,
             max_unparseable_share=max_unparseable_share)
         if progress:
             print(f"clean: {table.name}: {len(raw[table.name]):,} rows validated in "
@@ -328,8 +353,8 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
     overlapping_plans(frames["plans"], quarantine["plans"])
 
     kept, rejects, metrics = {}, [], {"extract_date": extract_date.date().isoformat(), "tables": {}}
-    for table in (CHILDREN, REFERRALS, PLANS):
-        name = table.name
+    for name in ("children", "referrals", "plans"):
+        table = tables[name]
         frame = frames[name].loc[quarantine[name].kept].reset_index(drop=True)
         for f in table.fields:
             if f.kind == "id":
@@ -339,7 +364,8 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
         except pandera.errors.SchemaError as err:  # a bug in the rules above, not bad input
             raise RuntimeError(f"clean {name} broke its own contract: {err}") from err
         kept[name] = frame
-        rej = quarantine[name].rejects(name)
+        locations = raw[name][SOURCE_LOCATION].to_numpy() if SOURCE_LOCATION in raw[name].columns else None
+        rej = quarantine[name].rejects(name, locations)
         rejects.append(rej)
         rows_in = len(raw[name])
         by_reason = rej["reason"].value_counts()
@@ -348,25 +374,38 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
             "rows_rejected": int(len(rej)),
             "rejected_by_reason": {r: int(by_reason.get(r, 0)) for r in REJECT_REASONS if by_reason.get(r, 0)},
             "normalised": norms[name],
-            "ignored_columns": [c for c in raw[name].columns if c not in table.columns],
+            "ignored_columns": [c for c in raw[name].columns if c not in table.columns and c != SOURCE_LOCATION],
         }
+        if absent[name]:
+            metrics["tables"][name]["absent_columns"] = absent[name]
         if rows_in != len(frame) + len(rej):
             raise RuntimeError(f"{name}: rows in {rows_in} != kept {len(frame)} + rejected {len(rej)}")
     metrics["reconciled"] = True
+    metrics["not_recorded"] = absent["referrals"].get("not_recorded", [])
+    metrics["cluster"] = ("child (the input has no family id: each child is its own cluster)"
+                          if "family_id" in absent["children"].get("child_id", []) else "family")
     return kept, pd.concat(rejects, ignore_index=True), metrics
 
 
 def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *, key: bytes,
-                         ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+                         dayfirst: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Validate a prepared one-row-per-subject table (second entry point).
 
-    Values are handed on unchanged but for pseudonymised identifiers; rows with a missing
-    or duplicate id, a negative or unreadable duration, an event other than 0/1, or a
-    missing covariate are quarantined.
+    Values are handed on unchanged but for pseudonymised identifiers and the parsed index
+    date; rows with a missing or duplicate id, a negative or unreadable duration (in
+    ``duration_unit``), an event other than 0/1, a missing covariate, group or stratum, or
+    a missing or unreadable index date (when ``index_date`` names a column) are quarantined.
     """
     id_col, cluster, duration, event = spec["id"], spec.get("cluster"), spec["duration"], spec["event"]
+    unit = spec.get("duration_unit", "days")
+    if unit not in DURATION_UNITS:
+        raise InputError(f"params.yaml: input.analysis_table.duration_unit '{unit}' must be one of "
+                         + ", ".join(DURATION_UNITS))
+    index_date = spec.get("index_date")
     covariates = list(spec.get("covariates") or [])
-    needed = [id_col, duration, event, *covariates] + ([cluster] if cluster else [])
+    grouping = [c for c in (*(spec.get("km_groups") or []), spec.get("strata")) if c and c not in covariates]
+    needed = list(dict.fromkeys([id_col, duration, event, *covariates, *grouping]
+                                + ([cluster] if cluster else []) + ([index_date] if index_date else [])))
     missing = [c for c in needed if c not in raw.columns]
     if missing:
         raise InputError(f"{path}: header (line 1): missing column '{missing[0]}' (named in input.analysis_table)")
@@ -376,15 +415,20 @@ def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *,
     q = Quarantine({c: as_text(raw[c]).reset_index(drop=True) for c in needed})
     dur = pd.to_numeric(text[duration], errors="coerce")
     ev = text[event].str.lower().map(Field(event, "flag", codes=FLAG).alias_map())
-    for col, bad, expected in ((duration, text[duration].notna() & dur.isna(), "a number of days"),
+    for col, bad, expected in ((duration, text[duration].notna() & dur.isna(), f"a number of {unit}"),
                                (event, text[event].notna() & ev.isna(), "0 or 1")):
         _wrong_type(path, Field(col, "flag"), bad, text[col], int(text[col].notna().sum()), 0.5, expected)
     q.flag("missing_id", id_col, text[id_col].isna().to_numpy())
     if cluster:
         q.flag("missing_id", cluster, text[cluster].isna().to_numpy())
-    for col in (duration, event, *covariates):
+    for col in (duration, event, *covariates, *grouping, *([index_date] if index_date else [])):
         q.flag("missing_value", col, text[col].isna().to_numpy())
     q.flag("invalid_value", duration, (dur.isna() | (dur < 0)).to_numpy())
+    if index_date:
+        dates, _ = parse_dates(text[index_date], dayfirst)
+        _wrong_type(path, Field(index_date, "date"), text[index_date].notna() & dates.isna(), text[index_date],
+                    int(text[index_date].notna().sum()), 0.5, "dates like 2021-03-04")
+        q.flag("unparseable_date", index_date, (text[index_date].notna() & dates.isna()).to_numpy())
     q.flag("unknown_code", event, ev.isna().to_numpy())
     frame = raw.reset_index(drop=True).copy()
     row_keys = pd.util.hash_pandas_object(frame, index=False).to_numpy()
@@ -399,6 +443,8 @@ def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *,
         kept[cluster] = pseudonymise(text[cluster][ok].reset_index(drop=True), key)
     kept[duration] = dur[ok].to_numpy(dtype=float)
     kept[event] = ev[ok].to_numpy(dtype=np.int8)
+    if index_date:
+        kept[index_date] = dates[ok].to_numpy()
     for col in covariates:
         as_number = pd.to_numeric(kept[col], errors="coerce")
         if as_number.notna().all():
@@ -421,15 +467,26 @@ def main() -> None:
     if inp["source"] == "analysis_table":
         path = config.input_path(params, "analysis_table")
         kept, rejects, metrics = clean_analysis_table(read_table(path, encoding=inp["encoding"]),
-                                                      inp["analysis_table"], path, key=key)
+                                                      inp["analysis_table"], path, key=key,
+                                                      dayfirst=bool(inp["dayfirst"]))
         write_parquet(kept, CLEAN_DIR / "analysis_table.parquet")
     else:
-        paths = {t: config.input_path(params, t) for t in ("children", "referrals", "plans")}
-        raw = {t: read_table(p, encoding=inp["encoding"]) for t, p in paths.items()}
+        adapted = None
+        if inp["source"] in formats.ADAPTERS:
+            adapted = formats.read(inp["source"], Path(inp["dir"]), dayfirst=bool(inp["dayfirst"]), progress=True)
+            raw = adapted.tables
+            paths = {t: Path(inp["dir"]) / f"({inp['source']}: {t})" for t in raw}
+        else:
+            paths = {t: config.input_path(params, t) for t in ("children", "referrals", "plans")}
+            raw = {t: read_table(p, encoding=inp["encoding"]) for t, p in paths.items()}
         big = len(raw["referrals"]) >= 500_000
         kept, rejects, metrics = clean_extract(
             raw, paths, extract_date=extract_date, dayfirst=bool(inp["dayfirst"]),
             max_unparseable_share=float(params["clean"]["max_unparseable_share"]), key=key, progress=big)
+        if adapted is not None:
+            # The adapter's own rejects first (records it could not make a row of), then clean's.
+            rejects = pd.concat([adapted.rejects.reindex(columns=REJECT_COLUMNS), rejects], ignore_index=True)
+            metrics = {"source": inp["source"], "adapter": adapted.metrics, **metrics}
         for name, frame in kept.items():
             write_parquet(frame, CLEAN_DIR / f"{name}.parquet")
     write_csv(rejects, CLEAN_DIR / "rejects.csv")

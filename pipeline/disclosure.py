@@ -105,6 +105,8 @@ def complementary_suppression(table: pd.DataFrame, by: list[str], count: str, bl
     Tables whose levels do not add up to a published total are left as they are by not
     calling this."""
     out = table.copy()
+    if out.empty:
+        return out
     columns = [c for c in blank if c in out]
     for _, rows in out.groupby(by, sort=False, dropna=False):
         withheld = rows[count].isna()

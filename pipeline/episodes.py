@@ -40,7 +40,7 @@ import pandas as pd
 from pipeline import config
 from pipeline.cli import InputError, stage_entry
 from pipeline.io import write_json, write_parquet
-from pipeline.schema import FACTORS, NO_SERVICE_OUTCOMES, age_band, age_in_years
+from pipeline.schema import DURATION_UNITS, FACTORS, NO_SERVICE_OUTCOMES, age_band, age_in_years
 
 ANALYSIS_DIR = Path("data/analysis")
 CLEAN_DIR = Path("data/clean")
@@ -178,7 +178,7 @@ def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.D
         "event": event.astype(np.int8),
         "censor_reason": np.where(event, None, event_type).astype(object),
         "event_type": event_type,
-        **{f: rr[f].to_numpy(dtype=np.int8) for f in FACTORS},
+        **{f: rr[f].to_numpy(dtype=np.int8) for f in FACTORS if f in rr.columns},  # absent: not recorded
         "disability": kid["disability"].to_numpy(dtype=np.int8),
         "no_service": rr["outcome"].isin(NO_SERVICE_OUTCOMES).to_numpy(dtype=np.int8),
         "outcome": rr["outcome"].to_numpy(),
@@ -228,21 +228,28 @@ def derive_cpp_durations(children: pd.DataFrame, plans: pd.DataFrame, *,
 
 
 def analysis_table_to_rereport(table: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The prepared analysis table under the model stages' column names, values unchanged.
+    """The prepared analysis table under the model stages' column names.
 
     ``id`` -> ``subject_id``, ``cluster`` -> ``family_id`` (each subject its own cluster
-    when none is given), ``duration`` -> ``time_days``, ``event`` -> ``event``; covariates
-    keep their names.
+    when none is given), ``duration`` -> ``time_days`` (converted from ``duration_unit``:
+    days, weeks = 7 days, months = 365.25 / 12 days, years = 365.25 days), ``event`` ->
+    ``event``, ``index_date`` -> ``index_date`` (when named); covariates, KM groups and the
+    stratum keep their names.
     """
+    unit = spec.get("duration_unit", "days")
     out = pd.DataFrame({
         "subject_id": table[spec["id"]].to_numpy(),
         "family_id": table[spec["cluster"]].to_numpy() if spec.get("cluster") else table[spec["id"]].to_numpy(),
-        "time_days": table[spec["duration"]].to_numpy(dtype=float),
+        "time_days": table[spec["duration"]].to_numpy(dtype=float) * DURATION_UNITS[unit],
         "event": table[spec["event"]].to_numpy(dtype=np.int8),
     })
-    for col in spec.get("covariates") or []:
+    if spec.get("index_date"):
+        out["index_date"] = pd.to_datetime(table[spec["index_date"]]).to_numpy()
+    for col in dict.fromkeys([*(spec.get("covariates") or []), *(spec.get("km_groups") or []),
+                              *([spec["strata"]] if spec.get("strata") else [])]):
         out[col] = table[col].to_numpy()
-    return out, {"index_referrals": int(len(out)), "events": int(out["event"].sum())}
+    return out, {"index_referrals": int(len(out)), "events": int(out["event"].sum()),
+                 "duration_unit": unit, "clusters": int(out["family_id"].nunique())}
 
 
 def main() -> None:

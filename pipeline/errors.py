@@ -38,6 +38,7 @@ import pandas as pd
 from statsmodels.stats.proportion import proportion_confint
 
 from pipeline.disclosure import complementary_suppression
+from pipeline.schema import group_columns
 
 CELLS = ("tp", "fp", "fn", "tn")
 RATES = {  # name: (numerator cells, denominator cells)
@@ -48,7 +49,6 @@ RATES = {  # name: (numerator cells, denominator cells)
     "ppv": (("tp",), ("tp", "fp")),
     "npv": (("tn",), ("tn", "fn")),
 }
-GROUPS = ("sex", "ethnicity", "age_band", "la_code")
 PER_1000 = ("flagged", "events", *CELLS)
 
 
@@ -182,9 +182,7 @@ def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicate
                             "fn": np.float64(w[mask & ~flags & y].sum()), "tn": np.float64(w[mask & ~flags & ~y].sum())})
 
     rows = []
-    for var in GROUPS:
-        if var not in pred:
-            continue
+    for var in group_columns(pred):
         levels = pred[var].astype(str).to_numpy()
         sizes = pd.Series(levels).value_counts()
         reference = sizes.index[0]

@@ -6,9 +6,9 @@
   are never counted as "no event": they are excluded, or the known rows are weighted by
   the inverse probability of remaining uncensored (IPCW; Kaplan-Meier of the censoring
   times, read just before min(T, H)).
-* ``temporal_split``: index dates before the cut-off develop, after it validate, with
-  no family on both sides: families belong to the side of their first index date; rows
-  of development families dated after the cut-off are left out (counted).
+* ``pipeline.split``: index dates before the cut-off develop, after it validate, with no
+  family on both sides (``temporal``), or a seeded random share of whole clusters validates
+  (``random_clusters``; also when the input has no index dates, stated).
   ``grouped_kfold_predictions`` (option): out-of-fold predictions, whole families per fold.
 * ``fit_logit``: statsmodels Logit with family-cluster robust (sandwich) SEs, odds ratios
   and 95% CIs; ``prediction_pipeline``: the same model as a scikit-learn Pipeline
@@ -31,6 +31,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 
 from pipeline.cox import km_left_continuous
+from pipeline.schema import CASE_LEVEL_GROUPS
+from pipeline.split import temporal_split, validation_split  # noqa: F401 - temporal_split re-exported
 from pipeline.splines import RestrictedCubicSpline
 from pipeline.survival import design_matrix
 
@@ -79,20 +81,6 @@ def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude
     out = df.loc[keep].assign(y=y[keep].astype(np.int8), weight=weight[keep])
     counts.update({"kept": int(keep.sum()), "events_within_horizon": int(y[keep].sum())})
     return out, counts
-
-
-def temporal_split(df: pd.DataFrame, cutoff: str | pd.Timestamp, family: str = "family_id"
-                   ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
-    """Development (before ``cutoff``) and validation (families first seen on or after it)."""
-    cutoff = pd.Timestamp(cutoff)
-    first_seen = df.groupby(family)["index_date"].transform("min")
-    dev_family = (first_seen < cutoff).to_numpy()
-    before = (df["index_date"] < cutoff).to_numpy()
-    dev, val = df[dev_family & before], df[~dev_family]
-    counts = {"development_rows": int(len(dev)), "validation_rows": int(len(val)),
-              "development_families": int(dev[family].nunique()), "validation_families": int(val[family].nunique()),
-              "left_out_rows_of_development_families_after_cutoff": int((dev_family & ~before).sum())}
-    return dev, val, counts
 
 
 def fit_logit(X: pd.DataFrame, y: pd.Series, cluster: pd.Series | None = None,
@@ -164,14 +152,14 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     unknown = sorted(set(splines) - set(s["covariates"]))
     if unknown:
         raise ValueError(f"logistic.splines names {', '.join(unknown)}, not in logistic.covariates")
-    if split == "temporal":
-        dev, val, split_counts = temporal_split(data, s["cutoff"])
-        split_counts = {"cutoff": s["cutoff"], **split_counts}
+    if split in ("temporal", "random_clusters"):
+        dev, val, split_counts = validation_split(data, s, seed)
+        split = split_counts.pop("method")
     elif split == "grouped_kfold":
         dev = val = data
         split_counts = {"folds": int(s["folds"]), "rows": int(len(data)), "families": int(data["family_id"].nunique())}
     else:
-        raise ValueError(f"logistic.split must be temporal or grouped_kfold, not {split!r}")
+        raise ValueError(f"logistic.split must be temporal, random_clusters or grouped_kfold, not {split!r}")
     if dev["y"].nunique() < 2 or val["y"].nunique() < 2:
         raise ValueError("development and validation data each need events and non-events; move logistic.cutoff")
     X_dev, reference = design_matrix(dev, s["covariates"], s.get("categorical", []))
@@ -196,12 +184,12 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     r2 = cox_snell_r2(ll, ll0, len(y_dev))
     n_params = design.shape[1]
     size = riley_binary(r2, n_params, float(rate))
-    groups = [c for c in ("sex", "ethnicity", "age_band", "la_code") if c in val.columns]
+    groups = [c for c in s.get("groups", CASE_LEVEL_GROUPS) if c in val.columns]
     predictions = pd.DataFrame({
         "p": p_val, "y": val["y"].to_numpy(), "weight": val["weight"].to_numpy(),
         # families as anonymous integers: for resampling whole families, never to identify one
         "family": pd.factorize(val["family_id"])[0],
-        "index_date": val["index_date"].to_numpy(),
+        **({"index_date": val["index_date"].to_numpy()} if "index_date" in val else {}),
         **({"fold": fold} if fold is not None else {}),
         **{g: val[g].astype(str).to_numpy() for g in groups},
     })
@@ -213,6 +201,7 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
                   "horizon_days": s["horizon_days"]}
     metrics = {
         "horizon_days": s["horizon_days"], "outcome": outcome_counts, "split": {"method": split, **split_counts},
+        "covariates_not_recorded_in_this_input": s.get("not_recorded", []),
         "development": {"n": int(len(dev)), "events": int(y_dev.sum()), "event_rate": round(float(rate), 4),
                         "parameters": int(n_params), "events_per_parameter": round(float(y_dev.sum() / n_params), 1),
                         "r2_cox_snell": round(r2, 4)},
@@ -233,12 +222,11 @@ def main() -> None:
     from pipeline.cli import InputError
     from pipeline.io import write_csv, write_json, write_parquet
 
+    from pipeline.settings import logistic_settings
+
     params = config.load_params()
-    s = dict(params["logistic"])
     df = pd.read_parquet("data/analysis/rereport.parquet")
-    if params["input"]["source"] == "analysis_table":
-        raise InputError("params.yaml: the logistic stage needs index dates (case-level input); "
-                         "a prepared analysis table has none")
+    s = logistic_settings(params, df)
     try:
         tables, metrics, out = run(df, s, config.extract_date(params), int(params["seed"]))
     except ValueError as err:

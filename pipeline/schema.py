@@ -7,7 +7,7 @@ Need census in spirit; aliases map the spellings real extracts use onto one code
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -71,8 +71,15 @@ class Field:
     kind: str
     required: bool = True
     codes: dict | None = None
-    #: the column itself may be absent from an extract (then read as all missing)
-    optional_column: bool = False
+    #: what a column absent from the input means: None (it must be there); "empty" (read as all
+    #: missing); "child_id" (a copy of child_id: with no family id each child is its own
+    #: cluster); "not_recorded" (the source does not record it: the column is dropped, never
+    #: invented as 0, and the stages after clean do without it)
+    if_absent: str | None = None
+
+    @property
+    def optional_column(self) -> bool:
+        return self.if_absent is not None
 
     def alias_map(self) -> dict[str, object]:
         """Lower-case spelling -> canonical code (the canonical codes map to themselves)."""
@@ -99,16 +106,20 @@ class Table:
     def get(self, name: str) -> Field:
         return next(f for f in self.fields if f.name == name)
 
+    def without(self, names: list[str] | tuple[str, ...]) -> "Table":
+        """The same table without the named fields (columns a source does not record)."""
+        return replace(self, fields=tuple(f for f in self.fields if f.name not in names))
+
 
 CHILDREN = Table("children", "child_id", (
     Field("child_id", "id"),
-    Field("family_id", "id"),
+    Field("family_id", "id", if_absent="child_id"),
     Field("la_code", "text"),
     Field("sex", "code", codes=SEX),
     Field("date_of_birth", "date"),
     Field("ethnicity", "code", codes=ETHNICITY),
     Field("disability", "flag", codes=FLAG),
-    Field("looked_after_date", "date", required=False, optional_column=True),  # entered care
+    Field("looked_after_date", "date", required=False, if_absent="empty"),  # entered care
 ))
 
 REFERRALS = Table("referrals", "referral_id", (
@@ -118,7 +129,7 @@ REFERRALS = Table("referrals", "referral_id", (
     Field("referral_source", "code", codes=REFERRAL_SOURCE),
     Field("closure_date", "date", required=False),
     Field("outcome", "code", codes=OUTCOME),
-    *(Field(name, "flag", codes=FLAG) for name in FACTORS),
+    *(Field(name, "flag", codes=FLAG, if_absent="not_recorded") for name in FACTORS),
     Field("abuse_category", "code", required=False, codes=CATEGORY),
 ), date_order=(("closure_date", "referral_date", "closure_before_referral"),))
 
@@ -178,6 +189,17 @@ def analysis_table_schema(id_col: str, cluster: str | None, duration: str, event
     return pa.DataFrameSchema(columns, strict=False)
 
 
+#: Columns of data/predictions/validation.parquet that are not groups: every other column
+#: is a grouping variable for subgroup calibration and error rates by group.
+PREDICTION_KEYS = ("p", "y", "weight", "family", "index_date", "fold")
+#: Groups of the case-level routes (a prepared table names its own: ``analysis_table.km_groups``).
+CASE_LEVEL_GROUPS = ("sex", "ethnicity", "age_band", "la_code")
+
+
+def group_columns(predictions: pd.DataFrame) -> list[str]:
+    return [c for c in predictions.columns if c not in PREDICTION_KEYS]
+
+
 #: Columns of data/analysis/rereport.parquet that are not covariates.
 REREPORT_KEYS = ("index_referral_id", "child_id", "family_id", "la_code", "index_date", "origin_date",
                  "time_days", "event", "censor_reason", "event_type")
@@ -186,6 +208,9 @@ AGE_BANDS = ((0, 1, "under_1"), (1, 5, "1_4"), (5, 10, "5_9"), (10, 16, "10_15")
 
 
 DAYS_PER_YEAR = 365.25
+#: Days in one unit of a prepared table's durations (``input.analysis_table.duration_unit``);
+#: a month is a twelfth of a year, as ``nonparametric.DAYS_PER_MONTH``.
+DURATION_UNITS = {"days": 1.0, "weeks": 7.0, "months": DAYS_PER_YEAR / 12, "years": DAYS_PER_YEAR}
 
 
 def age_in_years(on, date_of_birth) -> np.ndarray:

@@ -42,6 +42,7 @@ from pipeline.cli import InputError, stage_entry
 from pipeline.cox import CoxPH
 from pipeline.disclosure import complementary_at_risk, complementary_suppression
 from pipeline.io import write_csv, write_json
+from pipeline.settings import survival_settings
 from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, step_read
 
 REPORTS = Path("reports/survival")
@@ -314,6 +315,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
     c_index = concordance_index(df["time_days"], -model.linear_predictor_, df["event"])
     metrics: dict[str, Any] = {
         "n": int(len(df)), "events": int(df["event"].sum()),
+        "covariates_not_recorded_in_this_input": s.get("not_recorded", []),
+        "reference_profiles_dropped": s.get("reference_profiles_dropped", []),
         "families": int(df[s["cluster"]].nunique()) if s.get("cluster") else None,
         "cox": {"concordance": round(float(c_index), 4), "loglik": model.loglik_,
                 "loglik_null": model.loglik_null_, "iterations": model.n_iter_,
@@ -366,23 +369,10 @@ def _read(cum: pd.DataFrame, months: float) -> float | None:
     return None if pd.isna(value) else round(float(value), 4)
 
 
-def settings(params: dict[str, Any], df: pd.DataFrame) -> dict[str, Any]:
-    """Survival settings; for a prepared analysis table, its own covariates and no groups."""
-    s = dict(params["survival"])
-    if params["input"]["source"] == "analysis_table":
-        spec = params["input"]["analysis_table"]
-        covs = list(spec.get("covariates") or [])
-        s.update(covariates=[c for c in covs if pd.api.types.is_numeric_dtype(df[c])],
-                 categorical=[c for c in covs if not pd.api.types.is_numeric_dtype(df[c])],
-                 strata=None, cluster="family_id", km_groups=[], recurrent=False, competing_risks=False,
-                 reference_profiles={})
-    return s
-
-
 def main() -> None:
     params = config.load_params()
     df = pd.read_parquet("data/analysis/rereport.parquet")
-    s = settings(params, df)
+    s = survival_settings(params, df)
     truth = None
     truth_file = config.SYNTHETIC_DIR / "truth.json"
     if params["input"]["source"] == "synthetic" and truth_file.exists():

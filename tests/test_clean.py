@@ -127,7 +127,7 @@ def test_sex_codes_normalise(raw_value, code):
 
 def _tiny(children_rows, referral_rows, plan_rows):
     # Without the optional looked_after_date column: an extract may lack it.
-    children = pd.DataFrame(children_rows, columns=[f.name for f in CHILDREN.fields if not f.optional_column])
+    children = pd.DataFrame(children_rows, columns=[f.name for f in CHILDREN.fields if f.if_absent != "empty"])
     referrals = pd.DataFrame(referral_rows, columns=REFERRALS.columns)
     plans = pd.DataFrame(plan_rows, columns=PLANS.columns)
     return {"children": children, "referrals": referrals, "plans": plans}

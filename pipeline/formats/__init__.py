@@ -55,3 +55,21 @@ def field_map(source: str) -> dict[str, Any]:
     """The documented field map and code lists of one format (``<source>.yaml``)."""
     with (FORMATS_DIR / f"{source}.yaml").open(encoding="utf-8") as fh:
         return yaml.safe_load(fh)
+
+
+#: Input sources read through an adapter (``input.source`` values).
+ADAPTERS = ("cin_census", "ncands")
+
+
+def read(source: str, input_dir: Path, **options: Any) -> Adapted:
+    """The canonical tables of ``input_dir`` in format ``source`` (one of ``ADAPTERS``)."""
+    import importlib
+
+    from pipeline.cli import InputError
+
+    if source not in ADAPTERS:
+        raise ValueError(f"no adapter for input.source '{source}'")
+    input_dir = Path(input_dir)
+    if not input_dir.is_dir():
+        raise InputError(f"{input_dir}: input.dir is not a folder (input.source: {source})")
+    return importlib.import_module(f"pipeline.formats.{source}").read(input_dir, **options)
