@@ -39,6 +39,7 @@ from statsmodels.stats.proportion import proportion_confint
 
 from pipeline.disclosure import complementary_suppression
 from pipeline.schema import group_columns
+from pipeline.settings import Labels, labels
 
 CELLS = ("tp", "fp", "fn", "tn")
 RATES = {  # name: (numerator cells, denominator cells)
@@ -221,15 +222,16 @@ def horizon_words(days: float) -> str:
     return "a year" if days == 365 else f"{years:g} years" if days % 365 == 0 else f"{days:g} days"
 
 
-def headline(row: pd.Series | dict[str, Any], horizon_days: float, rule_words: str) -> str:
+def headline(row: pd.Series | dict[str, Any], horizon_days: float, rule_words: str,
+             words: Labels = Labels()) -> str:
     """The natural-frequency statement for one rule ("of 1,000 referrals, ...")."""
     r = dict(row)
     if any(pd.isna(r.get(f"{c}_per_1000")) for c in CELLS):
         return f"For {rule_words}, a cell of the table is below the disclosure threshold, so no figures are shown."
     f = {k: int(r[f"{k}_per_1000"]) for k in PER_1000}
-    return (f"Of 1,000 referrals, {f['events']} are re-referred within {horizon_words(horizon_days)}. "
-            f"Flagging {rule_words} flags {f['flagged']}: {f['tp']} of them are re-referred "
-            f"and {f['fp']} are not; {f['fn']} re-referred children are not flagged.")
+    return (f"Of 1,000 {words.subjects}, {f['events']} {words.have_outcome} within {horizon_words(horizon_days)}. "
+            f"Flagging {rule_words} flags {f['flagged']}: {f['tp']} of them {words.have_outcome} "
+            f"and {f['fp']} {words.have_not}; {f['fn']} {words.missed} are not flagged.")
 
 
 def _metric(value: Any, whole: bool) -> int | float | None:
@@ -239,7 +241,7 @@ def _metric(value: Any, whole: bool) -> int | float | None:
 
 
 def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon_days: float, min_count: int,
-        seed: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+        seed: int, words: Labels = Labels()) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """All error-rate tables and the headline metrics (pure: predictions and settings in)."""
     from pipeline.logistic import binary_outcome
     from pipeline.nonparametric import DAYS_PER_MONTH
@@ -265,8 +267,9 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
     tables = {"rules": rules, "by_group": groups, "decision_curve": curve, "plot_fp_fn": plot}
     metrics: dict[str, Any] = {
         "default_rule": default_rule, "horizon_days": horizon_days,
-        "statement": headline(head, horizon_days, f"the {default_k:g}% of referrals with the highest predicted risk")
-        + (" (Weighted by the inverse probability of censoring: figures for the referrals as if all were followed "
+        "statement": headline(head, horizon_days,
+                              f"the {default_k:g}% of {words.subjects} with the highest predicted risk", words)
+        + (f" (Weighted by the inverse probability of censoring: figures for the {words.subjects} as if all were followed "
            "for the whole horizon.)" if weight is not None else ""),
         "validation_referrals": int(len(pred)) if len(pred) >= min_count else None,
         "weighting": "IPCW" if weight is not None else "none",
@@ -324,7 +327,8 @@ def main() -> None:
     cox_path = Path("data/predictions/cox_validation.parquet")
     cox = pd.read_parquet(cox_path) if cox_path.exists() else None
     check_settings(s, cox)
-    tables, metrics = run(pred, cox, s, float(params["logistic"]["horizon_days"]), min_count, int(params["seed"]))
+    tables, metrics = run(pred, cox, s, float(params["logistic"]["horizon_days"]), min_count, int(params["seed"]),
+                          labels(params))
     for name, table in tables.items():
         write_csv(table, Path("reports/errors") / f"{name}.csv")
     write_json(metrics, Path("metrics/errors.json"))

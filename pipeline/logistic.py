@@ -69,7 +69,8 @@ def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude
             keep = known
             counts["censored_before_horizon"] = int((~known).sum())
         counts["handling"] = (f"rows with less than {horizon_days:g} days of possible follow-up excluded"
-                              if extract_date is not None else "rows censored before the horizon excluded")
+                              if extract_date is not None and "origin_date" in df
+                              else "rows censored before the horizon excluded")
     else:
         censored = ~event & ~competing   # administrative censoring (extract date) only
         # G(s-): Kaplan-Meier of the censoring times, just before s = min(T, H)
@@ -222,7 +223,7 @@ def main() -> None:
     from pipeline.cli import InputError
     from pipeline.io import write_csv, write_json, write_parquet
 
-    from pipeline.settings import logistic_settings
+    from pipeline.settings import labels, logistic_settings
 
     params = config.load_params()
     df = pd.read_parquet("data/analysis/rereport.parquet")
@@ -238,7 +239,7 @@ def main() -> None:
     write_json(out["model"], Path("models/logistic.json"))
     write_json(metrics, Path("metrics/logistic.json"))
     d, v = metrics["development"], metrics["validation"]
-    print(f"logistic: re-referral within {s['horizon_days']} days; development {d['n']:,} ({d['events']:,} events), "
+    print(f"logistic: {labels(params).outcome} within {s['horizon_days']} days; development {d['n']:,} ({d['events']:,} events), "
           f"validation {v['n']:,} ({v['events']:,} events); Riley minimum n {metrics['sample_size']['riley_minimum_n']:,}")
 
 

@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline.settings import labels
+
 WITHHELD = "\u2014"   # shown for a withheld (small count) or undefined value
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
@@ -247,6 +249,58 @@ def provenance(root: Path, params: dict[str, Any]) -> dict[str, Any]:
             "params_sha256": hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()}
 
 
+SOURCE_WORDS = {
+    "synthetic": "the embedded synthetic extract (simulate stage)",
+    "extract": "a case-level three-table extract (children, referrals, plans)",
+    "cin_census": "England's Children in Need census returns (read by pipeline/formats/cin_census.py)",
+    "ncands": "the US NCANDS Child File (read by pipeline/formats/ncands.py)",
+    "analysis_table": "a prepared one-row-per-subject survival table",
+}
+
+
+def cluster_word(params: dict[str, Any], clean: dict[str, Any]) -> str:
+    """What the robust variance and every resampling treat as independent units."""
+    if params["input"]["source"] == "analysis_table":
+        return "cluster" if params["input"]["analysis_table"].get("cluster") else "subject"
+    return "child" if str(clean.get("cluster", "family")).startswith("child") else "family"
+
+
+def strata_words(params: dict[str, Any], surv: dict[str, Any]) -> str:
+    strata = (params["input"]["analysis_table"].get("strata") if params["input"]["source"] == "analysis_table"
+              else params["survival"].get("strata"))
+    return f"baseline hazard per {strata}" if strata else "no strata"
+
+
+def source_statement(params: dict[str, Any], clean: dict[str, Any], epi: dict[str, Any], logi: dict[str, Any],
+                     surv: dict[str, Any]) -> str:
+    """The input route and what it lacks, said where a reader looks first."""
+    source = params["input"]["source"]
+    items = [f"Input: {SOURCE_WORDS.get(source, source)}."]
+    unit = cluster_word(params, clean)
+    if unit in ("child", "subject"):
+        items.append(f"The input has no family (cluster) identifier: robust standard errors, bootstrap replicates "
+                     f"and validation splits treat each {unit} as independent.")
+    not_recorded = sorted(set(clean.get("not_recorded", [])) | set(surv.get("covariates_not_recorded_in_this_input", []))
+                          | set(logi.get("covariates_not_recorded_in_this_input", [])))
+    if not_recorded:
+        items.append("Not recorded in this input, so left out of every model (never counted as absent): "
+                     + ", ".join(not_recorded) + ".")
+    if surv.get("reference_profiles_dropped"):
+        items.append("Reference profiles that need an unrecorded factor were not drawn: "
+                     + ", ".join(surv["reference_profiles_dropped"]) + ".")
+    counts = epi.get("counts", {})
+    if counts.get("duration_unit"):
+        items.append(f"Durations were given in {counts['duration_unit']} and are converted to days "
+                     "(a month is 365.25 / 12 days).")
+    if logi.get("split", {}).get("note"):
+        items.append(logi["split"]["note"].capitalize() + ".")
+    adapter = clean.get("adapter", {})
+    for kind, c in (adapter.get("records") or {}).items():
+        if isinstance(c, dict):
+            items.append(f"{kind}: {', '.join(f'{k} {v:,}' if isinstance(v, int) else f'{k} {v}' for k, v in c.items())}.")
+    return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
+
+
 def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     """(report.html, summary.md) from the pipeline's outputs under ``root``."""
     def metrics(name: str) -> dict[str, Any]:
@@ -256,8 +310,11 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     def csv(rel: str) -> pd.DataFrame:
         return pd.read_csv(root / rel)
 
-    err, cal, logi, epi, clean = (metrics(n) for n in ("errors", "calibration", "logistic", "episodes", "clean"))
+    err, cal, logi, epi, clean, surv = (metrics(n) for n in ("errors", "calibration", "logistic", "episodes", "clean",
+                                                             "survival"))
     synthetic = params["input"]["source"] == "synthetic"
+    words = labels(params)
+    source = source_statement(params, clean, epi, logi, surv)
     min_count = int(params["disclosure"]["min_cell_count"])
     rules = csv("reports/errors/rules.csv")
     figs = figures(root)
@@ -319,14 +376,17 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     sections = [
         ("data", "Data and cleaning",
          f"<p>Every row read is kept or quarantined with its reason; rows in = kept + rejected for every table. "
-         f"Rejected rows are never imputed.</p>{table_html(reconciliation)}{table_html(reasons)}"),
+         f"Rejected rows are never imputed.</p>{source}{table_html(reconciliation)}{table_html(reasons)}"),
         ("cohort", "Cohort", table_html(cohort)),
-        ("km", "Time to re-referral (Kaplan-Meier)", f"<img alt='Kaplan-Meier cumulative re-report' src='{figs['km']}'>"),
-        ("hazard-ratios", "Hazard ratios (Cox model; LA strata; family-robust CIs)",
+        ("km", f"Time to {words.outcome} (Kaplan-Meier)",
+         f"<img alt='Kaplan-Meier cumulative {html.escape(words.outcome)}' src='{figs['km']}'>"),
+        ("hazard-ratios", f"Hazard ratios (Cox model; {html.escape(strata_words(params, surv))}; "
+                          f"robust CIs by {cluster_word(params, clean)})",
          f"<img alt='Forest plot of hazard ratios' src='{figs['forest']}'>{table_html(hr[hr_cols])}"),
         ("durations", "Plan durations for planners",
          f"<img alt='Plans still open' src='{figs['durations']}'>{table_html(planner)}"),
-        ("odds-ratios", "Logistic model: odds ratios (family-robust 95% CIs)", table_html(odds)),
+        ("odds-ratios", f"Logistic model: odds ratios (95% CIs robust by {cluster_word(params, clean)})",
+         table_html(odds)),
         ("calibration", "Calibration",
          f"<img alt='Calibration curve' src='{figs['calibration']}'>{table_html(hierarchy)}"
          f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} family replicates)</h3>"
@@ -371,7 +431,7 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Re-referral risk model: how often it is wrong</title>
+<title>{html.escape(words.outcome.capitalize())} risk model: how often it is wrong</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1rem 2rem; max-width: 80rem; color: #111; }}
 h2 {{ margin-top: 0.4rem; }} table {{ border-collapse: collapse; margin: 0.5rem 0; font-size: 0.85rem; }}
@@ -387,7 +447,7 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
 {table_html(first, "error-table")}
 <p class="warning">{html.escape(WARNING)}</p>
 {notice}
-<p>Validation referrals: {fmt(err.get('validation_referrals'))}. Headline rule: {html.escape(err['default_rule'])}
+<p>Validation {html.escape(words.subjects)}: {fmt(err.get('validation_referrals'))}. Headline rule: {html.escape(err['default_rule'])}
 (risk at least {fmt(head.get('threshold'))}); sensitivity {fmt(head.get('sensitivity'))}
 ({fmt(head.get('sensitivity_lower'))}-{fmt(head.get('sensitivity_upper'))}), PPV {fmt(head.get('ppv'))}
 ({fmt(head.get('ppv_lower'))}-{fmt(head.get('ppv_upper'))}), Wilson 95% intervals. {WITHHELD} marks a value withheld
@@ -398,7 +458,7 @@ because a count is below {min_count}, or not defined.</p>
 </body></html>
 """
     summary = "\n".join([
-        "# Re-referral risk model: summary", "",
+        f"# {words.outcome.capitalize()} risk model: summary", "",
         "## How often this model is wrong", "", err["statement"], "",
         table_markdown(first), "", WARNING, "",
         *(["**Synthetic data**: the embedded synthetic default, not real children.", ""] if synthetic else []),

@@ -14,6 +14,7 @@ routes. Two things change them, always stated in the stage's metrics, never sile
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -93,3 +94,27 @@ def logistic_settings(params: dict[str, Any], df: pd.DataFrame) -> dict[str, Any
     s["splines"] = {k: v for k, v in (s.get("splines") or {}).items() if k not in dropped}
     s["not_recorded"] = sorted(dropped)
     return s
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Words the reports use for a row and its outcome ("referrals", "re-referred")."""
+
+    subjects: str = "referrals"
+    outcome: str = "re-referral"
+    have_outcome: str = "are re-referred"
+    have_not: str = "are not"
+    missed: str = "re-referred children"
+
+
+def labels(params: dict[str, Any]) -> Labels:
+    """The case-level routes speak of referrals and re-referral; a prepared table of its
+    own ``subject_label`` (plural, e.g. "people") and ``outcome_label`` (e.g. "re-arrest")."""
+    if params["input"]["source"] != "analysis_table":
+        return Labels()
+    spec = params["input"]["analysis_table"]
+    subjects = str(spec.get("subject_label") or "subjects")
+    outcome = str(spec.get("outcome_label") or "event")
+    article = "an" if outcome[:1].lower() in "aeiou" else "a"
+    return Labels(subjects=subjects, outcome=outcome, have_outcome=f"have {article} {outcome}", have_not="do not",
+                  missed=f"{subjects} with {article} {outcome}")
