@@ -218,11 +218,27 @@ def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataF
 
 
 # -- parametric ---------------------------------------------------------------------------
+def profile_row(columns: pd.Index, name: str, profile: dict[str, Any]) -> dict[str, float]:
+    """A reference profile as a design row: numeric covariates take their value, a
+    categorical one (``{sex: F}``) its level's indicator; covariates not named are 0 (numeric)
+    or the reference level."""
+    row = dict.fromkeys(columns, 0.0)
+    for key, value in profile.items():
+        if key in row:
+            row[key] = float(value)
+        elif f"{key}[{value}]" in row:
+            row[f"{key}[{value}]"] = 1.0
+        elif not any(c.startswith(f"{key}[") for c in columns) and key not in columns:
+            raise InputError(f"params.yaml: reference profile '{name}' names '{key}', not a model covariate")
+        # else: the reference level of a categorical covariate (all its indicators 0)
+    return row
+
+
 def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_months: list[float],
                profiles: dict[str, dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     data = X.assign(time_days=df["time_days"].to_numpy(), event=df["event"].to_numpy())
-    profile_rows = pd.DataFrame([{c: float(p.get(c, 0.0)) for c in X.columns} for p in profiles.values()],
-                                index=list(profiles))
+    profile_rows = pd.DataFrame([profile_row(X.columns, name, p) for name, p in profiles.items()],
+                                index=list(profiles), columns=X.columns)
     horizons_days = [m * DAYS_PER_MONTH for m in horizons_months]
     fits, preds = [], []
     for name in names:

@@ -162,3 +162,11 @@ def test_rejects_name_the_adapter_source_location():
     assert rejects[["source_row", "field", "value", "reason"]].values.tolist() == [
         ["201_2023.xml:/Message/Children/Child[1]/CINdetails[2]", "referral_source", "99Z", "unknown_code"]]
     assert "source_location" not in metrics["tables"]["referrals"]["ignored_columns"]
+
+
+def test_reference_profiles_take_categorical_levels():
+    X = pd.DataFrame({"age": [1.0], "sex[M]": [0.0], "sex[U]": [0.0]})
+    assert survival.profile_row(X.columns, "p", {"age": 30, "sex": "M"}) == {"age": 30.0, "sex[M]": 1.0, "sex[U]": 0.0}
+    assert survival.profile_row(X.columns, "p", {"sex": "F"}) == {"age": 0.0, "sex[M]": 0.0, "sex[U]": 0.0}  # reference
+    with pytest.raises(InputError, match="reference profile 'p' names 'county'"):
+        survival.profile_row(X.columns, "p", {"county": 1})

@@ -1,0 +1,93 @@
+"""Each input route through `dvc repro` to reports/report.html, on a scratch copy of the project."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import pytest
+import yaml
+from lifelines.datasets import load_rossi
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+BIN = str(Path(sys.executable).parent)
+
+
+def sh(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "DVC_NO_ANALYTICS": "1",
+           "PIPELINE_PSEUDONYM_KEY": "route-test-key"}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def route_project(work: Path, change: Callable[[dict[str, Any]], None], write_input: Callable[[Path], None]) -> Path:
+    """A copy of the tracked project with changed params and its own input, after `dvc repro`."""
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout
+    for rel in filter(None, tracked.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (work / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, work / rel)
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["calibration"]["bootstrap_replicates"] = 20
+    params["errors"]["bootstrap_replicates"] = 20
+    change(params)
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_input(work)
+    sh(["git", "init", "-q"], work)
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A"], work)
+    sh(["git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "copy"], work)
+    sh(["dvc", "repro"], work)
+    return work
+
+
+ROSSI = {"file": "rossi.csv", "id": "id", "cluster": None, "duration": "week", "duration_unit": "weeks",
+         "event": "arrest", "index_date": None, "covariates": ["fin", "age", "race", "wexp", "mar", "paro", "prio"],
+         "km_groups": ["fin", "race", "wexp"], "strata": None,
+         "reference_profiles": {"no_financial_aid": {}, "financial_aid": {"fin": 1}},
+         "outcome_label": "re-arrest", "subject_label": "people"}
+
+
+def rossi_params(params: dict[str, Any]) -> None:
+    """The README's settings for Rossi et al.'s recidivism data (52 weeks of follow-up)."""
+    params["input"].update({"source": "analysis_table", "dir": "data/raw/rossi", "analysis_table": ROSSI})
+    params["logistic"].update({"horizon_days": 364, "split": "grouped_kfold"})
+
+
+def write_rossi(work: Path) -> None:
+    (work / "data/raw/rossi").mkdir(parents=True, exist_ok=True)
+    rossi = load_rossi()
+    rossi.insert(0, "id", range(1, len(rossi) + 1))
+    rossi.to_csv(work / "data/raw/rossi/rossi.csv", index=False)
+
+
+def test_prepared_table_route_runs_every_stage_to_the_report(tmp_path):
+    work = route_project(tmp_path, rossi_params, write_rossi)
+    page = (work / "reports/report.html").read_text()
+    assert "re-arrest" in page and "Of 1,000 people" in page
+    assert "robust CIs by subject" in page and "treat each subject as independent" in page
+    assert "Durations were given in weeks" in page and "a temporal split is impossible" not in page
+    # The Cox model equals R's coxph (numbers and call in tests/test_routes.py).
+    hr = pd.read_csv(work / "reports/survival/hazard_ratios.csv").set_index("covariate")
+    assert hr.loc["prio", "coef"] == pytest.approx(0.0914970809853, abs=1e-8)
+    assert set(pd.read_csv(work / "reports/survival/km_by_group.csv")["variable"]) == {"fin", "race", "wexp"}
+    assert set(pd.read_csv(work / "reports/survival/parametric_predictions.csv")["profile"]) == {
+        "no_financial_aid", "financial_aid"}
+    logistic = json.loads((work / "metrics/logistic.json").read_text())
+    assert logistic["split"]["method"] == "grouped_kfold" and logistic["validation"]["n"] == 432
+    errors = json.loads((work / "metrics/errors.json").read_text())
+    assert errors["statement"].startswith("Of 1,000 people") and "have a re-arrest within 364 days" in errors["statement"]
+    # No plans in a prepared table: the durations stage says so, and deletes nothing git tracks.
+    assert json.loads((work / "metrics/durations.json").read_text())["plans"] == 0
+    status = sh(["git", "status", "--porcelain"], work).stdout
+    assert " D " not in status and "\nD " not in status, status
+    # A second repro has nothing to do.
+    assert "Running stage" not in sh(["dvc", "repro"], work).stdout
