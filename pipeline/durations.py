@@ -496,7 +496,7 @@ def banded_estimates(cells: pd.DataFrame, totals: pd.DataFrame | None, horizons_
     """
     if totals is None:
         totals = pd.DataFrame(columns=["la_code", "year", "total", "total_marker"])
-    cells = cells.assign(**{c: cells[c] if c in cells else "" for c in ("la_name", "marker")})
+    cells = cells.assign(**{c: cells.get(c, "") for c in ("la_name", "marker")})
     alloc = band_allocations(cells, totals)
     if not published:
         small = cells[(cells["plans_ended"] > 0) & (cells["plans_ended"] < min_count)]
