@@ -166,7 +166,7 @@ def figures(root: Path) -> dict[str, str]:
     out["forest"] = figure_uri(fig)
 
     open_share = pd.read_csv(root / "reports/durations/plot_open_share.csv")
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(7, 4))   # (no rows when the input has no plans: the section says so instead)
     for col in [c for c in open_share.columns if c != "time_months"]:
         ax.plot(open_share["time_months"], open_share[col], label=col.replace("_", " "))
     ax.set(xlabel="months since the plan started", ylabel="share still open", title="Child protection plans still open")
@@ -301,6 +301,45 @@ def source_statement(params: dict[str, Any], clean: dict[str, Any], epi: dict[st
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
 
+def banded_section(root: Path) -> str:
+    """Planner table from ``reports/durations/banded_estimates.csv``: per LA and year, pooled rows,
+    shares ending in each band, Turnbull shares still open, Weibull median (95% CI), flags."""
+    path = root / "reports/durations/banded_estimates.csv"
+    est = pd.read_csv(path) if path.exists() else pd.DataFrame()
+    if est.empty or "basis" not in est:
+        return "<p>No banded counts in this input.</p>"
+    count = "published_plans_ended" if "published_plans_ended" in est else "plans_ended"
+
+    def bounded(r: pd.Series, col: str, digits: int) -> str:
+        point, low, high = r.get(col), r.get(f"{col}_low"), r.get(f"{col}_high")
+        if pd.notna(point) or pd.isna(low):
+            return fmt(point, digits)
+        return f"{fmt(low, digits)}\u2013{fmt(high, digits)}"
+
+    shares = [c for c in est.columns if c.startswith("share_")]
+    opens = [c for c in est.columns if c.startswith("turnbull_open_at_") and not c.endswith(("_low", "_high"))]
+    rows = []
+    for _, r in est.iterrows():
+        row = {"LA": r["la_code"] if r["la_code"] == "all" else f"{r['la_name']} ({r['la_code']})".strip(),
+               "year": r["year"] if r["basis"] == "year" else f"pooled ({r['years']})",
+               "plans ended": r[count]}
+        row.update({c.replace("share_", "ended ").replace("_", " "): r[c] for c in shares})
+        row.update({c.replace("turnbull_open_at_", "still open at "): bounded(r, c, 3) for c in opens})
+        median = ("weibull_median", "weibull_median_days")
+        row["Weibull median days (95% CI)"] = (
+            f"{bounded(r.rename({median[1]: median[0]}), median[0], 3)} "
+            f"({fmt(r.get('weibull_median_lower95'), 3)}\u2013{fmt(r.get('weibull_median_upper95'), 3)})")
+        row["flags"] = r["status"]
+        rows.append(row)
+    source = ("DfE's published counts (public: shown as published, not suppressed again)" if count ==
+              "published_plans_ended" else "bands built from the extract's plans (counts below the threshold withheld)")
+    return (f"<p>From {source}. Each band is an interval-censored observation: the Turnbull shares still open are "
+            f"exact at the band edges; the Weibull median is from an interval-censored Weibull fit. Rows marked "
+            f"pooled add an LA's counts over the years listed (same length distribution assumed each year). Where "
+            f"DfE shows a marker instead of a count, values are bounds (low\u2013high) from the published total."
+            f"</p>{table_html(pd.DataFrame(rows))}")
+
+
 def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     """(report.html, summary.md) from the pipeline's outputs under ``root``."""
     def metrics(name: str) -> dict[str, Any]:
@@ -358,6 +397,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     planner = csv("reports/durations/planner_summary.csv")
     planner = planner[["variable", "level", "plans", "median_days", "median_lower", "median_upper", "open_at_12m",
                        "lasting_2y_plus"]]
+    durations_html = (f"<img alt='Plans still open' src='{figs['durations']}'>{table_html(planner)}" if len(planner)
+                      else "<p>No child protection plans in this input: no plan durations.</p>")
+    banded_html = banded_section(root)
     optimism = csv("reports/calibration/optimism.csv")
     subgroups = csv("reports/calibration/subgroups.csv")
     by_group = csv("reports/errors/by_group.csv")
@@ -383,8 +425,8 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
         ("hazard-ratios", f"Hazard ratios (Cox model; {html.escape(strata_words(params, surv))}; "
                           f"robust CIs by {cluster_word(params, clean)})",
          f"<img alt='Forest plot of hazard ratios' src='{figs['forest']}'>{table_html(hr[hr_cols])}"),
-        ("durations", "Plan durations for planners",
-         f"<img alt='Plans still open' src='{figs['durations']}'>{table_html(planner)}"),
+        ("durations", "Plan durations for planners", durations_html),
+        ("banded-durations", "Plan durations from published counts", banded_html),
         ("odds-ratios", f"Logistic model: odds ratios (95% CIs robust by {cluster_word(params, clean)})",
          table_html(odds)),
         ("calibration", "Calibration",
