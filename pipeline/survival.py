@@ -46,6 +46,17 @@ from pipeline.settings import survival_settings
 from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, step_read
 
 REPORTS = Path("reports/survival")
+#: Tables only some inputs have (recurrent referrals and competing ends need case-level
+#: data; parametric fits need survival.parametric): written with their header and no rows
+#: otherwise, so a route without them never deletes what another route committed.
+OPTIONAL_TABLES = {
+    "parametric_models": ["model", "loglik", "aic", "parameters", "delta_aic"],
+    "parametric_predictions": ["model", "profile", "horizon_months", "cumulative_rereport"],
+    "recurrent_models": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z", "p", "model"],
+    "competing_cif": ["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"],
+    "cause_specific_hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z",
+                                     "p", "cause"],
+}
 AFT = {"weibull": WeibullAFTFitter, "lognormal": LogNormalAFTFitter, "loglogistic": LogLogisticAFTFitter}
 CAUSES = ("re_referral", "entered_care", "age_18")
 
@@ -395,6 +406,8 @@ def main() -> None:
         truth = json.loads(truth_file.read_text())
     min_count = int(params["disclosure"]["min_cell_count"])
     tables, metrics, model = run(df, s, min_count, truth, progress=len(df) >= 200_000)
+    for name, columns in OPTIONAL_TABLES.items():
+        tables.setdefault(name, pd.DataFrame(columns=columns))
     for name, table in tables.items():
         write_csv(table, REPORTS / f"{name}.csv")
     write_json(metrics, Path("metrics/survival.json"))
