@@ -57,9 +57,11 @@ ROSSI = {"file": "rossi.csv", "id": "id", "cluster": None, "duration": "week", "
 
 
 def rossi_params(params: dict[str, Any]) -> None:
-    """The README's settings for Rossi et al.'s recidivism data (52 weeks of follow-up)."""
+    """The README's settings for Rossi et al.'s recidivism data (52 weeks of follow-up), and
+    (a planner's route, independent of the first) DfE's published plan-duration table."""
     params["input"].update({"source": "analysis_table", "dir": "data/raw/rossi", "analysis_table": ROSSI})
     params["logistic"].update({"horizon_days": 364, "split": "grouped_kfold"})
+    params["durations"]["banded_counts"] = "dfe_plan_durations_small.csv"
 
 
 def write_rossi(work: Path) -> None:
@@ -67,6 +69,7 @@ def write_rossi(work: Path) -> None:
     rossi = load_rossi()
     rossi.insert(0, "id", range(1, len(rossi) + 1))
     rossi.to_csv(work / "data/raw/rossi/rossi.csv", index=False)
+    shutil.copy(ROOT / "tests/data/dfe_plan_durations_small.csv", work / "data/raw/banded")
 
 
 def test_prepared_table_route_runs_every_stage_to_the_report(tmp_path):
@@ -91,3 +94,15 @@ def test_prepared_table_route_runs_every_stage_to_the_report(tmp_path):
     assert " D " not in status and "\nD " not in status, status
     # A second repro has nothing to do.
     assert "Running stage" not in sh(["dvc", "repro"], work).stdout
+    # DfE's published table: estimates per LA and year and pooled, in the report's planner section.
+    banded = pd.read_csv(work / "reports/durations/banded_estimates.csv")
+    assert {"year", "pooled"} <= set(banded["basis"]) and len(banded) > 3
+    assert "<section id='banded-durations'>" in page and "Synthetic LA A" in page
+    # The published file is a DVC dependency: a changed count reruns durations (and only what follows).
+    table = work / "data/raw/banded/dfe_plan_durations_small.csv"
+    table.write_text(table.read_text().replace("Synthetic LA A,Child Protection Plans ending by length of time,80,16",
+                                               "Synthetic LA A,Child Protection Plans ending by length of time,81,17",
+                                               1))
+    rerun = sh(["dvc", "repro"], work).stdout
+    assert "Running stage 'durations'" in rerun and "Running stage 'survival'" not in rerun, rerun
+    assert not pd.read_csv(work / "reports/durations/banded_estimates.csv").equals(banded)
