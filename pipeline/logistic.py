@@ -174,7 +174,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     odds = fit_logit(design, dev["y"], cluster=dev["family_id"], weight=w_dev)
     fold = None
     if split == "grouped_kfold":
-        p_val, fold = grouped_kfold_predictions(X_dev, y_dev, w_dev, dev["family_id"], splines,
+        # Families as first-seen codes, not their pseudonyms: folds must not depend on the secret key.
+        p_val, fold = grouped_kfold_predictions(X_dev, y_dev, w_dev, pd.factorize(dev["family_id"])[0], splines,
                                                 int(s["folds"]), seed)
     else:
         p_val = model.predict_proba(X_val)[:, 1]

@@ -39,15 +39,16 @@ def random_cluster_split(df: pd.DataFrame, validation_share: float, seed: int, f
                          ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     """A seeded random ``validation_share`` of the clusters validates; the others develop.
 
-    Clusters are drawn from their sorted distinct ids, so the split depends only on the
-    seed and the set of clusters, not on row order.
+    Clusters are drawn by their order of first appearance (the analysis table's order, fixed
+    by the input), not by their ids: ids are keyed pseudonyms, and a split must not change
+    with the secret key.
     """
     if not 0 < validation_share < 1:
         raise ValueError(f"logistic.validation_share must lie strictly between 0 and 1, not {validation_share}")
-    clusters = np.sort(df[family].astype(str).unique())
+    code, clusters = pd.factorize(df[family])
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=[13]))
     chosen = rng.choice(len(clusters), size=max(1, round(validation_share * len(clusters))), replace=False)
-    validate = df[family].astype(str).isin(clusters[chosen]).to_numpy()
+    validate = np.isin(code, chosen)
     dev, val = df[~validate], df[validate]
     counts = {"development_rows": int(len(dev)), "validation_rows": int(len(val)),
               "development_families": int(dev[family].nunique()), "validation_families": int(val[family].nunique())}
