@@ -12,7 +12,7 @@ import yaml
 from pipeline.cli import InputError
 
 PARAMS_FILE = Path("params.yaml")
-INPUT_SOURCES = ("synthetic", "extract", "analysis_table")
+INPUT_SOURCES = ("synthetic", "extract", "analysis_table", "cin_census")
 SYNTHETIC_DIR = Path("data/raw/synthetic")
 
 
