@@ -401,7 +401,7 @@ def _read_flat_csv(path: Path, file_no: int, recs: _Records, values: _Values, ma
     zeros = np.zeros(n, dtype=np.int32)
 
     dis_text = col(f["disabilities"])
-    dis_u, dis_c = pd.factorize(dis_text)
+    dis_c, dis_u = pd.factorize(dis_text)
     dis_lut = []
     for u in dis_u:
         parts = [p.strip() for p in u.split(",") if p.strip()]
@@ -410,7 +410,7 @@ def _read_flat_csv(path: Path, file_no: int, recs: _Records, values: _Values, ma
                                                          ("1" if any(p != maps.disability_none for p in parts) else "0")))
     dis = np.array(dis_lut + [-1], dtype=np.int32)[dis_c]
 
-    fac_u, fac_c = pd.factorize(col(f["factors"]))
+    fac_c, fac_u = pd.factorize(col(f["factors"]))
     mask_lut, unk_lut = [], []
     for u in fac_u:
         m, unk = 0, -1
