@@ -66,6 +66,8 @@ KINDS = ("children", "referrals", "plans")
 #: Columns of the rejects frame (as ``pipeline.clean.REJECT_COLUMNS``; not imported: clean is a stage).
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 _KEY_SHIFT = np.int64(1) << np.int64(32)
+_ZERO_ONE = np.array(["0", "1"], dtype=object)
+_OUTCOMES = np.array(["NFA", "CPP", "CIN", "ASSESSED"], dtype=object)
 
 # Record columns, per kind (int32: interned value codes, -1 = empty; or small integers).
 _COLUMNS = {
@@ -113,6 +115,12 @@ class _Records:
     def column(self, kind: str, name: str) -> np.ndarray:
         parts = self.chunks[kind][name]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+
+    def take(self, kind: str, name: str) -> np.ndarray:
+        """The column, releasing its chunks (read once, at merge time)."""
+        out = self.column(kind, name)
+        self.chunks[kind][name] = []
+        return out
 
 
 def _text(el) -> str:
@@ -482,16 +490,15 @@ class _Merged:
 
     def __init__(self, recs: _Records, kind: str, keys: np.ndarray) -> None:
         self.recs, self.kind = recs, kind
-        cols = {c: recs.column(kind, c) for c in _COLUMNS[kind]}
         n = len(keys)
         # Group by key; within a key by return (date, then file order), then position.
-        self.sort = np.lexsort((np.arange(n), cols["file"], cols["order"], keys))
+        self.sort = np.lexsort((np.arange(n), recs.column(kind, "file"), recs.column(kind, "order"), keys))
         k = keys[self.sort]
         first = np.r_[True, k[1:] != k[:-1]] if n else np.zeros(0, dtype=bool)
         self.starts = np.flatnonzero(first)
         self.group = np.cumsum(first) - 1
         self.last = np.r_[self.starts[1:], n] - 1 if n else np.zeros(0, dtype=np.int64)
-        self.cols = {c: v[self.sort] for c, v in cols.items()}
+        self.cols = {c: recs.take(kind, c)[self.sort] for c in _COLUMNS[kind]}
         self.n_groups = len(self.starts)
         self.conflicts: dict[str, int] = {}
         self.overridden = np.zeros(n, dtype=bool)    # a record whose non-empty value lost to a later one
@@ -603,6 +610,7 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
     unknown = np.maximum.reduceat(mr.cols["unknown_factor"], mr.starts) if mr.n_groups else mr.cols["unknown_factor"]
     rejected_r = unknown >= 0
     kept_r = tally("referrals", mr, rejected_r)
+    ref_conflicts = mr.conflicts
     locations_r = np.array(_locations(recs, "referrals", mr.survivor("file"), mr.survivor("pos"), mr.survivor("sub"),
                                       np.zeros(mr.n_groups, np.int32), fm), dtype=object)
     for i in np.flatnonzero(rejected_r):
@@ -613,7 +621,7 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
     nfa_text = V[ref_cols["nfa"]]
     nfa_true = np.array([t in maps.nfa_true for t in nfa_text], dtype=bool)
     nfa_known = np.array([t is None or t in maps.nfa_true or t in maps.nfa_false for t in nfa_text], dtype=bool)
-    outcome = np.where(nfa_true, "NFA", np.where(cpp > 0, "CPP", np.where(cinplan > 0, "CIN", "ASSESSED"))).astype(object)
+    outcome = _OUTCOMES[np.where(nfa_true, 0, np.where(cpp > 0, 1, np.where(cinplan > 0, 2, 3)))]
     outcome[~nfa_known] = nfa_text[~nfa_known]   # an unknown ReferralNFA value: passed on for clean to quarantine
 
     # abuse_category: InitialCategoryOfAbuse of the referral's earliest plan.
@@ -630,18 +638,22 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
         hit = (pos < firsts.sum()) & (lk[firsts][np.minimum(pos, firsts.sum() - 1)] == ref_keys)
         abuse[hit] = cat[firsts][pos[hit]]
 
-    flags = {flag: np.where(mask & (1 << bit), "1", "0").astype(object) for bit, flag in enumerate(maps.flags)}
+    # Build the kept rows only (no filtered copy of a finished frame: memory at a million children).
+    keep = np.flatnonzero(kept_r)
+    mask, r_key, r_date = mask[keep], r_key[keep], r_date[keep]
     referrals = pd.DataFrame({
         "referral_id": _joined(V[r_key], V[r_date]),
         "child_id": V[r_key],
         "referral_date": V[r_date],
-        "referral_source": V[ref_cols["source"]],
-        "closure_date": V[ref_cols["closure"]],
-        "outcome": outcome,
-        **flags,
-        "abuse_category": V[abuse],
-        "source_location": locations_r,
-    }).loc[kept_r].reset_index(drop=True)
+        "referral_source": V[ref_cols["source"][keep]],
+        "closure_date": V[ref_cols["closure"][keep]],
+        "outcome": outcome[keep],
+        # One shared "0" / "1" object per flag column, not a new string per row.
+        **{flag: _ZERO_ONE[(mask >> bit) & 1] for bit, flag in enumerate(maps.flags)},
+        "abuse_category": V[abuse[keep]],
+        "source_location": locations_r[keep],
+    })
+    del locations_r, mr
 
     # Rejects and reconciliation ---------------------------------------------------------
     all_rejects = recs.rejects + extra_rejects
@@ -662,9 +674,9 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
             for m in ("in", "kept", "rejected", "merged"):
                 totals[kind][m] += row[m]
         files_out[info["file"]] = entry
-    for kind, m in (("children", mc), ("referrals", mr), ("plans", mp)):
-        totals[kind]["conflicts"] = int(sum(m.conflicts.values()))
-        totals[kind]["conflicts_by_field"] = m.conflicts
+    for kind, conflicts in (("children", mc.conflicts), ("referrals", ref_conflicts), ("plans", mp.conflicts)):
+        totals[kind]["conflicts"] = int(sum(conflicts.values()))
+        totals[kind]["conflicts_by_field"] = conflicts
     n_kept = {"children": len(children), "referrals": len(referrals), "plans": len(plans)}
     for kind in KINDS:
         t = totals[kind]
