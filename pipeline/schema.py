@@ -139,7 +139,7 @@ PLANS = Table("plans", "plan_id", (
     Field("start_date", "date"),
     Field("end_date", "date", required=False),
     Field("category", "code", codes=CATEGORY),
-    Field("end_reason", "code", required=False, codes=END_REASON),
+    Field("end_reason", "code", required=False, codes=END_REASON, if_absent="empty"),
 ), date_order=(("end_date", "start_date", "end_before_start"),))
 
 TABLES = {t.name: t for t in (CHILDREN, REFERRALS, PLANS)}

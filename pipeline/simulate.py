@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,6 +44,7 @@ from scipy import special, stats
 
 from pipeline import config, faults, published
 from pipeline.cli import InputError, stage_entry
+from pipeline.formats import cin_census
 from pipeline.io import write_csv_fast, write_json
 from pipeline.schema import DAYS_PER_YEAR, FACTORS, NO_SERVICE_OUTCOMES
 
@@ -368,10 +370,17 @@ def _nat_dates(days: np.ndarray) -> pd.Series:
     return out.where(days >= 0, pd.NaT).to_numpy()
 
 
+#: Where ``simulate.cin_census: true`` writes the clean extract as CIN census returns.
+CIN_CENSUS_DIR = config.SYNTHETIC_DIR / "cin_census"
+
+
 def main() -> None:
     params = config.load_params()
     out_dir = config.SYNTHETIC_DIR
-    if params["input"]["source"] != "synthetic":
+    # A cin_census input inside the synthetic folder is made here too (the returns of the extract).
+    in_dir = Path(params["input"]["dir"])
+    cin_input = params["input"]["source"] == "cin_census" and out_dir.resolve() in in_dir.resolve().parents
+    if params["input"]["source"] != "synthetic" and not cin_input:
         # The stage stays in the DAG but makes nothing when a real extract is the input.
         for name in ("children", "referrals", "plans"):
             write_csv_fast(pd.DataFrame(), out_dir / f"{name}.csv")
@@ -379,7 +388,7 @@ def main() -> None:
                    out_dir / "truth.json")
         print(f"simulate: input.source is {params['input']['source']!r}; nothing simulated")
         return
-    if params["input"]["dir"] != str(out_dir):
+    if not cin_input and params["input"]["dir"] != str(out_dir):
         raise InputError(f"params.yaml: input.source is synthetic but input.dir is "
                          f"'{params['input']['dir']}'; set it to '{out_dir}'")
     result = simulate(params, progress=params["simulate"]["n_children"] >= 200_000)
@@ -388,6 +397,14 @@ def main() -> None:
         int(params["episodes"]["same_episode_days"]))
     result.truth["achieved_meets_target"] = published.check_against_targets(result.truth["achieved"])
     result.truth["targets"] = published.TARGETS
+    if cin_input or params["simulate"].get("cin_census", False):
+        # The clean, fault-free extract, written before faults are injected.
+        cin_dir = in_dir if cin_input else CIN_CENSUS_DIR
+        for old in cin_dir.glob("*.xml"):
+            old.unlink()
+        lea = cin_census.write(result.children, result.referrals, result.plans, cin_dir,
+                               extract_date=config.extract_date(params), progress=params["simulate"]["n_children"] >= 200_000)
+        print(f"simulate: CIN census returns ({len(set(lea.values()))} LAs) -> {cin_dir}")
     raw, fault_log = faults.inject(
         {"children": result.children, "referrals": result.referrals, "plans": result.plans},
         config.rng(params, "faults"), float(params["simulate"]["fault_rate"]), config.extract_date(params))
