@@ -165,14 +165,14 @@ def test_merge_across_two_returns_by_hand(tmp_path):
     # referrals: 3 (year 1) + 2 (year 2) = 5 in = 3 kept + 2 merged, 1 conflict (ReferralSource);
     # plans: 1 + 1 = 2 in = 1 kept + 1 merged.
     rec = got.metrics["records"]
-    assert {k: [rec[k][m] for m in ("in", "kept", "rejected", "merged", "conflicts")] for k in rec} == {
+    assert {k: [rec[k][m] for m in ("records_in", "kept", "rejected", "merged", "conflicts")] for k in rec} == {
         "children": [4, 2, 0, 2, 0], "referrals": [5, 3, 0, 2, 1], "plans": [2, 1, 0, 1, 0]}
     assert rec["referrals"]["conflicts_by_field"] == {"source": 1}
     # Per file: year 1 keeps only the referral closed within it (A1 2022-05-02); its other
     # two are merged into year 2's copies, and its ReferralSource 6 lost the conflict.
     f1, f2 = got.metrics["files"]["b_2023.xml"]["referrals"], got.metrics["files"]["a_2024.xml"]["referrals"]
-    assert [f1[m] for m in ("in", "kept", "rejected", "merged", "conflicts")] == [3, 1, 0, 2, 1]
-    assert [f2[m] for m in ("in", "kept", "rejected", "merged", "conflicts")] == [2, 2, 0, 0, 0]
+    assert [f1[m] for m in ("records_in", "kept", "rejected", "merged", "conflicts")] == [3, 1, 0, 2, 1]
+    assert [f2[m] for m in ("records_in", "kept", "rejected", "merged", "conflicts")] == [2, 2, 0, 0, 0]
     # NumberOfPreviousCPP: the one plan has 1.
     assert got.metrics["number_of_previous_cpp"]["by_value"] == {"0": 0, "1": 1, "2": 0, "3_or_more": 0}
     assert got.rejects.empty
@@ -249,8 +249,8 @@ def test_child_without_id_rejected_with_path_and_unknown_codes(tmp_path):
         ["CINreferralDate", "missing_value"]
     # children: 4 in = 3 kept + 1 rejected; referrals: 1 + 1 + 2 + 2 = 6 in = 3 kept + 3 rejected.
     rec = got.metrics["records"]
-    assert [rec["children"][m] for m in ("in", "kept", "rejected", "merged")] == [4, 3, 1, 0]
-    assert [rec["referrals"][m] for m in ("in", "kept", "rejected", "merged")] == [6, 3, 3, 0]
+    assert [rec["children"][m] for m in ("records_in", "kept", "rejected", "merged")] == [4, 3, 1, 0]
+    assert [rec["referrals"][m] for m in ("records_in", "kept", "rejected", "merged")] == [6, 3, 3, 0]
 
     # An unknown CategoryOfAbuse is passed on verbatim (K4's two NEG plans keep the unknown
     # share at 1 in 3, under clean's wrong-type threshold) ...
@@ -297,8 +297,8 @@ def test_liiatools_flat_csv(tmp_path):
     assert r["source_location"].tolist() == ["cin_flat.csv: row 4"]
     # 4 rows: each a child and a referral record (1 kept + 3 merged); 2 rows carry the plan.
     rec = got.metrics["records"]
-    assert [rec["referrals"][m] for m in ("in", "kept", "merged")] == [4, 1, 3]
-    assert [rec["plans"][m] for m in ("in", "kept", "merged")] == [2, 1, 1]
+    assert [rec["referrals"][m] for m in ("records_in", "kept", "merged")] == [4, 1, 3]
+    assert [rec["plans"][m] for m in ("records_in", "kept", "merged")] == [2, 1, 1]
 
 
 # --- (a) and (b): the writer's returns of a simulated extract ------------------------------

@@ -63,6 +63,8 @@ from pipeline.io import atomic_path
 
 SOURCE = "cin_census"
 KINDS = ("children", "referrals", "plans")
+#: Internal record-column names as the canonical fields they become (for the metrics).
+CANONICAL_NAMES = {"lea": "la_code", "dob": "date_of_birth", "sex": "sex", "eth": "ethnicity", "dis": "disability"}
 #: Columns of the rejects frame (as ``pipeline.clean.REJECT_COLUMNS``; not imported: clean is a stage).
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 _KEY_SHIFT = np.int64(1) << np.int64(32)
@@ -660,33 +662,33 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
     rejects = pd.DataFrame([(k, loc, fld, val, why) for k, _, loc, fld, val, why in all_rejects],
                            columns=REJECT_COLUMNS)
     files_out = {}
-    totals = {k: {"in": 0, "kept": 0, "rejected": 0, "merged": 0, "conflicts": 0} for k in KINDS}
+    totals = {k: {"records_in": 0, "kept": 0, "rejected": 0, "merged": 0, "conflicts": 0} for k in KINDS}
     for i, info in enumerate(recs.files):
         entry = {k: v for k, v in info.items() if k != "counts" and v is not None}
         for kind in KINDS:
             c = info["counts"][kind]
             pf = per_file[kind]
-            row = {"in": c["in"], "kept": int(pf["kept"][i]), "rejected": c["rejected"] + int(pf["late_rejected"][i]),
+            row = {"records_in": c["in"], "kept": int(pf["kept"][i]), "rejected": c["rejected"] + int(pf["late_rejected"][i]),
                    "merged": int(pf["merged"][i]), "conflicts": int(pf["conflicts"][i])}
-            if row["in"] != row["kept"] + row["rejected"] + row["merged"]:
+            if row["records_in"] != row["kept"] + row["rejected"] + row["merged"]:
                 raise RuntimeError(f"{info['file']}: {kind} do not reconcile: {row}")
             entry[kind] = row
-            for m in ("in", "kept", "rejected", "merged"):
+            for m in ("records_in", "kept", "rejected", "merged"):
                 totals[kind][m] += row[m]
         files_out[info["file"]] = entry
     for kind, conflicts in (("children", mc.conflicts), ("referrals", ref_conflicts), ("plans", mp.conflicts)):
         totals[kind]["conflicts"] = int(sum(conflicts.values()))
-        totals[kind]["conflicts_by_field"] = conflicts
+        totals[kind]["conflicts_by_field"] = {CANONICAL_NAMES.get(f, f): n for f, n in conflicts.items()}
     n_kept = {"children": len(children), "referrals": len(referrals), "plans": len(plans)}
     for kind in KINDS:
         t = totals[kind]
-        if t["kept"] != n_kept[kind] or t["in"] != t["kept"] + t["rejected"] + t["merged"]:
+        if t["kept"] != n_kept[kind] or t["records_in"] != t["kept"] + t["rejected"] + t["merged"]:
             raise RuntimeError(f"{kind}: records do not reconcile: {t}")
     nprev = plan_cols["nprev"]
     metrics = {
         "source": SOURCE,
+        "records": totals,      # totals first, then per file
         "files": files_out,
-        "records": totals,
         "reconciled": True,
         "rule": "records in = kept + rejected + merged (merged: the same record in another return, or again in one)",
         "number_of_previous_cpp": {
