@@ -231,15 +231,16 @@ def _read_stat(path: Path, spec: dict[str, Any], ext: str) -> tuple[pd.DataFrame
     import pyreadstat  # reads Stata, SAS and SPSS files with their date formats applied
 
     reader = getattr(pyreadstat, _STAT_READERS[ext])
+    failures = (pyreadstat.ReadstatError, pyreadstat.PyreadstatError, OSError, UnicodeDecodeError)
     try:
         _, meta = reader(str(path), metadataonly=True)
-    except Exception as err:  # pyreadstat raises its own error types per fault
+    except failures as err:
         raise InputError(f"{path.name}: unreadable {ext} file ({type(err).__name__}: {err})") from None
     columns = _resolve_columns(path, list(meta.column_names), spec, "variables")
     wanted = [c for c in columns.values() if c is not None]
     try:
         frame, _ = reader(str(path), usecols=wanted)
-    except Exception as err:
+    except failures as err:
         raise InputError(f"{path.name}: unreadable {ext} file ({type(err).__name__}: {err})") from None
     epoch = np.datetime64(spec["stat_date_epoch"], "D")
     date_fields = {"report_date", "disposition_date", "removal_date"}
@@ -338,7 +339,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         text["_file"] = index
         text["_row"] = np.arange(1, len(text) + 1)
         parts.append(text)
-        file_metrics.append({"file": path.name, **info, "records": int(len(text))})
+        file_metrics.append({"file": path.name, **info, "records": len(text)})
         if progress:
             print(f"ncands: {path.name}: {len(text):,} records read in {time.perf_counter() - t0:.1f}s",
                   file=sys.stderr)
@@ -388,7 +389,6 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     alive[merged_rows] = False
 
     # 3. Per-record codes.
-    yes_no = spec["yes_no"]
     sex, sex_bad = _map_codes(rec["child_sex"], spec["sex"])
     sex = sex.where(~sex_bad, rec["child_sex"])
     sex_rank = np.where(sex_bad, 2, np.where(sex.isin(["M", "F"]), 1, 0))
@@ -477,19 +477,19 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     rejects_frame = (pd.concat(rejects, ignore_index=True) if rejects
                      else pd.DataFrame(columns=REJECT_COLUMNS))
     record_rejects = rejects_frame[rejects_frame["table"] == "referrals"]
-    n_merged = int(len(merged_rows))
+    n_merged = len(merged_rows)
     metrics = {
         "source": "ncands",
         "files": file_metrics,
         "ignored_files": ignored,
         "records": {
-            "records_in": int(n_in), "kept": int(len(referrals)), "rejected": int(len(record_rejects)),
+            "records_in": int(n_in), "kept": len(referrals), "rejected": len(record_rejects),
             "merged": n_merged, "merge_conflicts": merge_conflicts,
             "rejected_by_reason": {k: int(v) for k, v in record_rejects["reason"].value_counts().items()},
         },
         "children": {
-            "children_in": int(len(children) + len(bad_child)), "kept": int(len(children)),
-            "rejected_inconsistent_ages": int(len(bad_child)),
+            "children_in": int(len(children) + len(bad_child)), "kept": len(children),
+            "rejected_inconsistent_ages": len(bad_child),
             "no_birth_date": int((children["date_of_birth"] == "").sum()),
             "looked_after_dates": int((children["looked_after_date"] != "").sum()),
             "attribute_conflicts": conflicts,
