@@ -193,9 +193,15 @@ def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dic
         raise InputError(f"{path.name}: {where}: wrong number of fields ({str(err).strip().splitlines()[-1]})") \
             from None
     frame.columns = [c.strip().strip('"') for c in frame.columns]
-    text = pd.DataFrame({logical: (frame[col].str.strip() if col is not None else "")
+    text = pd.DataFrame({logical: (_strip(frame[col]) if col is not None else "")
                          for logical, col in columns.items()}, index=frame.index)
     return text, {"format": "delimited", "delimiter": delimiter, "encoding": encoding}
+
+
+def _strip(values: pd.Series) -> pd.Series:
+    """Stripped text; each distinct value stripped once (columns of codes repeat a few values)."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    return pd.Series(np.array([u.strip() for u in uniques], dtype=object)[codes], index=values.index)
 
 
 def _stat_text(series: pd.Series, is_date: bool, epoch: np.datetime64) -> pd.Series:
@@ -383,9 +389,10 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     dup = live["_key"].duplicated(keep="last")
     merged_rows = live.index[dup].to_numpy()
     mapped_fields = [c for c in spec["columns"] if c != "submission_year"]
-    content = pd.util.hash_pandas_object(live[mapped_fields], index=False)
-    kept_hash = content.groupby(live["_key"]).transform("last")
-    merge_conflicts = int((dup & (content != kept_hash)).sum())
+    copies = live[live["_key"].duplicated(keep=False)]  # only keys with several copies
+    content = pd.util.hash_pandas_object(copies[mapped_fields], index=False)
+    kept_hash = content.groupby(copies["_key"].to_numpy()).transform("last")
+    merge_conflicts = int((dup[copies.index] & (content != kept_hash)).sum())
     alive[merged_rows] = False
 
     # 3. Per-record codes.
@@ -394,7 +401,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     sex_rank = np.where(sex_bad, 2, np.where(sex.isin(["M", "F"]), 1, 0))
     ethnicity, eth_rank = _ethnicity(rec, spec)
     disability, dis_rank = _disability(rec, spec)
-    looked_after, la_rank, la_counts = _looked_after(rec, spec, dayfirst, alive)
+    looked_after, la_rank, la_day, la_counts = _looked_after(rec, spec, dayfirst, alive)
 
     # 4. Birth-date intervals, intersected per child.
     age_text = rec["child_age"]
@@ -420,8 +427,11 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     dob_text = _iso(dob)
 
     # The child's latest report: report date, then merge order.
-    latest = (live.assign(_day=report_day[alive]).sort_values(["_day", "_prec"])
-              .groupby("_child").tail(1).set_index("_child"))
+    live_day = report_day[alive].to_numpy().astype("datetime64[D]").astype(np.int64)
+    live_code = pd.factorize(live["_child"])[0]
+    order = np.lexsort((live["_prec"].to_numpy(), live_day, live_code))
+    ends = np.flatnonzero(np.append(live_code[order][1:] != live_code[order][:-1], True))
+    latest = live.iloc[order[ends]].set_index("_child")
     bad_child = conflict[conflict].index
     if len(bad_child):
         last_rows = latest.loc[bad_child]
@@ -439,14 +449,21 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     # 5. Children: one row per child from its kept reports.
     day = report_day[alive]
 
-    def pick(values: pd.Series, rank: np.ndarray, how: str = "latest") -> pd.Series:
-        frame = pd.DataFrame({"child": live["_child"].to_numpy(), "value": values[alive].to_numpy(),
-                              "rank": rank[alive], "day": day.to_numpy(), "prec": live["_prec"].to_numpy()})
-        if how == "earliest":  # within the best rank, the earliest value (dates compare as text)
-            frame = frame.sort_values(["child", "rank", "value"], ascending=[True, True, False])
+    child_code = pd.factorize(live["_child"])[0]
+    day_int = day.to_numpy().astype("datetime64[D]").astype(np.int64)
+    prec = live["_prec"].to_numpy()
+
+    def pick(values: pd.Series, rank: np.ndarray, order_key: np.ndarray | None = None) -> pd.Series:
+        """Per child, the value of the highest rank; among those, the latest report (or the
+        smallest ``order_key``)."""
+        if order_key is None:
+            order = np.lexsort((prec, day_int, rank[alive], child_code))
         else:
-            frame = frame.sort_values(["child", "rank", "day", "prec"])
-        return frame.groupby("child", sort=False)["value"].last()
+            order = np.lexsort((-order_key[alive], rank[alive], child_code))
+        code = child_code[order]
+        last = np.flatnonzero(np.append(code[1:] != code[:-1], True))
+        return pd.Series(values[alive].to_numpy()[order[last]],
+                         index=live["_child"].to_numpy()[order[last]])
 
     child_ids = latest.index[~latest.index.isin(bad_child)]
     bad_age_text = pd.Series(np.where(bad_age, "ChAge=" + age_text, ""), index=rec.index)
@@ -466,7 +483,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         "date_of_birth": dob_out.to_numpy(),
         "ethnicity": eth_by.to_numpy(),
         "disability": pick(disability, dis_rank).reindex(child_ids).to_numpy(),
-        "looked_after_date": pick(looked_after, la_rank, "earliest").reindex(child_ids).to_numpy(),
+        "looked_after_date": pick(looked_after, la_rank, la_day).reindex(child_ids).to_numpy(),
         "source_location": latest.loc[child_ids, "_where"].to_numpy(),
     })
 
@@ -506,8 +523,11 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
 
 def _known_conflicts(live: pd.DataFrame, values: pd.Series, known: np.ndarray) -> int:
     """Children whose reports give two or more different known values."""
-    frame = pd.DataFrame({"child": live["_child"].to_numpy(), "value": values.to_numpy()})[known]
-    return int((frame.groupby("child")["value"].nunique() > 1).sum())
+    child = pd.factorize(live["_child"])[0][known]
+    value = pd.factorize(values)[0][known]
+    pairs = np.unique(child.astype(np.int64) * (value.max(initial=0) + 1) + value)
+    per_child = np.bincount(pairs // (value.max(initial=0) + 1))
+    return int((per_child > 1).sum())
 
 
 def _ethnicity(rec: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.Series, np.ndarray]:
@@ -550,8 +570,9 @@ def _disability(rec: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.Series, np.
 
 
 def _looked_after(rec: pd.DataFrame, spec: dict[str, Any], dayfirst: bool,
-                  alive: np.ndarray) -> tuple[pd.Series, np.ndarray, dict[str, int]]:
-    """Removal date of reports with foster care services (rank 1; unreadable date rank 2)."""
+                  alive: np.ndarray) -> tuple[pd.Series, np.ndarray, np.ndarray, dict[str, int]]:
+    """Removal date of reports with foster care services (rank 1; unreadable date rank 2),
+    its day number (to pick the earliest) and the counts of incomplete removals."""
     foster = _yes_no(rec["foster_care_services"], spec["yes_no"])
     removal = rec["removal_date"]
     parsed = parse_dates(removal, dayfirst)
@@ -560,9 +581,10 @@ def _looked_after(rec: pd.DataFrame, spec: dict[str, Any], dayfirst: bool,
     unreadable = use & parsed.isna().to_numpy()
     out = pd.Series(np.where(use, np.where(unreadable, "RmvDate=" + removal, _iso(parsed)), ""), index=rec.index)
     rank = np.where(unreadable, 2, use.astype(np.int64))
+    day = parsed.to_numpy().astype("datetime64[D]").astype(np.int64)  # NaT: the smallest int64
     counts = {"foster_care_without_removal_date": int((alive & (foster == 1) & ~has_date).sum()),
               "removal_date_without_foster_care": int((alive & (foster != 1) & has_date).sum())}
-    return out, rank, counts
+    return out, rank, np.where(use & ~unreadable, day, 0), counts
 
 
 def _referrals(live: pd.DataFrame, report_day: pd.Series, spec: dict[str, Any],
@@ -582,16 +604,18 @@ def _referrals(live: pd.DataFrame, report_day: pd.Series, spec: dict[str, Any],
     outcome = np.where(post == 1, spec["outcome"]["services"],
                        np.where(post == -2, live["post_investigation_services"], spec["outcome"]["no_services"]))
 
-    categories = []
+    # Each category a bit; the categories of ChMal1-4 OR-ed: one bit -> it, two or more -> MULTIPLE.
+    names = sorted({v for v in spec["maltreatment"].values() if v})
+    bits = np.zeros(len(live), dtype=np.int64)
     abuse_bad = pd.Series("", index=live.index)
     for i in range(1, 5):
         mapped, bad = _map_codes(live[f"maltreatment_{i}"], spec["maltreatment"])
-        categories.append(mapped.where(~bad))
+        bit = mapped.map({n: 1 << k for k, n in enumerate(names)}).fillna(0).to_numpy(dtype=np.int64)
+        bits |= np.where(bad, 0, bit)
         abuse_bad = abuse_bad.where((abuse_bad != "") | ~bad, live[f"maltreatment_{i}"])
-    cats = pd.concat(categories, axis=1)
-    distinct = cats.nunique(axis=1).to_numpy()
-    single = cats.bfill(axis=1).iloc[:, 0].fillna("").to_numpy()
-    abuse = np.where(distinct >= 2, "MULTIPLE", np.where(distinct == 1, single, ""))
+    single = {1 << k: n for k, n in enumerate(names)}
+    abuse = np.where(bits == 0, "", np.where(bits & (bits - 1), "MULTIPLE",
+                                             pd.Series(bits).map(single).fillna("").to_numpy()))
     abuse = np.where(abuse_bad != "", abuse_bad, abuse)
 
     unknown_as = spec.get("risk_factor_unknown_as")
