@@ -184,7 +184,8 @@ def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dic
     _check_field_counts(path, delimiter, first.count(delimiter))
     wanted = {c for c in columns.values() if c is not None}
     try:
-        frame = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, na_filter=False,
+        # Categories: a column of codes holds a few distinct strings, not one object per cell.
+        frame = pd.read_csv(path, sep=delimiter, dtype="category", keep_default_na=False, na_filter=False,
                             encoding=encoding, usecols=lambda c: c.strip().strip('"') in wanted,
                             engine="c")
     except pd.errors.ParserError as err:
@@ -200,8 +201,12 @@ def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dic
 
 def _strip(values: pd.Series) -> pd.Series:
     """Stripped text; each distinct value stripped once (columns of codes repeat a few values)."""
-    codes, uniques = pd.factorize(values, use_na_sentinel=False)
-    return pd.Series(np.array([u.strip() for u in uniques], dtype=object)[codes], index=values.index)
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
+    else:
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    stripped = np.array([str(u).strip() for u in uniques] + [""], dtype=object)  # code -1: missing
+    return pd.Series(stripped[codes], index=values.index)
 
 
 def _stat_text(series: pd.Series, is_date: bool, epoch: np.datetime64) -> pd.Series:
@@ -385,11 +390,11 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     rec.loc[order, "_prec"] = np.arange(n_in)
     rec["_child"] = rec["state"] + "/" + rec["child_id"]
     rec["_key"] = rec["state"] + "/" + rec["report_id"] + "/" + rec["child_id"]
-    live = rec.loc[alive].sort_values("_prec")
+    live = rec.loc[alive, ["_key", "_prec"]].sort_values("_prec")  # column subsets: no full copies
     dup = live["_key"].duplicated(keep="last")
     merged_rows = live.index[dup].to_numpy()
     mapped_fields = [c for c in spec["columns"] if c != "submission_year"]
-    copies = live[live["_key"].duplicated(keep=False)]  # only keys with several copies
+    copies = rec.loc[live.index[live["_key"].duplicated(keep=False)], ["_key", *mapped_fields]]
     content = pd.util.hash_pandas_object(copies[mapped_fields], index=False)
     kept_hash = content.groupby(copies["_key"].to_numpy()).transform("last")
     merge_conflicts = int((dup[copies.index] & (content != kept_hash)).sum())
@@ -414,7 +419,8 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     lower = np.where(valid_age, _years_before(report_day.fillna(pd.Timestamp("2000-01-01")), a + 1), np.iinfo(np.int64).min)
     upper = np.where(valid_age, _years_before(report_day.fillna(pd.Timestamp("2000-01-01")), a), np.iinfo(np.int64).max)
 
-    live = rec.loc[alive]
+    child_columns = ["_child", "_prec", "_where", "state", "child_age"]
+    live = rec.loc[alive, child_columns]
     child = live["_child"]
     lo = pd.Series(lower[alive]).groupby(child.to_numpy()).max()
     hi = pd.Series(upper[alive]).groupby(child.to_numpy()).min()
@@ -444,7 +450,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         drop = alive & rec["_child"].isin(bad_child).to_numpy()
         reject(drop, "referrals", "child_id", None, "child_rejected")
         alive &= ~drop
-    live = rec.loc[alive]
+    live = rec.loc[alive, child_columns]
 
     # 5. Children: one row per child from its kept reports.
     day = report_day[alive]
