@@ -1,0 +1,660 @@
+"""US NCANDS Child File -> canonical tables (``input.source: ncands``).
+
+``input.dir`` holds one or more submission years of the Child File as NDACAN distributes it
+or as the Children's Bureau record layout describes it: delimited text (``.csv``, ``.tab``,
+``.tsv``, ``.txt``, ``.dat``; comma, tab or pipe, detected from the header line) and
+Stata (``.dta``), SAS (``.sas7bdat``, ``.xpt``) or SPSS (``.sav``) files (read with
+pyreadstat, which applies the files' date formats). One record is one report-child pair.
+Column names, code lists and settings are in ``ncands.yaml`` (sources cited there); column
+names match ignoring case. The rules:
+
+* **Keys.** la_code = state (StaTerr); child_id = ``"<state>/<ChID>"`` (a child id is unique
+  only within a state); referral_id = ``"<state>/<RptID>/<ChID>"``; family_id absent (NCANDS
+  has none: each child is its own cluster).
+* **Merging.** The same report-child pair in several files (a report resubmitted in a later
+  year) is kept once: the later copy, ordered by submission year (SubYr) where given, then
+  file name, then row. The others are counted as ``merged``; a merged copy that differs from
+  the kept one in any mapped field is counted as a conflict. records_in = kept + rejected +
+  merged.
+* **Dates.** referral_date = RptDt (report date). NCANDS has no closure date: the episode
+  ends at the disposition date (RpDispDt / RPTDISDT) when present and not before the report
+  date, else at the report date (the episodes stage then starts follow-up at
+  ``max(closure, report + same_episode_days)``). Dates are read as ISO, ``mm/dd/yyyy``
+  (``dd/mm/yyyy`` with ``dayfirst``), the layout's ``mmddyyyy``, or a statistics file's date;
+  a numeric date without a date format in a SAS or Stata file counts days from 1960-01-01.
+* **Date of birth.** NCANDS gives the age in whole years at the report (ChAge), no birth
+  date. A report on day d at age a puts the birth in ``(d - (a+1) years, d - a years]``
+  (calendar years; 29 February falls back to 28). The child's interval is the intersection
+  over all its reports ``(lo, hi]``, and the date of birth is its middle day
+  ``lo + (hi - lo + 1) // 2`` (the earlier of two middle days); the 18th birthday follows
+  from it. A child whose intervals do not intersect is rejected (``invalid_value`` on ChAge)
+  with all its reports (``child_rejected``), and counted. ChAge 77 (unborn), 99 (unknown) or
+  blank gives no interval; a child with none has no date of birth (clean: missing_value).
+* **Child attributes** (sex, ethnicity) come from the child's latest report that has a known
+  value (report date, then merge order); a code not in the map in any report wins, so clean
+  quarantines the child. disability = 1 if any child risk factor (intellectual disability,
+  emotional disturbance, visual/hearing, learning disability, physical disability, behaviour
+  problem, other medical condition) is yes in any report, else 0. looked_after_date = the
+  earliest removal date (RmvDate) of a report with foster care services (FosterCr yes):
+  entering care, a competing end of follow-up.
+* **sex**: ChSex 1 M, 2 F, 9 or blank U. **ethnicity**: Hispanic (CEthn 1) of any race ->
+  ``hispanic_group`` (OTHER; the Children's Bureau counts Hispanic as its own group and the
+  canonical codes have none); else one race flag yes -> its group (American Indian/Alaska
+  Native and Native Hawaiian/Pacific Islander -> OTHER), two or more -> MIXED, none ->
+  UNKNOWN.
+* **referral_source** = RptSrc via the code list (social services -> LA_SERVICES; medical,
+  mental health -> HEALTH; legal/law enforcement -> POLICE; education -> SCHOOL; day care,
+  substitute care, other -> OTHER; alleged victim, parent, relative, friends/neighbours,
+  alleged perpetrator -> INDIVIDUAL; anonymous, unknown, blank -> UNKNOWN).
+* **outcome**: post-investigation services (PostServ yes) -> CIN, else ASSESSED. Screened-out
+  referrals never appear in the Child File (it holds reports that received a CPS response
+  and a disposition), so there is no NFA.
+* **abuse_category** from ChMal1-4 (alleged maltreatment types): physical -> PHYSICAL; neglect,
+  medical neglect -> NEGLECT; sexual abuse, sex trafficking -> SEXUAL; psychological ->
+  EMOTIONAL; two or more distinct -> MULTIPLE; none/other/unknown -> empty.
+* **factors** (caregiver risk factors; 1 yes, 2 no, 9 or blank unknown): substance_misuse =
+  alcohol or drug abuse; domestic_violence; mental_health = emotional disturbance;
+  learning_disability = intellectual or learning disability; financial_problems = financial
+  problem (public assistance is not). A factor is 1 if any of its fields is yes, else unknown
+  if any is unknown, else 0. States that do not collect a factor report it as unknown: with
+  ``risk_factor_unknown_as: 0`` an unknown factor is 0 ("not recorded as present") and
+  counted per factor in the metrics; with null it is left blank (clean: missing_value).
+  low_social_support and parent_maltreated_as_child are not recorded (columns absent).
+* **plans**: none (NCANDS has no child protection plans): an empty table.
+* **Codes** not in the map pass through verbatim (a derived field carries ``"<column>=<value>"``)
+  so that clean quarantines the row as unknown_code. The adapter itself rejects a record
+  without state, RptID or ChID (missing_id) or without a readable report date
+  (missing_value / unparseable_date).
+
+``source_location`` is ``"<file>: row <n>"``, n counting data records from 1 (the header
+line excluded); a child's is its latest report's. Bad input stops with one line naming the
+file, the row or header, and the field.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipeline.cli import InputError
+from pipeline.formats import Adapted, field_map
+from pipeline.schema import PLANS
+
+REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
+_DAY_NS = 86_400_000_000_000
+_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T].*)?$")
+_SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})(?: .*)?$")
+_LAYOUT = re.compile(r"^(\d{2})(\d{2})(\d{4})$")                  # mmddyyyy (record layout)
+_STAT_READERS = {"dta": "read_dta", "sav": "read_sav", "sas7bdat": "read_sas7bdat", "xpt": "read_xport"}
+
+
+def load_field_map() -> dict[str, Any]:
+    return field_map("ncands")
+
+
+# ------------------------------------------------------------------------------------------
+# Reading files: every mapped column as stripped text ("" when blank)
+# ------------------------------------------------------------------------------------------
+
+def _resolve_columns(path: Path, header: list[str], spec: dict[str, Any], where: str) -> dict[str, str | None]:
+    """Logical field -> the file's column name (None for an absent optional field)."""
+    by_lower: dict[str, str] = {}
+    for name in header:
+        by_lower.setdefault(str(name).strip().lower(), name)
+    out: dict[str, str | None] = {}
+    for logical, entry in spec["columns"].items():
+        found = next((by_lower[n.lower()] for n in entry["names"] if n.lower() in by_lower), None)
+        if found is None and not entry.get("optional"):
+            names = entry["names"]
+            also = f" (or {', '.join(names[1:])})" if len(names) > 1 else ""
+            raise InputError(f"{path.name}: {where}: missing column '{names[0]}'{also}")
+        out[logical] = found
+    return out
+
+
+def _check_field_counts(path: Path, delimiter: str, expected: int, block: int = 1 << 24) -> None:
+    """Stop at the first record with more or fewer fields than the header (the parser would
+    silently drop or blank them). Counts delimiter bytes per line in blocks; a line with a
+    quote character is not checked (a quoted field may hold the delimiter); blank lines are
+    skipped, as the parser skips them."""
+    sep, newline, quote = ord(delimiter), ord("\n"), ord('"')
+    line_no, record, carry = 0, 0, b""
+    with path.open("rb") as fh:
+        while True:
+            chunk = fh.read(block)
+            buf = carry + chunk
+            if not buf:
+                break
+            arr = np.frombuffer(buf, dtype=np.uint8)
+            ends = np.flatnonzero(arr == newline)
+            if not chunk:  # last line without a newline
+                ends = np.append(ends, len(arr))
+            if len(ends) == 0:
+                carry = buf
+                continue
+            starts = np.concatenate(([0], ends[:-1] + 1))
+            seps = np.concatenate(([0], np.cumsum(arr == sep)))
+            quotes = np.concatenate(([0], np.cumsum(arr == quote)))
+            count = seps[ends] - seps[starts]
+            quoted = (quotes[ends] - quotes[starts]) > 0
+            blank = np.array([not buf[a:b].strip() for a, b in zip(starts, ends)]) if (ends - starts < 3).any() \
+                else np.zeros(len(ends), dtype=bool)
+            numbers = line_no + 1 + np.arange(len(ends))
+            records = record + np.cumsum(~blank) - (1 if line_no == 0 else 0)  # the header is line 1
+            wrong = (count != expected) & ~quoted & ~blank & (numbers > 1)
+            if wrong.any():
+                i = int(np.flatnonzero(wrong)[0])
+                raise InputError(f"{path.name}: row {int(records[i])} (line {int(numbers[i])}): "
+                                 f"{int(count[i]) + 1} fields, the header has {expected + 1}")
+            line_no += len(ends)
+            record = int(records[-1]) if len(records) else record
+            carry = buf[ends[-1] + 1:] if chunk else b""
+            if not chunk:
+                break
+
+
+def _detect_delimiter(path: Path, first_line: str, delimiters: list[str]) -> str:
+    counts = {d: first_line.count(d) for d in delimiters}
+    best = max(counts, key=counts.get)
+    if counts[best] == 0:
+        shown = ", ".join(repr(d) for d in delimiters)
+        raise InputError(f"{path.name}: line 1: unknown delimiter (the header has none of {shown})")
+    return best
+
+
+def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    for encoding in ("utf-8", "latin-1"):  # latin-1 reads any byte: the fallback never fails
+        try:
+            with path.open(encoding=encoding, newline="") as fh:
+                first = fh.readline().rstrip("\r\n")
+            break
+        except UnicodeDecodeError:
+            continue
+    if not first.strip():
+        raise InputError(f"{path.name}: line 1: empty header")
+    delimiter = _detect_delimiter(path, first, spec["delimiters"])
+    header = [h.strip().strip('"') for h in first.split(delimiter)]
+    columns = _resolve_columns(path, header, spec, "header (line 1)")
+    _check_field_counts(path, delimiter, first.count(delimiter))
+    wanted = {c for c in columns.values() if c is not None}
+    try:
+        # Categories: a column of codes holds a few distinct strings, not one object per cell.
+        frame = pd.read_csv(path, sep=delimiter, dtype="category", keep_default_na=False, na_filter=False,
+                            encoding=encoding, usecols=lambda c: c.strip().strip('"') in wanted,
+                            engine="c")
+    except pd.errors.ParserError as err:
+        line = re.search(r"line (\d+)", str(err))
+        where = f"row {int(line.group(1)) - 1}" if line else "rows"
+        raise InputError(f"{path.name}: {where}: wrong number of fields ({str(err).strip().splitlines()[-1]})") \
+            from None
+    frame.columns = [c.strip().strip('"') for c in frame.columns]
+    text = pd.DataFrame({logical: (_strip(frame[col]) if col is not None else "")
+                         for logical, col in columns.items()}, index=frame.index)
+    return text, {"format": "delimited", "delimiter": delimiter, "encoding": encoding}
+
+
+def _strip(values: pd.Series) -> pd.Series:
+    """Stripped text; each distinct value stripped once (columns of codes repeat a few values)."""
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        codes, uniques = values.cat.codes.to_numpy(), values.cat.categories
+    else:
+        codes, uniques = pd.factorize(values, use_na_sentinel=False)
+    stripped = np.array([str(u).strip() for u in uniques] + [""], dtype=object)  # code -1: missing
+    return pd.Series(stripped[codes], index=values.index)
+
+
+def _stat_text(series: pd.Series, is_date: bool, epoch: np.datetime64) -> pd.Series:
+    """A statistics-file column as text: whole numbers without '.0', dates as ISO."""
+    if pd.api.types.is_datetime64_any_dtype(series):
+        days = series.to_numpy().astype("datetime64[D]")
+        return pd.Series(np.datetime_as_string(days, unit="D"), index=series.index).where(series.notna(), "")
+    if pd.api.types.is_numeric_dtype(series):
+        values = series.to_numpy(dtype=float)
+        present = ~np.isnan(values)
+        whole = present & (values == np.round(values))
+        out = np.full(len(values), "", dtype=object)
+        ints = values[whole].astype(np.int64)
+        if is_date:
+            # 7-8 digits: the layout's mmddyyyy stored as a number; else days since 1960-01-01.
+            layout = (ints >= 1_000_000) & (ints <= 12_319_999)
+            text = np.where(layout, np.char.zfill(ints.astype(str), 8),
+                            np.datetime_as_string(epoch + ints.astype("timedelta64[D]"), unit="D"))
+            out[whole] = text
+        else:
+            out[whole] = ints.astype(str)
+        out[present & ~whole] = [repr(v) for v in values[present & ~whole]]
+        return pd.Series(out, index=series.index)
+    values = series.astype(object)
+    dated = values.map(lambda v: hasattr(v, "year") and hasattr(v, "month"))
+    if dated.any():  # datetime.date / datetime objects
+        iso = pd.to_datetime(values.where(dated)).dt.strftime("%Y-%m-%d")
+        values = values.where(~dated, iso)
+    return values.map(lambda v: "" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v).strip())
+
+
+def _read_stat(path: Path, spec: dict[str, Any], ext: str) -> tuple[pd.DataFrame, dict[str, Any]]:
+    import pyreadstat  # reads Stata, SAS and SPSS files with their date formats applied
+
+    reader = getattr(pyreadstat, _STAT_READERS[ext])
+    failures = (pyreadstat.ReadstatError, pyreadstat.PyreadstatError, OSError, UnicodeDecodeError)
+    try:
+        _, meta = reader(str(path), metadataonly=True)
+    except failures as err:
+        raise InputError(f"{path.name}: unreadable {ext} file ({type(err).__name__}: {err})") from None
+    columns = _resolve_columns(path, list(meta.column_names), spec, "variables")
+    wanted = [c for c in columns.values() if c is not None]
+    try:
+        frame, _ = reader(str(path), usecols=wanted)
+    except failures as err:
+        raise InputError(f"{path.name}: unreadable {ext} file ({type(err).__name__}: {err})") from None
+    epoch = np.datetime64(spec["stat_date_epoch"], "D")
+    date_fields = {"report_date", "disposition_date", "removal_date"}
+    text = pd.DataFrame({logical: (_stat_text(frame[col], logical in date_fields, epoch) if col is not None else "")
+                         for logical, col in columns.items()}, index=frame.index)
+    return text, {"format": ext, "delimiter": None}
+
+
+def _child_files(input_dir: Path, spec: dict[str, Any]) -> tuple[list[tuple[Path, str]], list[str]]:
+    if not input_dir.is_dir():
+        raise InputError(f"{input_dir}: input.dir is not a folder")
+    delimited = set(spec["delimited_extensions"])
+    stat = set(spec["stat_extensions"])
+    files, ignored = [], []
+    for path in sorted(p for p in input_dir.iterdir() if p.is_file()):
+        name = path.name.lower()
+        ext = next((e for e in sorted(delimited | stat, key=len, reverse=True) if name.endswith("." + e)), None)
+        if ext is None:
+            ignored.append(path.name)
+        else:
+            files.append((path, ext))
+    if not files:
+        kinds = "/".join("." + e for e in [*spec["delimited_extensions"], *spec["stat_extensions"]])
+        raise InputError(f"{input_dir}: no Child File found ({kinds})")
+    return files, ignored
+
+
+# ------------------------------------------------------------------------------------------
+# Codes and dates
+# ------------------------------------------------------------------------------------------
+
+def _map_codes(text: pd.Series, codes: dict[str, Any]) -> tuple[pd.Series, np.ndarray]:
+    """Canonical code per value (None where the code maps to none) and a mask of unmapped values."""
+    table = {str(k): v for k, v in codes.items()}
+    codes_, uniques = pd.factorize(text, use_na_sentinel=False)
+    known = np.array([u in table for u in uniques], dtype=bool)
+    mapped = np.array([table.get(u) for u in uniques], dtype=object)
+    return pd.Series(mapped[codes_], index=text.index), ~known[codes_]
+
+
+def _yes_no(text: pd.Series, yes_no: dict[str, list[str]]) -> np.ndarray:
+    """Per value: 1 yes, 0 no, -1 unknown, -2 not a code of the field."""
+    lookup = {**{v: 1 for v in yes_no["yes_codes"]}, **{v: 0 for v in yes_no["no_codes"]},
+              **{v: -1 for v in yes_no.get("unknown_codes", [])}}
+    codes_, uniques = pd.factorize(text, use_na_sentinel=False)
+    return np.array([lookup.get(u, -2) for u in uniques], dtype=np.int8)[codes_]
+
+
+def parse_dates(text: pd.Series, dayfirst: bool) -> pd.Series:
+    """Dates from ISO, mm/dd/yyyy (dd/mm/yyyy with dayfirst) and mmddyyyy text; NaT otherwise."""
+    codes_, uniques = pd.factorize(text, use_na_sentinel=False)
+    parsed = np.full(len(uniques), np.datetime64("NaT"), dtype="datetime64[D]")
+    for i, u in enumerate(uniques):
+        for pattern, order in ((_ISO, "ymd"), (_SLASH, "dmy" if dayfirst else "mdy"), (_LAYOUT, "mdy")):
+            m = pattern.match(u)
+            if m:
+                parts = dict(zip(order, (int(g) for g in m.groups())))
+                try:
+                    parsed[i] = np.datetime64(f"{parts['y']:04d}-{parts['m']:02d}-{parts['d']:02d}", "D")
+                except ValueError:
+                    pass
+                break
+    return pd.Series(parsed[codes_].astype("datetime64[ns]"), index=text.index)
+
+
+def _iso(dates: pd.Series) -> pd.Series:
+    days = dates.to_numpy().astype("datetime64[D]")
+    return pd.Series(np.datetime_as_string(days, unit="D"), index=dates.index).where(dates.notna(), "")
+
+
+def _years_before(day: pd.Series, years: np.ndarray) -> np.ndarray:
+    """Day numbers of ``day - years`` calendar years (29 February -> 28 February)."""
+    y = day.dt.year.to_numpy() - years
+    m = day.dt.month.to_numpy()
+    d = day.dt.day.to_numpy()
+    leap = (y % 4 == 0) & ((y % 100 != 0) | (y % 400 == 0))
+    d = np.where((m == 2) & (d == 29) & ~leap, 28, d)
+    out = pd.to_datetime(pd.DataFrame({"year": y, "month": m, "day": d}))
+    return out.to_numpy().astype(np.int64) // _DAY_NS
+
+
+# ------------------------------------------------------------------------------------------
+# The route
+# ------------------------------------------------------------------------------------------
+
+def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> Adapted:
+    """Read every Child File in ``input_dir`` into the canonical tables (rules: module docstring)."""
+    spec = load_field_map()
+    input_dir = Path(input_dir)
+    files, ignored = _child_files(input_dir, spec)
+    parts, file_metrics = [], []
+    for index, (path, ext) in enumerate(files):
+        t0 = time.perf_counter()
+        text, info = (_read_stat(path, spec, ext) if ext in _STAT_READERS else _read_delimited(path, spec))
+        text = text.reset_index(drop=True)
+        text["_file"] = index
+        text["_row"] = np.arange(1, len(text) + 1)
+        parts.append(text)
+        file_metrics.append({"file": path.name, **info, "records": len(text)})
+        if progress:
+            print(f"ncands: {path.name}: {len(text):,} records read in {time.perf_counter() - t0:.1f}s",
+                  file=sys.stderr)
+    rec = pd.concat(parts, ignore_index=True)
+    names = np.array([p.name for p, _ in files], dtype=object)
+    rec["_where"] = names[rec["_file"].to_numpy()] + ": row " + rec["_row"].astype(str)
+    n_in = len(rec)
+    first_name = {k: v["names"][0] for k, v in spec["columns"].items()}
+    rejects: list[pd.DataFrame] = []
+
+    def reject(mask: np.ndarray, table: str, field: str, value, reason: str, where=None) -> None:
+        rows = np.flatnonzero(mask)
+        if len(rows):
+            rejects.append(pd.DataFrame({
+                "table": table, "source_row": (rec["_where"] if where is None else where).to_numpy()[rows],
+                "field": field, "value": value[rows] if isinstance(value, np.ndarray) else value,
+                "reason": reason}, columns=REJECT_COLUMNS))
+
+    # 1. Records the adapter cannot key or date.
+    alive = np.ones(n_in, dtype=bool)
+    for logical in ("state", "report_id", "child_id"):
+        blank = alive & (rec[logical] == "").to_numpy()
+        reject(blank, "referrals", first_name[logical], None, "missing_id")
+        alive &= ~blank
+    report_day = parse_dates(rec["report_date"], dayfirst)
+    blank = alive & (rec["report_date"] == "").to_numpy()
+    reject(blank, "referrals", first_name["report_date"], None, "missing_value")
+    alive &= ~blank
+    bad = alive & report_day.isna().to_numpy()
+    reject(bad, "referrals", first_name["report_date"], rec["report_date"].to_numpy(), "unparseable_date")
+    alive &= ~bad
+
+    # 2. Merge copies of a report-child pair: the later one (SubYr, file, row) is kept.
+    subyr = pd.to_numeric(rec["submission_year"], errors="coerce").fillna(-1).to_numpy()
+    order = np.lexsort((rec["_row"].to_numpy(), rec["_file"].to_numpy(), subyr))
+    rec["_prec"] = np.empty(n_in, dtype=np.int64)
+    rec.loc[order, "_prec"] = np.arange(n_in)
+    rec["_child"] = rec["state"] + "/" + rec["child_id"]
+    rec["_key"] = rec["state"] + "/" + rec["report_id"] + "/" + rec["child_id"]
+    live = rec.loc[alive, ["_key", "_prec"]].sort_values("_prec")  # column subsets: no full copies
+    dup = live["_key"].duplicated(keep="last")
+    merged_rows = live.index[dup].to_numpy()
+    mapped_fields = [c for c in spec["columns"] if c != "submission_year"]
+    copies = rec.loc[live.index[live["_key"].duplicated(keep=False)], ["_key", *mapped_fields]]
+    content = pd.util.hash_pandas_object(copies[mapped_fields], index=False)
+    kept_hash = content.groupby(copies["_key"].to_numpy()).transform("last")
+    merge_conflicts = int((dup[copies.index] & (content != kept_hash)).sum())
+    alive[merged_rows] = False
+
+    # 3. Per-record codes.
+    sex, sex_bad = _map_codes(rec["child_sex"], spec["sex"])
+    sex = sex.where(~sex_bad, rec["child_sex"])
+    sex_rank = np.where(sex_bad, 2, np.where(sex.isin(["M", "F"]), 1, 0))
+    ethnicity, eth_rank = _ethnicity(rec, spec)
+    disability, dis_rank = _disability(rec, spec)
+    looked_after, la_rank, la_day, la_counts = _looked_after(rec, spec, dayfirst, alive)
+
+    # 4. Birth-date intervals, intersected per child.
+    age_text = rec["child_age"]
+    age = pd.to_numeric(age_text, errors="coerce").to_numpy()
+    ages = spec["child_age"]
+    no_age = age_text.isin([str(v) for v in ages["no_age"]]).to_numpy()
+    valid_age = ~no_age & (age == np.round(age)) & (age >= ages["min"]) & (age <= ages["max"])
+    bad_age = ~no_age & ~valid_age
+    a = np.where(valid_age, age, 0).astype(np.int64)
+    lower = np.where(valid_age, _years_before(report_day.fillna(pd.Timestamp("2000-01-01")), a + 1), np.iinfo(np.int64).min)
+    upper = np.where(valid_age, _years_before(report_day.fillna(pd.Timestamp("2000-01-01")), a), np.iinfo(np.int64).max)
+
+    child_columns = ["_child", "_prec", "_where", "state", "child_age"]
+    live = rec.loc[alive, child_columns]
+    child = live["_child"]
+    lo = pd.Series(lower[alive]).groupby(child.to_numpy()).max()
+    hi = pd.Series(upper[alive]).groupby(child.to_numpy()).min()
+    has_age = pd.Series(valid_age[alive]).groupby(child.to_numpy()).any()
+    conflict = has_age & (lo >= hi)
+    fits = (has_age & ~conflict).to_numpy()
+    lo_day, hi_day = np.where(fits, lo, 0), np.where(fits, hi, 0)  # no int64 overflow where no age
+    mid = lo_day + (hi_day - lo_day + 1) // 2
+    dob = pd.Series(mid.astype("datetime64[D]").astype("datetime64[ns]"), index=lo.index).where(fits)
+    dob_text = _iso(dob)
+
+    # The child's latest report: report date, then merge order.
+    live_day = report_day[alive].to_numpy().astype("datetime64[D]").astype(np.int64)
+    live_code = pd.factorize(live["_child"])[0]
+    order = np.lexsort((live["_prec"].to_numpy(), live_day, live_code))
+    ends = np.flatnonzero(np.append(live_code[order][1:] != live_code[order][:-1], True))
+    latest = live.iloc[order[ends]].set_index("_child")
+    bad_child = conflict[conflict].index
+    if len(bad_child):
+        last_rows = latest.loc[bad_child]
+        ages_seen = live.loc[live["_child"].isin(bad_child)].groupby("_child")["child_age"].agg(
+            lambda s: "; ".join(dict.fromkeys(s)))
+        rejects.append(pd.DataFrame({"table": "children", "source_row": last_rows["_where"].to_numpy(),
+                                     "field": first_name["child_age"],
+                                     "value": ("ages " + ages_seen.reindex(bad_child)).to_numpy(),
+                                     "reason": "invalid_value"}, columns=REJECT_COLUMNS))
+        drop = alive & rec["_child"].isin(bad_child).to_numpy()
+        reject(drop, "referrals", "child_id", None, "child_rejected")
+        alive &= ~drop
+    live = rec.loc[alive, child_columns]
+
+    # 5. Children: one row per child from its kept reports.
+    day = report_day[alive]
+
+    child_code = pd.factorize(live["_child"])[0]
+    day_int = day.to_numpy().astype("datetime64[D]").astype(np.int64)
+    prec = live["_prec"].to_numpy()
+
+    def pick(values: pd.Series, rank: np.ndarray, order_key: np.ndarray | None = None) -> pd.Series:
+        """Per child, the value of the highest rank; among those, the latest report (or the
+        smallest ``order_key``)."""
+        if order_key is None:
+            order = np.lexsort((prec, day_int, rank[alive], child_code))
+        else:
+            order = np.lexsort((-order_key[alive], rank[alive], child_code))
+        code = child_code[order]
+        last = np.flatnonzero(np.append(code[1:] != code[:-1], True))
+        return pd.Series(values[alive].to_numpy()[order[last]],
+                         index=live["_child"].to_numpy()[order[last]])
+
+    child_ids = latest.index[~latest.index.isin(bad_child)]
+    bad_age_text = pd.Series(np.where(bad_age, "ChAge=" + age_text, ""), index=rec.index)
+    bad_age_child = pick(bad_age_text, bad_age.astype(np.int8)).reindex(child_ids)
+    dob_out = dob_text.reindex(child_ids).fillna("")
+    dob_out = dob_out.where(bad_age_child == "", bad_age_child)
+    sex_by = pick(sex, sex_rank).reindex(child_ids)
+    eth_by = pick(ethnicity, eth_rank).reindex(child_ids)
+    conflicts = {
+        "sex": _known_conflicts(live, sex[alive], sex_rank[alive] == 1),
+        "ethnicity": _known_conflicts(live, ethnicity[alive], eth_rank[alive] == 1),
+    }
+    children = pd.DataFrame({
+        "child_id": child_ids.to_numpy(),
+        "la_code": latest.loc[child_ids, "state"].to_numpy(),
+        "sex": sex_by.to_numpy(),
+        "date_of_birth": dob_out.to_numpy(),
+        "ethnicity": eth_by.to_numpy(),
+        "disability": pick(disability, dis_rank).reindex(child_ids).to_numpy(),
+        "looked_after_date": pick(looked_after, la_rank, la_day).reindex(child_ids).to_numpy(),
+        "source_location": latest.loc[child_ids, "_where"].to_numpy(),
+    })
+
+    # 6. Referrals: one row per kept record.
+    referrals, ref_counts = _referrals(rec.loc[alive], report_day[alive], spec, dayfirst)
+
+    plans = pd.DataFrame({c: pd.Series(dtype=object) for c in [*PLANS.columns, "source_location"]})
+    rejects_frame = (pd.concat(rejects, ignore_index=True) if rejects
+                     else pd.DataFrame(columns=REJECT_COLUMNS))
+    record_rejects = rejects_frame[rejects_frame["table"] == "referrals"]
+    n_merged = len(merged_rows)
+    metrics = {
+        "source": "ncands",
+        "files": file_metrics,
+        "ignored_files": ignored,
+        "records": {
+            "records_in": int(n_in), "kept": len(referrals), "rejected": len(record_rejects),
+            "merged": n_merged, "merge_conflicts": merge_conflicts,
+            "rejected_by_reason": {k: int(v) for k, v in record_rejects["reason"].value_counts().items()},
+        },
+        "children": {
+            "children_in": int(len(children) + len(bad_child)), "kept": len(children),
+            "rejected_inconsistent_ages": len(bad_child),
+            "no_birth_date": int((children["date_of_birth"] == "").sum()),
+            "looked_after_dates": int((children["looked_after_date"] != "").sum()),
+            "attribute_conflicts": conflicts,
+        },
+        **ref_counts,
+        "looked_after": la_counts,
+        "screened_out": "not in the Child File: it holds reports that received a CPS response and a disposition",
+    }
+    if metrics["records"]["records_in"] != len(referrals) + len(record_rejects) + n_merged:
+        raise RuntimeError("ncands: records in != kept + rejected + merged")
+    return Adapted(tables={"children": children, "referrals": referrals, "plans": plans},
+                   rejects=rejects_frame, metrics=metrics, not_recorded=list(spec["not_recorded"]))
+
+
+def _known_conflicts(live: pd.DataFrame, values: pd.Series, known: np.ndarray) -> int:
+    """Children whose reports give two or more different known values."""
+    child = pd.factorize(live["_child"])[0][known]
+    value = pd.factorize(values)[0][known]
+    pairs = np.unique(child.astype(np.int64) * (value.max(initial=0) + 1) + value)
+    per_child = np.bincount(pairs // (value.max(initial=0) + 1))
+    return int((per_child > 1).sum())
+
+
+def _ethnicity(rec: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.Series, np.ndarray]:
+    """Canonical group per record and its rank (2 unmapped code, 1 known, 0 UNKNOWN)."""
+    n = len(rec)
+    bad = pd.Series("", index=rec.index)
+    race_flag = spec["race_flag"]
+    n_races = np.zeros(n, dtype=np.int64)
+    group = np.full(n, "UNKNOWN", dtype=object)
+    first_name = {k: v["names"][0] for k, v in spec["columns"].items()}
+    for logical, canonical in spec["race_groups"].items():
+        flag = _yes_no(rec[logical], race_flag)
+        bad = bad.where((bad != "") | (flag != -2), first_name[logical] + "=" + rec[logical])
+        n_races += flag == 1
+        group = np.where(flag == 1, canonical, group)
+    for logical in ("race_unable_to_determine",):
+        flag = _yes_no(rec[logical], race_flag)
+        bad = bad.where((bad != "") | (flag != -2), first_name[logical] + "=" + rec[logical])
+    group = np.where(n_races >= 2, "MIXED", group)
+    hisp = _yes_no(rec["hispanic"], spec["hispanic_flag"])
+    bad = bad.where((bad != "") | (hisp != -2), first_name["hispanic"] + "=" + rec["hispanic"])
+    if spec.get("hispanic_group"):
+        group = np.where(hisp == 1, spec["hispanic_group"], group)
+    out = pd.Series(group, index=rec.index).where(bad == "", bad)
+    rank = np.where(bad != "", 2, np.where(out != "UNKNOWN", 1, 0))
+    return out, rank
+
+
+def _disability(rec: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.Series, np.ndarray]:
+    """'1' if any child risk factor is yes, else '0'; an unmapped code wins. Rank = priority."""
+    first_name = {k: v["names"][0] for k, v in spec["columns"].items()}
+    any_yes = np.zeros(len(rec), dtype=bool)
+    bad = pd.Series("", index=rec.index)
+    for logical in spec["disability"]:
+        flag = _yes_no(rec[logical], spec["yes_no"])
+        any_yes |= flag == 1
+        bad = bad.where((bad != "") | (flag != -2), first_name[logical] + "=" + rec[logical])
+    out = pd.Series(np.where(any_yes, "1", "0"), index=rec.index).where(bad == "", bad)
+    return out, np.where(bad != "", 2, any_yes.astype(np.int64))
+
+
+def _looked_after(rec: pd.DataFrame, spec: dict[str, Any], dayfirst: bool,
+                  alive: np.ndarray) -> tuple[pd.Series, np.ndarray, np.ndarray, dict[str, int]]:
+    """Removal date of reports with foster care services (rank 1; unreadable date rank 2),
+    its day number (to pick the earliest) and the counts of incomplete removals."""
+    foster = _yes_no(rec["foster_care_services"], spec["yes_no"])
+    removal = rec["removal_date"]
+    parsed = parse_dates(removal, dayfirst)
+    has_date = (removal != "").to_numpy()
+    use = (foster == 1) & has_date
+    unreadable = use & parsed.isna().to_numpy()
+    out = pd.Series(np.where(use, np.where(unreadable, "RmvDate=" + removal, _iso(parsed)), ""), index=rec.index)
+    rank = np.where(unreadable, 2, use.astype(np.int64))
+    day = parsed.to_numpy().astype("datetime64[D]").astype(np.int64)  # NaT: the smallest int64
+    counts = {"foster_care_without_removal_date": int((alive & (foster == 1) & ~has_date).sum()),
+              "removal_date_without_foster_care": int((alive & (foster != 1) & has_date).sum())}
+    return out, rank, np.where(use & ~unreadable, day, 0), counts
+
+
+def _referrals(live: pd.DataFrame, report_day: pd.Series, spec: dict[str, Any],
+               dayfirst: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """One canonical referral row per kept record, and the closure / unknown-factor counts."""
+    source, source_bad = _map_codes(live["report_source"], spec["report_source"])
+    source = source.where(~source_bad, live["report_source"])
+
+    disp_text = live["disposition_date"]
+    disp = parse_dates(disp_text, dayfirst)
+    blank = (disp_text == "").to_numpy()
+    unreadable = ~blank & disp.isna().to_numpy()
+    before = ~blank & ~unreadable & (disp < report_day).to_numpy()
+    closure = np.where(blank | before, _iso(report_day), np.where(unreadable, disp_text, _iso(disp)))
+
+    post = _yes_no(live["post_investigation_services"], spec["yes_no"])
+    outcome = np.where(post == 1, spec["outcome"]["services"],
+                       np.where(post == -2, live["post_investigation_services"], spec["outcome"]["no_services"]))
+
+    # Each category a bit; the categories of ChMal1-4 OR-ed: one bit -> it, two or more -> MULTIPLE.
+    names = sorted({v for v in spec["maltreatment"].values() if v})
+    bits = np.zeros(len(live), dtype=np.int64)
+    abuse_bad = pd.Series("", index=live.index)
+    for i in range(1, 5):
+        mapped, bad = _map_codes(live[f"maltreatment_{i}"], spec["maltreatment"])
+        bit = mapped.map({n: 1 << k for k, n in enumerate(names)}).fillna(0).to_numpy(dtype=np.int64)
+        bits |= np.where(bad, 0, bit)
+        abuse_bad = abuse_bad.where((abuse_bad != "") | ~bad, live[f"maltreatment_{i}"])
+    single = {1 << k: n for k, n in enumerate(names)}
+    abuse = np.where(bits == 0, "", np.where(bits & (bits - 1), "MULTIPLE",
+                                             pd.Series(bits).map(single).fillna("").to_numpy()))
+    abuse = np.where(abuse_bad != "", abuse_bad, abuse)
+
+    unknown_as = spec.get("risk_factor_unknown_as")
+    factors, unknown_counts = {}, {}
+    for canonical, fields in spec["factors"].items():
+        flags = np.stack([_yes_no(live[f], spec["yes_no"]) for f in fields])
+        bad_text = pd.Series("", index=live.index)
+        for f, flag in zip(fields, flags):
+            bad_text = bad_text.where((bad_text != "") | (flag != -2), live[f])
+        any_yes = (flags == 1).any(axis=0)
+        any_unknown = (flags == -1).any(axis=0) & ~any_yes
+        unknown_value = "" if unknown_as is None else str(unknown_as)
+        value = np.where(any_yes, "1", np.where(any_unknown, unknown_value, "0"))
+        factors[canonical] = np.where(bad_text != "", bad_text, value)
+        unknown_counts[canonical] = int((any_unknown & (bad_text == "")).sum())
+
+    referrals = pd.DataFrame({
+        "referral_id": live["_key"].to_numpy(),
+        "child_id": live["_child"].to_numpy(),
+        "referral_date": _iso(report_day).to_numpy(),
+        "referral_source": source.to_numpy(),
+        "closure_date": closure,
+        "outcome": outcome,
+        **factors,
+        "abuse_category": abuse,
+        "source_location": live["_where"].to_numpy(),
+    })
+    key = "risk_factor_unknown_as_0" if unknown_as == 0 else "risk_factor_unknown_left_blank"
+    counts = {
+        key: unknown_counts,
+        "closure": {"from_disposition_date": int((~blank & ~unreadable & ~before).sum()),
+                    "disposition_before_report": int(before.sum()),
+                    "no_disposition_date": int(blank.sum()),
+                    "unreadable_disposition_date": int(unreadable.sum())},
+    }
+    return referrals, counts
