@@ -29,21 +29,6 @@ HEADER = ("<Header><CollectionDetails><Collection>CIN</Collection><Year>{y}</Yea
 NOT_RECORDED = ["financial_problems", "low_social_support", "parent_maltreated_as_child"]
 
 
-def as_clean_input(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """What ``clean`` needs until it dispatches ``input.source: cin_census`` itself.
-
-    CIN has no family (each child its own cluster), does not record three factors and
-    records no plan end reason. Once clean accepts those absences, pass the adapter's
-    tables straight through (delete this helper).
-    """
-    t = {k: v.copy() for k, v in tables.items()}
-    t["children"]["family_id"] = t["children"]["child_id"]
-    for f in NOT_RECORDED:
-        t["referrals"][f] = "0"
-    t["plans"]["end_reason"] = None
-    return t
-
-
 def child_xml(cid: str, body: str, *, dob="2015-06-01", sex="<GenderCurrent>2</GenderCurrent>",
               chars="<Ethnicity>WBRI</Ethnicity><Disabilities><Disability>NONE</Disability></Disabilities>") -> str:
     ident = f"<LAchildID>{cid}</LAchildID>" if cid else ""
@@ -259,7 +244,7 @@ def test_child_without_id_rejected_with_path_and_unknown_codes(tmp_path):
                                            "201/K4/2022-10-01": "NEGLECT"}
     assert got.tables["referrals"].set_index("referral_id").loc["201/K1/2023-01-05", "abuse_category"] == "XYZ"
     # ... so clean quarantines it as unknown_code, reported by its source location.
-    tables = as_clean_input(got.tables)
+    tables = got.tables
     _, rejects, _ = clean_extract(tables, {k: Path(k) for k in tables}, extract_date=pd.Timestamp("2025-03-31"))
     plan_rej = rejects[rejects["table"] == "plans"]
     assert plan_rej[["field", "value", "reason"]].values.tolist() == [["category", "XYZ", "unknown_code"]]
@@ -344,7 +329,7 @@ def test_written_returns_are_valid_against_the_xsd(small_extract):
 def test_round_trip_matches_three_table_route(small_extract):
     extract, folder, lea, extract_date = small_extract
     adapted = cin_census.read(folder)
-    tables = as_clean_input(adapted.tables)
+    tables = adapted.tables
     paths = {k: Path(k) for k in tables}
     kept_cin, _, m_cin = clean_extract(tables, paths, extract_date=extract_date)
 
@@ -373,8 +358,10 @@ def test_round_trip_matches_three_table_route(small_extract):
     b_rr, b_dur, b_counts = analysis(kept_3)
     assert a_counts == b_counts
     assert a_counts["index_referrals"] > 1000 and a_counts["events"] > 100   # not a vacuous comparison
+    assert not set(NOT_RECORDED) & set(a_rr.columns)       # absent from the CIN route, never 0
+    assert (a_rr["family_id"] == a_rr["child_id"]).all()     # each child its own cluster
     drop = ["family_id", *NOT_RECORDED]
-    a_rr = a_rr.drop(columns=drop).sort_values("index_referral_id").reset_index(drop=True)
+    a_rr = a_rr.drop(columns=["family_id"]).sort_values("index_referral_id").reset_index(drop=True)
     b_rr = b_rr.drop(columns=drop).sort_values("index_referral_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(a_rr, b_rr)
     # Ethnicity at group level (WBRI etc. -> WHITE by pipeline.schema's aliases).
