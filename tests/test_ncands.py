@@ -207,6 +207,31 @@ def test_clean_quarantines(cleaned):
     assert metrics["tables"]["referrals"]["rows_kept"] == 8
 
 
+EXPECTED_REREPORT = {
+    # origin = max(closure, referral + 14 days); follow-up to the extract date 2021-12-31.
+    # KY/C1: origin max(2019-02-20, 2019-01-24) = 2019-02-20; 2019-02-20 -> 2021-12-31 = 1045.
+    # Age at 2019-01-10 with birth 2012-07-11: 6.5 -> 5_9.
+    "KY/R100/C1": ("2019-02-20", 1045, 0, "extract_date", 0, "5_9"),
+    # OR/C1: closure 2019-03-05 (= report date), origin 2019-03-19; enters care 2019-06-01
+    # before the re-report of 2020-02-01: 2019-03-19 -> 2019-06-01 = 74 days, entered_care.
+    "OR/R100/C1": ("2019-03-19", 74, 0, "entered_care", 0, "under_1"),
+    # OR/R110/C1: origin max(2020-02-15, 2020-02-15); care entry is before it (history);
+    # 2020-02-15 -> 2021-12-31 = 685; one earlier episode. Age 1.45 -> 1_4.
+    "OR/R110/C1": ("2020-02-15", 685, 0, "extract_date", 1, "1_4"),
+    # KY/C3: origin max(2019-07-10, 2019-07-15) = 2019-07-15; re-reported 2020-03-02 (R301,
+    # an episode start): 2019-07-15 -> 2020-03-02 = 231 days, event. Age 10.3 -> 10_15.
+    "KY/R300/C3": ("2019-07-15", 231, 1, "re_referral", 0, "10_15"),
+    # KY/R301/C3: origin max(2020-03-25, 2020-03-16) = 2020-03-25; R302 (2020-03-10) is 8 days
+    # after R301, within 14: the same episode, not an event or index.
+    # 2020-03-25 -> 2021-12-31 = 646.
+    "KY/R301/C3": ("2020-03-25", 646, 0, "extract_date", 1, "10_15"),
+    # KY/C4: origin max(2019-09-01, 2019-08-29) = 2019-09-01 -> 2021-12-31 = 852. Age 3.5.
+    "KY/R400/C4": ("2019-09-01", 852, 0, "extract_date", 0, "1_4"),
+    # KY/C8: origin max(2020-06-15, 2020-06-15) -> 2021-12-31 = 564. Age 2.5.
+    "KY/R800/C8": ("2020-06-15", 564, 0, "extract_date", 0, "1_4"),
+}
+
+
 def test_rereport_table(cleaned):
     kept, _, _ = cleaned
     table, counts = episodes.derive_rereport(kept["children"], kept["referrals"], kept["plans"],
@@ -216,29 +241,7 @@ def test_rereport_table(cleaned):
     got = {name_of[r.index_referral_id]: (r.origin_date.date().isoformat(), r.time_days, r.event, r.event_type,
                                           r.prior_referrals, r.age_band)
            for r in table.itertuples()}
-    assert got == {
-        # origin = max(closure, referral + 14 days); follow-up to the extract date 2021-12-31.
-        # KY/C1: origin max(2019-02-20, 2019-01-24) = 2019-02-20; 2019-02-20 -> 2021-12-31 = 1045.
-        # Age at 2019-01-10 with birth 2012-07-11: 6.5 -> 5_9.
-        "KY/R100/C1": ("2019-02-20", 1045, 0, "extract_date", 0, "5_9"),
-        # OR/C1: closure 2019-03-05 (= report date), origin 2019-03-19; enters care 2019-06-01
-        # before the re-report of 2020-02-01: 2019-03-19 -> 2019-06-01 = 74 days, entered_care.
-        "OR/R100/C1": ("2019-03-19", 74, 0, "entered_care", 0, "under_1"),
-        # OR/R110/C1: origin max(2020-02-15, 2020-02-15); care entry is before it (history);
-        # 2020-02-15 -> 2021-12-31 = 685; one earlier episode. Age 1.45 -> 1_4.
-        "OR/R110/C1": ("2020-02-15", 685, 0, "extract_date", 1, "1_4"),
-        # KY/C3: origin max(2019-07-10, 2019-07-15) = 2019-07-15; re-reported 2020-03-02 (R301,
-        # an episode start): 2019-07-15 -> 2020-03-02 = 231 days, event. Age 10.3 -> 10_15.
-        "KY/R300/C3": ("2019-07-15", 231, 1, "re_referral", 0, "10_15"),
-        # KY/R301/C3: origin max(2020-03-25, 2020-03-16) = 2020-03-25; R302 (2020-03-10) is 8 days
-        # after R301, within 14: the same episode, not an event or index.
-        # 2020-03-25 -> 2021-12-31 = 646.
-        "KY/R301/C3": ("2020-03-25", 646, 0, "extract_date", 1, "10_15"),
-        # KY/C4: origin max(2019-09-01, 2019-08-29) = 2019-09-01 -> 2021-12-31 = 852. Age 3.5.
-        "KY/R400/C4": ("2019-09-01", 852, 0, "extract_date", 0, "1_4"),
-        # KY/C8: origin max(2020-06-15, 2020-06-15) -> 2021-12-31 = 564. Age 2.5.
-        "KY/R800/C8": ("2020-06-15", 564, 0, "extract_date", 0, "1_4"),
-    }
+    assert got == EXPECTED_REREPORT
     assert counts["same_episode_reports"] == 1
     assert counts["events"] == 1
     assert counts["censored_entered_care"] == 1
@@ -371,3 +374,34 @@ def test_unknown_codes_pass_verbatim(tmp_path):
     ref = out.tables["referrals"].iloc[0]
     assert child["sex"] == "5"
     assert (ref["outcome"], ref["abuse_category"], ref["domestic_violence"]) == ("7", "12", "4")
+
+
+def test_through_the_clean_and_episodes_stages(tmp_path):
+    """The route as a user runs it: params.yaml with input.source ncands, then the stages."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["input"].update({"source": "ncands", "dir": str(DATA), "dayfirst": False, "extract_date": "2021-12-31"})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**os.environ, "PYTHONPATH": str(root), "PIPELINE_PSEUDONYM_KEY": "cli-key"}
+    for stage in ("clean", "episodes"):
+        proc = subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+    table = pd.read_parquet(tmp_path / "data/analysis/rereport.parquet")
+    key = clean.hashlib.blake2b(b"cli-key", digest_size=32).digest()
+    name_of = dict(zip(clean.pseudonymise(pd.Series(list(EXPECTED_REREPORT)), key), EXPECTED_REREPORT))
+    got = {name_of[r.index_referral_id]: (r.origin_date.date().isoformat(), r.time_days, r.event, r.event_type,
+                                          r.prior_referrals, r.age_band) for r in table.itertuples()}
+    assert got == EXPECTED_REREPORT
+    metrics = json.loads((tmp_path / "metrics/clean.json").read_text())
+    assert metrics["source"] == "ncands" and metrics["cluster"].startswith("child")
+    assert metrics["not_recorded"] == ["low_social_support", "parent_maltreated_as_child"]
+    rejects = pd.read_csv(tmp_path / "data/clean/rejects.csv", dtype=str)
+    assert rejects["source_row"].str.match(r"child_file_20(19|20)\.(csv|tab): row \d+$").all(), rejects
