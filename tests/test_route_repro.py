@@ -106,3 +106,29 @@ def test_prepared_table_route_runs_every_stage_to_the_report(tmp_path):
     rerun = sh(["dvc", "repro"], work).stdout
     assert "Running stage 'durations'" in rerun and "Running stage 'survival'" not in rerun, rerun
     assert not pd.read_csv(work / "reports/durations/banded_estimates.csv").equals(banded)
+
+
+def cin_params(params: dict[str, Any]) -> None:
+    """The README's CIN census route on the simulated returns (smaller than the default)."""
+    params["input"].update({"source": "cin_census", "dir": "data/raw/synthetic/cin_census"})
+    params["simulate"]["n_children"] = 8000
+
+
+def test_cin_census_route_runs_every_stage_to_the_report(tmp_path):
+    work = route_project(tmp_path, cin_params, lambda work: None)
+    returns = sorted((work / "data/raw/synthetic/cin_census").glob("*.xml"))
+    assert len(returns) >= 8 * 6            # one return per LA per census year
+    clean = json.loads((work / "metrics/clean.json").read_text())
+    assert clean["source"] == "cin_census" and clean["adapter"]["reconciled"]
+    assert clean["not_recorded"] == ["financial_problems", "low_social_support", "parent_maltreated_as_child"]
+    records = clean["adapter"]["records"]["referrals"]
+    assert records["records_in"] == records["kept"] + records["rejected"] + records["merged"] > records["kept"] > 0
+    page = (work / "reports/report.html").read_text()
+    assert "Children in Need census" in page and "treat each child as independent" in page
+    assert "Not recorded in this input" in page and "financial_problems" in page
+    hr = pd.read_csv(work / "reports/survival/hazard_ratios.csv")
+    assert "financial_problems" not in set(hr["covariate"]) and "substance_misuse" in set(hr["covariate"])
+    assert json.loads((work / "metrics/durations.json").read_text())["plans"] > 100
+    assert json.loads((work / "metrics/errors.json").read_text())["statement"].startswith("Of 1,000 referrals")
+    status = sh(["git", "status", "--porcelain"], work).stdout
+    assert not [line for line in status.splitlines() if line.startswith((" D", "D "))], status
