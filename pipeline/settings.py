@@ -57,9 +57,9 @@ def survival_settings(params: dict[str, Any], df: pd.DataFrame) -> dict[str, Any
     else:
         s["covariates"] = _resolve(list(s["covariates"]), df, "survival.covariates", dropped)
         s["categorical"] = _resolve(list(s.get("categorical") or []), df, "survival.categorical", dropped)
-        groups = [g for g in s.get("km_groups") or [] if g != "prior_referrals_band"]
-        s["km_groups"] = _resolve(groups, df, "survival.km_groups", dropped) + (
-            ["prior_referrals_band"] if "prior_referrals_band" in (s.get("km_groups") or []) else [])
+        derived = {"prior_referrals_band": "prior_referrals"}   # made by the survival stage from its source
+        s["km_groups"] = [g for g in s.get("km_groups") or []
+                          if _resolve([derived.get(g, g)], df, "survival.km_groups", dropped)]
     profiles, profiles_dropped = {}, []
     for name, profile in (s.get("reference_profiles") or {}).items():
         missing = [k for k in profile if k not in df.columns]
