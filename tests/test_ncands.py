@@ -555,3 +555,85 @@ def test_round_trip_matches_three_table_route(written):
     # and no low social support / parent maltreated as a child.
     assert (a["prior_plan"] == 0).all() and (a["family_id"] == a["child_id"]).all()
     assert not {"low_social_support", "parent_maltreated_as_child"} & set(a.columns)
+
+
+def test_writer_by_hand(tmp_path):
+    """A hand-made canonical extract; every written code worked out from ncands.yaml's maps
+    (read backwards) and the writer rules in the module docstring."""
+    ts = pd.Timestamp
+    children = pd.DataFrame({
+        "child_id": ["C1", "C2"], "family_id": ["F1", "F2"], "la_code": ["LA9", "KY"], "sex": ["F", "M"],
+        "date_of_birth": [ts("2012-02-29"), ts("2010-06-15")], "ethnicity": ["MIXED", "OTHER"],
+        "disability": pd.array([1, 0], dtype="int8"), "looked_after_date": [ts("2021-03-01"), pd.NaT]})
+    referrals = pd.DataFrame({
+        "referral_id": ["R1", "R2", "R3", "R4"], "child_id": ["C1", "C1", "C1", "C2"],
+        "referral_date": [ts("2019-02-28"), ts("2020-09-30"), ts("2021-02-01"), ts("2024-10-01")],
+        "referral_source": ["UNKNOWN", "POLICE", "SCHOOL", "HEALTH"],
+        "closure_date": [ts("2019-10-01"), ts("2020-09-30"), pd.NaT, ts("2025-03-31")],
+        "outcome": ["CPP", "NFA", "CIN", "ASSESSED"],
+        "substance_misuse": [1, 0, 0, 0], "domestic_violence": [0, 1, 0, 0], "mental_health": [0, 0, 0, 0],
+        "learning_disability": [0, 1, 0, 0], "financial_problems": [0, 0, 0, 1],
+        "low_social_support": [1, 1, 1, 1], "parent_maltreated_as_child": [1, 1, 1, 1],
+        "abuse_category": ["MULTIPLE", None, "NEGLECT", "PHYSICAL"]})
+    states = ncands.write(children, referrals, referrals.iloc[:0], tmp_path, extract_date=pd.Timestamp("2025-03-31"))
+    # KY is already two capital letters; LA9 takes the first free code, AA.
+    assert states == {"KY": "KY", "LA9": "AA"}
+    # R1 closed 2019-10-01 and R2 2020-09-30: both FFY 2020 (2019-10-01..2020-09-30); R4 closed
+    # 2025-03-31: FFY 2025; R3 is open at the extract date: not written.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child_file_2020.csv", "child_file_2025.csv"]
+    f20 = pd.read_csv(tmp_path / "child_file_2020.csv", dtype=str, keep_default_na=False)
+    f25 = pd.read_csv(tmp_path / "child_file_2025.csv", dtype=str, keep_default_na=False)
+    assert "FCPublic" not in f20.columns and len(f20.columns) == 37
+    expected = {
+        # R1: source UNKNOWN -> 99 (writer.prefer); age on 2019-02-28: 2019-02-28 - 7 years =
+        # 2012-02-28 is before the birth 2012-02-29, so 6. F -> 2. MIXED -> White and Black yes,
+        # the other races no, unable to determine no; Hispanic no. MULTIPLE -> NEGLECT (first
+        # code 2) and EMOTIONAL (5). disability 1 -> CdRtrd (first child risk factor) yes.
+        # substance 1 -> FCAlc (first of its fields) yes, FCDrug no. CPP is a service: PostServ 1.
+        # Not C1's latest written report: FosterCr 2.
+        ("2020", 0): dict(SubYr="2020", StaTerr="AA", RptID="R1", ChID="C1", RptDt="2019-02-28", RptSrc="99",
+                          RpDispDt="2019-10-01", ChAge="6", ChSex="2", ChRacAI="2", ChRacAs="2", ChRacBl="1",
+                          ChRacNH="2", ChRacWh="1", ChRacUd="2", CEthn="2", ChMal1="2", ChMal2="5", ChMal3="",
+                          ChMal4="", CdRtrd="1", CdEmotnl="2", CdVisual="2", CdLearn="2", CdPhys="2", CdBehav="2",
+                          CdMedicl="2", FCAlc="1", FCDrug="2", FCRtrd="2", FCEmotnl="2", FCLearn="2", FCViol="2",
+                          FCMoney="2", PostServ="1", FosterCr="2", RmvDate=""),
+        # R2: POLICE -> 4 (first code); age on 2020-09-30: 2012-09-30 >= birth: 8. No category ->
+        # 9 (writer.prefer). learning disability -> FCRtrd yes, FCLearn no; DV -> FCViol yes.
+        # NFA: no service, PostServ 2. C1's latest written report (R3 is not written): FosterCr 1,
+        # RmvDate 2021-03-01 (in FFY 2021, carried on this FFY 2020 report).
+        ("2020", 1): dict(SubYr="2020", StaTerr="AA", RptID="R2", ChID="C1", RptDt="2020-09-30", RptSrc="4",
+                          RpDispDt="2020-09-30", ChAge="8", ChSex="2", ChRacAI="2", ChRacAs="2", ChRacBl="1",
+                          ChRacNH="2", ChRacWh="1", ChRacUd="2", CEthn="2", ChMal1="9", ChMal2="", ChMal3="",
+                          ChMal4="", CdRtrd="1", CdEmotnl="2", CdVisual="2", CdLearn="2", CdPhys="2", CdBehav="2",
+                          CdMedicl="2", FCAlc="2", FCDrug="2", FCRtrd="1", FCEmotnl="2", FCLearn="2", FCViol="1",
+                          FCMoney="2", PostServ="2", FosterCr="1", RmvDate="2021-03-01"),
+        # R4: HEALTH -> 2 (medical, first code); age on 2024-10-01: 2010-10-01 >= 2010-06-15: 14.
+        # M -> 1. OTHER -> ChRacAI (the first race group mapped to OTHER). PHYSICAL -> 1.
+        # financial -> FCMoney yes. ASSESSED: PostServ 2. No looked-after date: FosterCr 2.
+        ("2025", 0): dict(SubYr="2025", StaTerr="KY", RptID="R4", ChID="C2", RptDt="2024-10-01", RptSrc="2",
+                          RpDispDt="2025-03-31", ChAge="14", ChSex="1", ChRacAI="1", ChRacAs="2", ChRacBl="2",
+                          ChRacNH="2", ChRacWh="2", ChRacUd="2", CEthn="2", ChMal1="1", ChMal2="", ChMal3="",
+                          ChMal4="", CdRtrd="2", CdEmotnl="2", CdVisual="2", CdLearn="2", CdPhys="2", CdBehav="2",
+                          CdMedicl="2", FCAlc="2", FCDrug="2", FCRtrd="2", FCEmotnl="2", FCLearn="2", FCViol="2",
+                          FCMoney="1", PostServ="2", FosterCr="2", RmvDate=""),
+    }
+    assert len(f20) == 2 and len(f25) == 1
+    for (year, row), want in expected.items():
+        got = (f20 if year == "2020" else f25).iloc[row].to_dict()
+        assert got == want, (year, row)
+
+    # Read back: C1's reported ages give birth in (2012-02-28, 2013-02-28] (6 on 2019-02-28)
+    # and (2011-09-30, 2012-09-30] (8 on 2020-09-30): together (2012-02-28, 2012-09-30], 215
+    # days (29 Feb + 31 + 30 + 31 + 30 + 31 + 31 + 30); middle 2012-02-28 + (215 + 1) // 2 = + 108
+    # days = 2012-06-15. C2: (2009-10-01, 2010-10-01], 365 days: + 183 -> 2010-04-02.
+    out = ncands.read(tmp_path)
+    kids = out.tables["children"].set_index("child_id")
+    assert kids.loc["AA/C1", ["sex", "date_of_birth", "ethnicity", "disability", "looked_after_date"]].tolist() == \
+        ["F", "2012-06-15", "MIXED", "1", "2021-03-01"]
+    assert kids.loc["KY/C2", ["sex", "date_of_birth", "ethnicity", "disability", "looked_after_date"]].tolist() == \
+        ["M", "2010-04-02", "OTHER", "0", ""]
+    refs = out.tables["referrals"].set_index("referral_id")
+    cols = ["referral_source", "closure_date", "outcome", "abuse_category", *NCANDS_FACTORS]
+    assert refs.loc["AA/R1/C1", cols].tolist() == ["UNKNOWN", "2019-10-01", "CIN", "MULTIPLE", "1", "0", "0", "0", "0"]
+    assert refs.loc["AA/R2/C1", cols].tolist() == ["POLICE", "2020-09-30", "ASSESSED", "", "0", "1", "0", "1", "0"]
+    assert refs.loc["KY/R4/C2", cols].tolist() == ["HEALTH", "2025-03-31", "ASSESSED", "PHYSICAL", "0", "0", "0", "0", "1"]
