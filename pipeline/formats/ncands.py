@@ -123,6 +123,7 @@ from pipeline.cli import InputError
 from pipeline.formats import Adapted, field_map
 from pipeline.io import atomic_path
 from pipeline.schema import NO_SERVICE_OUTCOMES, PLANS
+import itertools
 
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 _DAY_NS = 86_400_000_000_000
@@ -879,7 +880,7 @@ def write(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.DataFrame, 
     rows = np.lexsort((r_day, state.astype(str), year))
     bounds = np.flatnonzero(np.r_[True, year[rows][1:] != year[rows][:-1], True])
     t0 = time.perf_counter()
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         part = rows[a:b]
         table = pa.table({name[c]: pa.array(columns[c][part], type=pa.string()) for c in order_cols})
         path = out_dir / w["file_name"].format(year=int(year[part[0]]))
