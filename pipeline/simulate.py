@@ -44,7 +44,7 @@ from scipy import special, stats
 
 from pipeline import config, faults, published
 from pipeline.cli import InputError, stage_entry
-from pipeline.formats import cin_census
+from pipeline.formats import cin_census, ncands
 from pipeline.io import write_csv_fast, write_json
 from pipeline.schema import DAYS_PER_YEAR, FACTORS, NO_SERVICE_OUTCOMES
 
@@ -372,15 +372,20 @@ def _nat_dates(days: np.ndarray) -> pd.Series:
 
 #: Where ``simulate.cin_census: true`` writes the clean extract as CIN census returns.
 CIN_CENSUS_DIR = config.SYNTHETIC_DIR / "cin_census"
+#: Where ``simulate.ncands: true`` writes it as an NCANDS Child File.
+NCANDS_DIR = config.SYNTHETIC_DIR / "ncands"
 
 
 def main() -> None:
     params = config.load_params()
     out_dir = config.SYNTHETIC_DIR
-    # A cin_census input inside the synthetic folder is made here too (the returns of the extract).
+    # A cin_census or ncands input inside the synthetic folder is made here too (the extract
+    # written in that format).
     in_dir = Path(params["input"]["dir"])
-    cin_input = params["input"]["source"] == "cin_census" and out_dir.resolve() in in_dir.resolve().parents
-    if params["input"]["source"] != "synthetic" and not cin_input:
+    inside = out_dir.resolve() in in_dir.resolve().parents
+    cin_input = params["input"]["source"] == "cin_census" and inside
+    ncands_input = params["input"]["source"] == "ncands" and inside
+    if params["input"]["source"] != "synthetic" and not (cin_input or ncands_input):
         # The stage stays in the DAG but makes nothing when a real extract is the input.
         for name in ("children", "referrals", "plans"):
             write_csv_fast(pd.DataFrame(), out_dir / f"{name}.csv")
@@ -388,7 +393,7 @@ def main() -> None:
                    out_dir / "truth.json")
         print(f"simulate: input.source is {params['input']['source']!r}; nothing simulated")
         return
-    if not cin_input and params["input"]["dir"] != str(out_dir):
+    if not (cin_input or ncands_input) and params["input"]["dir"] != str(out_dir):
         raise InputError(f"params.yaml: input.source is synthetic but input.dir is "
                          f"'{params['input']['dir']}'; set it to '{out_dir}'")
     result = simulate(params, progress=params["simulate"]["n_children"] >= 200_000)
@@ -405,6 +410,15 @@ def main() -> None:
         lea = cin_census.write(result.children, result.referrals, result.plans, cin_dir,
                                extract_date=config.extract_date(params), progress=params["simulate"]["n_children"] >= 200_000)
         print(f"simulate: CIN census returns ({len(set(lea.values()))} LAs) -> {cin_dir}")
+    if ncands_input or params["simulate"].get("ncands", False):
+        # The clean, fault-free extract as a Child File (closed referrals; one file per FFY).
+        ncands_dir = in_dir if ncands_input else NCANDS_DIR
+        for old in ncands_dir.glob(ncands.load_field_map()["writer"]["file_name"].format(year="*")):
+            old.unlink()
+        states = ncands.write(result.children, result.referrals, result.plans, ncands_dir,
+                              extract_date=config.extract_date(params),
+                              progress=params["simulate"]["n_children"] >= 200_000)
+        print(f"simulate: NCANDS Child File ({len(set(states.values()))} states) -> {ncands_dir}")
     raw, fault_log = faults.inject(
         {"children": result.children, "referrals": result.referrals, "plans": result.plans},
         config.rng(params, "faults"), float(params["simulate"]["fault_rate"]), config.extract_date(params))

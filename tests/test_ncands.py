@@ -17,6 +17,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -405,3 +406,224 @@ def test_through_the_clean_and_episodes_stages(tmp_path):
     assert metrics["not_recorded"] == ["low_social_support", "parent_maltreated_as_child"]
     rejects = pd.read_csv(tmp_path / "data/clean/rejects.csv", dtype=str)
     assert rejects["source_row"].str.match(r"child_file_20(19|20)\.(csv|tab): row \d+$").all(), rejects
+
+
+# --------------------------------------------------------------------------------------------
+# The writer (ncands.write): a simulated extract written as a Child File and read back
+# --------------------------------------------------------------------------------------------
+
+NCANDS_FACTORS = ["substance_misuse", "domestic_violence", "mental_health", "learning_disability",
+                  "financial_problems"]
+
+
+@pytest.fixture(scope="module")
+def written(tmp_path_factory):
+    from pipeline import config, simulate
+
+    params = config.load_params()
+    params["simulate"]["n_children"] = 2000
+    params["simulate"]["fault_rate"] = 0.0
+    extract = simulate.simulate(params)
+    folder = tmp_path_factory.mktemp("child_file")
+    extract_date = config.extract_date(params)
+    states = ncands.write(extract.children, extract.referrals, extract.plans, folder, extract_date=extract_date)
+    return extract, folder, states, extract_date
+
+
+def test_written_files_one_per_fiscal_year(written):
+    extract, folder, states, _ = written
+    # Referrals from 2019-03-31 (6-year window before the extract date 2025-03-31) closed by
+    # 2025-03-31: dispositions from FFY 2019 (2018-10-01..2019-09-30) to FFY 2025 (2024-10-01..
+    # 2025-09-30, partial): seven files.
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"child_file_{y}.csv" for y in range(2019, 2026)]
+    # 8 LAs LA01..LA08 -> two-letter states AA..AH in la_code order.
+    assert states == {f"LA0{i + 1}": "A" + "ABCDEFGH"[i] for i in range(8)}
+    total = 0
+    for path in sorted(folder.iterdir()):
+        year = int(path.stem.split("_")[-1])
+        rows = pd.read_csv(path, dtype=str, keep_default_na=False)
+        disposition = pd.to_datetime(rows["RpDispDt"])
+        assert (disposition >= pd.Timestamp(f"{year - 1}-10-01")).all()
+        assert (disposition <= pd.Timestamp(f"{year}-09-30")).all()
+        assert (rows["SubYr"] == str(year)).all() and (rows["RpDispDt"] != "").all()
+        assert not path.read_text().count('"')                  # unquoted, as NDACAN's files
+        total += len(rows)
+    # One record per referral closed by the extract date; open ones are not yet in a Child File.
+    closed = extract.referrals["closure_date"].notna()
+    assert total == int(closed.sum()) and 0 < int((~closed).sum()) < total
+
+
+def test_written_file_reads_without_rejects(written):
+    extract, folder, _, _ = written
+    adapted = ncands.read(folder)
+    rec = adapted.metrics["records"]
+    closed = int(extract.referrals["closure_date"].notna().sum())
+    assert (rec["records_in"], rec["kept"], rec["rejected"], rec["merged"]) == (closed, closed, 0, 0)
+    assert rec["records_in"] == rec["kept"] + rec["rejected"] + rec["merged"]
+    assert len(adapted.rejects) == 0
+    ch = adapted.metrics["children"]
+    assert ch["rejected_inconsistent_ages"] == 0 and ch["no_birth_date"] == 0
+    assert ch["attribute_conflicts"] == {"sex": 0, "ethnicity": 0}
+    # Every factor written as 1 or 2: none unknown.
+    assert set(adapted.metrics["risk_factor_unknown_as_0"].values()) == {0}
+
+
+def _three_table_as_ncands(extract, states):
+    """The three-table route given what the Child File holds: referrals closed by the extract
+    date, their children, ids keyed as the reader keys them, each child its own family, no
+    plans, outcomes collapsed to CIN (a service) / ASSESSED (none), the two factors NCANDS does
+    not record absent. The true birth date is kept."""
+    r = extract.referrals.loc[extract.referrals["closure_date"].notna()].copy()
+    c = extract.children.loc[extract.children["child_id"].isin(r["child_id"])].copy()
+    state = c["la_code"].map(states)
+    new_id = dict(zip(c["child_id"], state + "/" + c["child_id"]))
+    c = c.assign(la_code=state, child_id=c["child_id"].map(new_id))
+    c["family_id"] = c["child_id"]
+    r["referral_id"] = r["child_id"].map(new_id).str.split("/").str[0] + "/" + r["referral_id"] + "/" + r["child_id"]
+    r["child_id"] = r["child_id"].map(new_id)
+    r["outcome"] = r["outcome"].where(r["outcome"].isin(["NFA", "ASSESSED"]), "CIN").replace("NFA", "ASSESSED")
+    r = r.drop(columns=["low_social_support", "parent_maltreated_as_child"])
+    p = extract.plans.iloc[:0]
+    return {"children": c, "referrals": r, "plans": p}
+
+
+def test_round_trip_matches_three_table_route(written):
+    extract, folder, states, extract_date = written
+    adapted = ncands.read(folder)
+    paths = {k: Path(k) for k in ("children", "referrals", "plans")}
+    kept_n, rejects_n, m_n = clean.clean_extract(adapted.tables, paths, extract_date=extract_date, dayfirst=False)
+    kept_3, rejects_3, m_3 = clean.clean_extract(_three_table_as_ncands(extract, states), paths,
+                                                 extract_date=extract_date)
+    assert len(rejects_n) == len(rejects_3) == 0
+    for name in ("children", "referrals"):
+        assert m_n["tables"][name]["rows_kept"] == m_3["tables"][name]["rows_kept"] > 1000
+
+    # Children: everything but the birth date agrees exactly; the birth date read back is the
+    # middle of the interval the reported ages allow, so within half a year (<= 183 days) of
+    # the true one.
+    cn = kept_n["children"].set_index("child_id").sort_index()
+    c3 = kept_3["children"].set_index("child_id").sort_index()
+    same = ["la_code", "sex", "ethnicity", "disability", "looked_after_date"]
+    pd.testing.assert_frame_equal(cn[same], c3[same])
+    assert c3["looked_after_date"].notna().sum() > 20                   # entering care is carried
+    shift = (cn["date_of_birth"] - c3["date_of_birth"]).dt.days
+    assert shift.abs().max() <= 183 and (shift != 0).mean() > 0.9
+    # Referrals agree exactly (outcome as NCANDS records it: service or not).
+    rn = kept_n["referrals"].set_index("referral_id").sort_index()
+    r3 = kept_3["referrals"].set_index("referral_id").sort_index()
+    pd.testing.assert_frame_equal(rn, r3[rn.columns])
+
+    a, a_counts = episodes.derive_rereport(kept_n["children"], kept_n["referrals"], kept_n["plans"],
+                                           extract_date=extract_date)
+    b, _ = episodes.derive_rereport(kept_3["children"], kept_3["referrals"], kept_3["plans"],
+                                    extract_date=extract_date)
+    assert a_counts["index_referrals"] > 1000 and a_counts["events"] > 100    # not a vacuous comparison
+    a, b = a.set_index("index_referral_id"), b.set_index("index_referral_id")
+    # Index referrals: the same, except where the episode ends (origin) between the true and
+    # the estimated 18th birthday: on the side whose birthday comes first it has no follow-up.
+    # (Seen: 8 of about 2,700, each ending at 17 and a few months.)
+    only = a.index.symmetric_difference(b.index)
+    assert len(only) < 0.01 * len(a)
+    ref = kept_n["referrals"].set_index("referral_id").loc[only]
+    origin = episodes.to_days(ref["closure_date"]).clip(min=episodes.to_days(ref["referral_date"]) + 14)
+    day18 = [episodes.eighteenth_birthday_days(k.set_index("child_id").loc[ref["child_id"], "date_of_birth"])
+             for k in (kept_n["children"], kept_3["children"])]
+    assert ((np.minimum(*day18) <= origin) & (origin < np.maximum(*day18))).all()
+    common = a.index.intersection(b.index)
+    a, b = a.loc[common].sort_index(), b.loc[common].sort_index()
+    exact = ["child_id", "la_code", "index_date", "origin_date", "event", *NCANDS_FACTORS, "disability",
+             "no_service", "outcome", "referral_source", "prior_referrals", "prior_plan", "sex", "ethnicity"]
+    pd.testing.assert_frame_equal(a[exact], b[exact])
+    assert a["event"].sum() == b["event"].sum() > 100
+    # event_type and time_days differ only where either side ends at the 18th birthday (the
+    # estimated one or the true one), by no more than the birth date moved (<= 183 days, +1 for
+    # a 29 February birthday); re-referrals never move (every report's age bounds the estimated
+    # birth date, so each report is before the estimated 18th birthday). Seen: 159 of 2,720
+    # rows, |time_days difference| at most 183.
+    moved = (a["event_type"] != b["event_type"]) | (a["time_days"] != b["time_days"])
+    at18 = (a["event_type"] == "age_18") | (b["event_type"] == "age_18")
+    assert not (moved & ~at18).any()
+    assert (a["time_days"] - b["time_days"]).abs().max() <= 184
+    assert not (moved & ((a["event_type"] == "re_referral") | (b["event_type"] == "re_referral"))).any()
+    assert 0 < moved.sum() < 0.1 * len(a)
+    # The estimated birth date gives the same whole-year age at every report, so the age band
+    # at index (exact age in days / 365.25) moves only within a day of a birthday (seen: never).
+    assert (a["age_band"] != b["age_band"]).mean() < 0.01
+    assert (a["age_years"] - b["age_years"]).abs().max() <= 184 / 365.25 + 0.001
+    # By construction: the NCANDS route has no plans, no family (each child its own cluster)
+    # and no low social support / parent maltreated as a child.
+    assert (a["prior_plan"] == 0).all() and (a["family_id"] == a["child_id"]).all()
+    assert not {"low_social_support", "parent_maltreated_as_child"} & set(a.columns)
+
+
+def test_writer_by_hand(tmp_path):
+    """A hand-made canonical extract; every written code worked out from ncands.yaml's maps
+    (read backwards) and the writer rules in the module docstring."""
+    ts = pd.Timestamp
+    children = pd.DataFrame({
+        "child_id": ["C1", "C2"], "family_id": ["F1", "F2"], "la_code": ["LA9", "KY"], "sex": ["F", "M"],
+        "date_of_birth": [ts("2012-02-29"), ts("2010-06-15")], "ethnicity": ["MIXED", "OTHER"],
+        "disability": pd.array([1, 0], dtype="int8"), "looked_after_date": [ts("2021-03-01"), pd.NaT]})
+    referrals = pd.DataFrame({
+        "referral_id": ["R1", "R2", "R3", "R4"], "child_id": ["C1", "C1", "C1", "C2"],
+        "referral_date": [ts("2019-02-28"), ts("2020-09-30"), ts("2021-02-01"), ts("2024-10-01")],
+        "referral_source": ["UNKNOWN", "POLICE", "SCHOOL", "HEALTH"],
+        "closure_date": [ts("2019-10-01"), ts("2020-09-30"), pd.NaT, ts("2025-03-31")],
+        "outcome": ["CPP", "NFA", "CIN", "ASSESSED"],
+        "substance_misuse": [1, 0, 0, 0], "domestic_violence": [0, 1, 0, 0], "mental_health": [0, 0, 0, 0],
+        "learning_disability": [0, 1, 0, 0], "financial_problems": [0, 0, 0, 1],
+        "low_social_support": [1, 1, 1, 1], "parent_maltreated_as_child": [1, 1, 1, 1],
+        "abuse_category": ["MULTIPLE", None, "NEGLECT", "PHYSICAL"]})
+    states = ncands.write(children, referrals, referrals.iloc[:0], tmp_path, extract_date=pd.Timestamp("2025-03-31"))
+    # KY is already two capital letters; LA9 takes the first free code, AA.
+    assert states == {"KY": "KY", "LA9": "AA"}
+    # R1 closed 2019-10-01 and R2 2020-09-30: both FFY 2020 (2019-10-01..2020-09-30); R4 closed
+    # 2025-03-31: FFY 2025; R3 is open at the extract date: not written.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["child_file_2020.csv", "child_file_2025.csv"]
+    header = ("SubYr,StaTerr,RptID,ChID,RptDt,RptSrc,RpDispDt,ChAge,ChSex,ChRacAI,ChRacAs,ChRacBl,ChRacNH,"
+              "ChRacWh,ChRacUd,CEthn,ChMal1,ChMal2,ChMal3,ChMal4,CdRtrd,CdEmotnl,CdVisual,CdLearn,CdPhys,"
+              "CdBehav,CdMedicl,FCAlc,FCDrug,FCRtrd,FCEmotnl,FCLearn,FCViol,FCMoney,PostServ,FosterCr,RmvDate")
+    # Fields in header order: SubYr .. ChSex | 5 race flags, ChRacUd, CEthn | ChMal1-4 |
+    # 7 child risk factors | FCAlc FCDrug FCRtrd FCEmotnl FCLearn FCViol FCMoney | PostServ FosterCr RmvDate.
+    expected_2020 = [
+        # R1: source UNKNOWN -> 99 (writer.prefer); age on 2019-02-28: 2019-02-28 - 7 years =
+        # 2012-02-28 is before the birth 2012-02-29, so 6. F -> 2. MIXED -> White and Black yes,
+        # the other races no, unable to determine no; Hispanic no. MULTIPLE -> NEGLECT (first
+        # code 2) and EMOTIONAL (5). disability 1 -> CdRtrd (first child risk factor) yes.
+        # substance 1 -> FCAlc (first of its fields) yes, FCDrug no. CPP is a service: PostServ 1.
+        # Not C1's latest written report: FosterCr 2, no RmvDate.
+        "2020,AA,R1,C1,2019-02-28,99,2019-10-01,6,2," "2,2,1,2,1,2,2," "2,5,,," "1,2,2,2,2,2,2,"
+        "1,2,2,2,2,2,2," "1,2,",
+        # R2: POLICE -> 4 (first code); age on 2020-09-30: 2012-09-30 >= birth: 8. No category ->
+        # 9 (writer.prefer). learning disability -> FCRtrd yes, FCLearn no; DV -> FCViol yes.
+        # NFA: no service, PostServ 2. C1's latest written report (R3 is not written): FosterCr 1,
+        # RmvDate 2021-03-01 (in FFY 2021, carried on this FFY 2020 report).
+        "2020,AA,R2,C1,2020-09-30,4,2020-09-30,8,2," "2,2,1,2,1,2,2," "9,,,," "1,2,2,2,2,2,2,"
+        "2,2,1,2,2,1,2," "2,1,2021-03-01",
+    ]
+    expected_2025 = [
+        # R4: HEALTH -> 2 (medical, first code); age on 2024-10-01: 2010-10-01 >= 2010-06-15: 14.
+        # M -> 1. OTHER -> ChRacAI (the first race group mapped to OTHER). PHYSICAL -> 1.
+        # disability 0 -> all no. financial -> FCMoney yes. ASSESSED: PostServ 2. FosterCr 2.
+        "2025,KY,R4,C2,2024-10-01,2,2025-03-31,14,1," "1,2,2,2,2,2,2," "1,,,," "2,2,2,2,2,2,2,"
+        "2,2,2,2,2,2,1," "2,2,",
+    ]
+    assert (tmp_path / "child_file_2020.csv").read_text().splitlines() == [header, *expected_2020]
+    assert (tmp_path / "child_file_2025.csv").read_text().splitlines() == [header, *expected_2025]
+
+    # Read back: C1's reported ages give birth in (2012-02-28, 2013-02-28] (6 on 2019-02-28)
+    # and (2011-09-30, 2012-09-30] (8 on 2020-09-30): together (2012-02-28, 2012-09-30], 215
+    # days (29 Feb + 31 + 30 + 31 + 30 + 31 + 31 + 30); middle 2012-02-28 + (215 + 1) // 2 = + 108
+    # days = 2012-06-15. C2: (2009-10-01, 2010-10-01], 365 days: + 183 -> 2010-04-02.
+    out = ncands.read(tmp_path)
+    kids = out.tables["children"].set_index("child_id")
+    assert kids.loc["AA/C1", ["sex", "date_of_birth", "ethnicity", "disability", "looked_after_date"]].tolist() == \
+        ["F", "2012-06-15", "MIXED", "1", "2021-03-01"]
+    assert kids.loc["KY/C2", ["sex", "date_of_birth", "ethnicity", "disability", "looked_after_date"]].tolist() == \
+        ["M", "2010-04-02", "OTHER", "0", ""]
+    refs = out.tables["referrals"].set_index("referral_id")
+    cols = ["referral_source", "closure_date", "outcome", "abuse_category", *NCANDS_FACTORS]
+    assert refs.loc["AA/R1/C1", cols].tolist() == ["UNKNOWN", "2019-10-01", "CIN", "MULTIPLE", "1", "0", "0", "0", "0"]
+    assert refs.loc["AA/R2/C1", cols].tolist() == ["POLICE", "2020-09-30", "ASSESSED", "", "0", "1", "0", "1", "0"]
+    assert refs.loc["KY/R4/C2", cols].tolist() == ["HEALTH", "2025-03-31", "ASSESSED", "PHYSICAL", "0", "0", "0", "0", "1"]

@@ -69,11 +69,46 @@ names match ignoring case. The rules:
 ``source_location`` is ``"<file>: row <n>"``, n counting data records from 1 (the header
 line excluded); a child's is its latest report's. Bad input stops with one line naming the
 file, the row or header, and the field.
+
+``write(children, referrals, plans, out_dir, extract_date=...)`` does the reverse for a clean,
+typed canonical extract (``simulate.ncands``; ``input.source: ncands`` with ``input.dir`` under
+``data/raw/synthetic/``). Every code is one of ``ncands.yaml``'s maps read backwards (the first
+code listed for a value, blank never, unless ``writer.prefer`` names another; checked), so
+``read`` maps it back to the same canonical value. The rules:
+
+* **Files and records.** One comma-delimited file per federal fiscal year (FFY: 1 October to
+  30 September; ``writer.file_name``), one record per referral (report-child pair), in the
+  file of the FFY of its closure (RpDispDt): the Child File of a year holds the reports
+  disposed of in that year. A referral still open at the extract date has no disposition yet
+  and is **not written** (it would be submitted in a later year); nor is a child with no
+  closed referral. The last file is the extract date's FFY, partial. SubYr = the FFY.
+  Plans are not written (NCANDS has none).
+* **Keys.** StaTerr from la_code: kept when already two capital letters, else ``AA``, ``AB``,
+  ... in la_code order (``state_codes``; returned); ChID = child_id, RptID = referral_id.
+* **Dates** ISO. RptDt = referral_date, RpDispDt = closure_date. ChAge = whole years of age
+  at the report, counted in calendar years as ``read`` counts them (so the true birth date
+  lies in every report's interval).
+* **Child.** ChSex from sex. Race: WHITE, ASIAN, BLACK -> that race flag yes; OTHER -> the
+  first race flag ``race_groups`` maps to OTHER (American Indian or Alaska Native); MIXED ->
+  the two flags of ``writer.mixed_races``; UNKNOWN -> no race flag yes, ChRacUd yes; the other
+  flags no. CEthn (Hispanic) no for every child: the canonical groups have no Hispanic group.
+  disability 1 -> the first child risk factor of ``disability`` yes, the others no; 0 -> all
+  no; written on every report of the child. looked_after_date -> FosterCr yes and RmvDate on
+  the child's latest written report (report date, then input order), whatever FFY the removal
+  falls in (in the simulation a child entering care is not referred again; NCANDS would
+  report the removal only as a service following that report); FosterCr no elsewhere.
+* **Report.** RptSrc from referral_source. ChMal1 from abuse_category (none -> the code
+  ``writer.prefer`` names for no category); MULTIPLE -> ChMal1 and ChMal2 of the two
+  ``writer.multiple_categories``; ChMal2-4 blank otherwise. PostServ yes when the outcome is a
+  service (CIN, CPP), no otherwise (NFA, ASSESSED: read back as ASSESSED). Each recorded
+  factor: 1 -> its first caregiver field yes, the others no; 0 -> all no; missing or not in
+  the extract -> unknown. FCPublic (public assistance) is not written.
 """
 
 from __future__ import annotations
 
 import re
+import string
 import sys
 import time
 from pathlib import Path
@@ -81,10 +116,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
 
 from pipeline.cli import InputError
 from pipeline.formats import Adapted, field_map
-from pipeline.schema import PLANS
+from pipeline.io import atomic_path
+from pipeline.schema import NO_SERVICE_OUTCOMES, PLANS
+import itertools
 
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 _DAY_NS = 86_400_000_000_000
@@ -658,3 +697,198 @@ def _referrals(live: pd.DataFrame, report_day: pd.Series, spec: dict[str, Any],
                     "unreadable_disposition_date": int(unreadable.sum())},
     }
     return referrals, counts
+
+
+# ------------------------------------------------------------------------------------------
+# Writing: a clean canonical extract as a Child File (rules: module docstring)
+# ------------------------------------------------------------------------------------------
+
+def fiscal_year(days: np.ndarray) -> np.ndarray:
+    """US federal fiscal year of each day number: 2018-10-01 .. 2019-09-30 -> 2019."""
+    d = np.asarray(days).astype("datetime64[D]")
+    year = d.astype("datetime64[Y]").astype(np.int64) + 1970
+    month = d.astype("datetime64[M]").astype(np.int64) % 12 + 1
+    return year + (month >= 10)
+
+
+def state_codes(la_codes) -> dict[str, str]:
+    """Two-letter StaTerr per canonical la_code: kept when already two capital letters, else
+    AA, AB, ... in la_code order, skipping codes taken."""
+    las = sorted({str(la) for la in la_codes})
+    out = {la: la for la in las if re.fullmatch(r"[A-Z]{2}", la)}
+    free = (a + b for a in string.ascii_uppercase for b in string.ascii_uppercase if a + b not in out)
+    for la in las:
+        if la not in out:
+            code = next(free, None)
+            if code is None:
+                raise ValueError("write: more LAs than two-letter state codes")
+            out[la] = code
+    return out
+
+
+def _reverse(codes: dict[str, Any], prefer: dict[Any, Any] | None, what: str) -> dict[Any, str]:
+    """Canonical value -> the code written: the first code (not blank) the map gives for it,
+    or the one ``writer.prefer`` names (which must map back to the value)."""
+    table = {str(k): v for k, v in codes.items()}
+    out: dict[Any, str] = {}
+    for code, value in table.items():
+        if code != "" and value not in out:
+            out[value] = code
+    for value, code in (prefer or {}).items():
+        if table.get(str(code), object()) != value:
+            raise ValueError(f"ncands.yaml: writer.prefer.{what}: code {code!r} does not map to {value!r}")
+        out[value] = str(code)
+    return out
+
+
+def _day_numbers(series: pd.Series) -> np.ndarray:
+    """Day numbers of a date column; NaT -> -1."""
+    v = pd.to_datetime(series).to_numpy(dtype="datetime64[D]")
+    return np.where(np.isnat(v), -1, v.astype(np.int64))
+
+
+def _iso_days(days: np.ndarray) -> np.ndarray:
+    """ISO text of day numbers; -1 -> blank."""
+    text = np.datetime_as_string(np.maximum(days, 0).astype("datetime64[D]"), unit="D")
+    return np.where(days >= 0, text, "").astype(object)
+
+
+def _lookup(values: pd.Series | np.ndarray, table: dict[Any, str], what: str) -> np.ndarray:
+    """Codes of canonical values (missing -> the None entry); a value the table lacks is a
+    programming error: write() takes a clean extract."""
+    values = pd.Series(np.asarray(values, dtype=object)).where(lambda s: s.notna(), None)
+    codes_, uniques = pd.factorize(values, use_na_sentinel=True)
+    missing = [u for u in uniques if u not in table]
+    if missing or ((codes_ < 0).any() and None not in table):
+        raise ValueError(f"write: {what}: no NCANDS code for {missing or [None]}")
+    mapped = np.array([table[u] for u in uniques] + [table.get(None, "")], dtype=object)
+    return mapped[codes_]
+
+
+def write(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.DataFrame, out_dir: Path, *,
+          extract_date: pd.Timestamp, state_map: dict[str, str] | None = None,
+          progress: bool = False) -> dict[str, str]:
+    """Write a clean, typed canonical extract as an NCANDS Child File, one delimited file per
+    federal fiscal year (rules: module docstring). ``plans`` is accepted for the writers'
+    common signature and not written. Returns the state code used for each la_code."""
+    del plans  # NCANDS has no child protection plans
+    spec = load_field_map()
+    w = spec["writer"]
+    prefer = w.get("prefer") or {}
+    name = {k: v["names"][0] for k, v in spec["columns"].items()}
+    yes, no = spec["yes_no"]["yes_codes"][0], spec["yes_no"]["no_codes"][0]
+    unknown = spec["yes_no"]["unknown_codes"][0]
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    extract_day = int(pd.Timestamp(extract_date).value // _DAY_NS)
+    state_map = state_map or state_codes(children["la_code"])
+
+    kids = children.reset_index(drop=True)
+    child_index = pd.Index(kids["child_id"])
+    r_all = referrals.reset_index(drop=True)
+    r_close_all = _day_numbers(r_all["closure_date"])
+    r = r_all.loc[(r_close_all >= 0) & (r_close_all <= extract_day)].reset_index(drop=True)
+    k = child_index.get_indexer(r["child_id"])
+    if (k < 0).any():
+        raise ValueError("write: a referral's child_id is not in the children table")
+    r_day, r_close = _day_numbers(r["referral_date"]), _day_numbers(r["closure_date"])
+    year = fiscal_year(r_close)
+
+    # Age in whole calendar years at the report, as read() counts them: the largest a with
+    # report - a years >= birth (a is the year difference or one less).
+    dob = _day_numbers(kids["date_of_birth"])[k]
+    if (dob < 0).any():
+        raise ValueError("write: a child with a referral has no date_of_birth (write takes a clean extract)")
+    report = pd.Series(r_day.astype("datetime64[D]"))
+    a0 = report.dt.year.to_numpy() - pd.Series(dob.astype("datetime64[D]")).dt.year.to_numpy()
+    age = a0 - (_years_before(report, a0) < dob)
+
+    # Race flags per canonical group.
+    race_flag = spec["race_flag"]
+    race_yes, race_no = race_flag["yes_codes"][0], race_flag["no_codes"][0]
+    groups = spec["race_groups"]
+    first_race = {}
+    for logical, group in groups.items():
+        first_race.setdefault(group, logical)
+    mixed = list(w["mixed_races"])
+    if len(set(mixed)) < 2 or not set(mixed) <= set(groups):
+        raise ValueError("ncands.yaml: writer.mixed_races: two or more race fields of race_groups")
+    races_of = {group: [logical] for group, logical in first_race.items()}
+    races_of.update({"MIXED": mixed, "UNKNOWN": []})
+    eth = kids["ethnicity"].to_numpy(dtype=object)[k]
+    race_cols = {logical: _lookup(eth, {g: race_yes if logical in rs else race_no for g, rs in races_of.items()},
+                                  "ethnicity") for logical in groups}
+    race_cols["race_unable_to_determine"] = _lookup(eth, {g: race_no if rs else race_yes
+                                                          for g, rs in races_of.items()}, "ethnicity")
+
+    # Maltreatment types: one category -> ChMal1; MULTIPLE -> two distinct categories.
+    malt = _reverse(spec["maltreatment"], prefer.get("maltreatment"), "maltreatment")
+    pair = list(w["multiple_categories"])
+    if len(set(pair)) != 2 or not set(pair) <= set(malt):
+        raise ValueError("ncands.yaml: writer.multiple_categories: two categories of the maltreatment map")
+    abuse = r["abuse_category"].to_numpy(dtype=object)
+    is_multiple = abuse == "MULTIPLE"
+    mal1 = _lookup(np.where(is_multiple, pair[0], abuse), malt, "abuse_category")
+    mal2 = np.where(is_multiple, malt[pair[1]], "").astype(object)
+
+    # Yes/no fields from 0/1 (missing -> unknown): the first field of a group carries a 1.
+    def flag_fields(values: np.ndarray | None, fields: list[str]) -> dict[str, np.ndarray]:
+        if values is None:
+            return {f: np.full(len(r), unknown, dtype=object) for f in fields}
+        v = pd.Series(values).to_numpy(dtype=float)
+        first = np.where(np.isnan(v), unknown, np.where(v == 1, yes, no)).astype(object)
+        rest = np.where(np.isnan(v), unknown, no).astype(object)
+        return {f: (first if i == 0 else rest) for i, f in enumerate(fields)}
+
+    factor_cols: dict[str, np.ndarray] = {}
+    for factor, fields in spec["factors"].items():
+        factor_cols.update(flag_fields(r[factor].to_numpy() if factor in r else None, fields))
+    disability_cols = flag_fields(kids["disability"].to_numpy()[k], list(spec["disability"]))
+
+    # Entering care: on the child's latest written report.
+    order = np.lexsort((np.arange(len(r)), r_day, k))
+    latest = np.zeros(len(r), dtype=bool)
+    latest[order[np.append(k[order][1:] != k[order][:-1], True)]] = True
+    care = _day_numbers(kids["looked_after_date"])[k] if "looked_after_date" in kids else np.full(len(r), -1)
+    foster = latest & (care >= 0)
+
+    services = ~r["outcome"].isin(NO_SERVICE_OUTCOMES).to_numpy()
+    state = kids["la_code"].astype(str).map(state_map).to_numpy(dtype=object)[k]
+    columns: dict[str, np.ndarray] = {
+        "submission_year": year.astype(str).astype(object),
+        "state": state,
+        "report_id": r["referral_id"].astype(str).to_numpy(dtype=object),
+        "child_id": kids["child_id"].astype(str).to_numpy(dtype=object)[k],
+        "report_date": _iso_days(r_day),
+        "report_source": _lookup(r["referral_source"], _reverse(spec["report_source"], prefer.get("report_source"),
+                                                                "report_source"), "referral_source"),
+        "disposition_date": _iso_days(r_close),
+        "child_age": age.astype(str).astype(object),
+        "child_sex": _lookup(kids["sex"].to_numpy(dtype=object)[k], _reverse(spec["sex"], prefer.get("sex"), "sex"),
+                             "sex"),
+        **race_cols,
+        "hispanic": np.full(len(r), spec["hispanic_flag"]["no_codes"][0], dtype=object),
+        "maltreatment_1": mal1, "maltreatment_2": mal2,
+        "maltreatment_3": np.full(len(r), "", dtype=object), "maltreatment_4": np.full(len(r), "", dtype=object),
+        **disability_cols,
+        **factor_cols,
+        "post_investigation_services": np.where(services, yes, no).astype(object),
+        "foster_care_services": np.where(foster, yes, no).astype(object),
+        "removal_date": _iso_days(np.where(foster, care, -1)),
+    }
+    order_cols = [c for c in spec["columns"] if c in columns]   # the map's order; FCPublic not written
+    rows = np.lexsort((r_day, state.astype(str), year))
+    bounds = np.flatnonzero(np.r_[True, year[rows][1:] != year[rows][:-1], True])
+    t0 = time.perf_counter()
+    for a, b in itertools.pairwise(bounds):
+        part = rows[a:b]
+        table = pa.table({name[c]: pa.array(columns[c][part], type=pa.string()) for c in order_cols})
+        path = out_dir / w["file_name"].format(year=int(year[part[0]]))
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            # Unquoted, as NDACAN's delimited files (Arrow refuses a value that would need quotes).
+            fh.write((",".join(table.column_names) + "\n").encode("utf-8"))
+            pacsv.write_csv(table, fh, pacsv.WriteOptions(include_header=False, quoting_style="none"))
+        if progress:
+            print(f"ncands: wrote {path.name} ({len(part):,} records, {time.perf_counter() - t0:.1f}s)",
+                  file=sys.stderr)
+    return state_map
