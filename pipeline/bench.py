@@ -3,8 +3,9 @@
 * simulate, clean and episodes at each size of ``--sizes``, each stage as its own process
   in a scratch copy of the project (so the measured peak is that stage's alone, read from
   ``wait4``). Target (issue 2): 1M children in <= 180 s and <= 6 GB peak on 2 cores.
-  The same for the CIN census route (``--sources``): simulate writes the extract as one
-  return per LA per census year, clean reads them (the 250k size is skipped there).
+  The same for the CIN census and NCANDS routes (``--sources``): simulate writes the
+  extract as one return per LA per census year or one Child File per fiscal year, clean
+  reads them through the adapter (the 250k size is skipped there).
 * robust Cox (Efron, family clusters) on 1M rows x 15 covariates. Target (issue 3): <= 10 s.
 * 200-replicate family bootstrap of the logistic model on 800k rows. Target (issue 4):
   <= 4 minutes on 2 cores.
@@ -43,7 +44,8 @@ def run_stage(stage: str, cwd: Path) -> tuple[float, float]:
 
 #: Input routes the benchmark can run: simulate writes the synthetic extract in that format
 #: (``input.dir`` under data/raw/synthetic/), clean reads it through its adapter.
-SOURCES = {"synthetic": "data/raw/synthetic", "cin_census": "data/raw/synthetic/cin_census"}
+SOURCES = {"synthetic": "data/raw/synthetic", "cin_census": "data/raw/synthetic/cin_census",
+           "ncands": "data/raw/synthetic/ncands"}
 
 
 def bench(sizes: list[int], project: Path, source: str = "synthetic") -> list[dict]:

@@ -296,8 +296,11 @@ def source_statement(params: dict[str, Any], clean: dict[str, Any], epi: dict[st
         items.append(logi["split"]["note"].capitalize() + ".")
     adapter = clean.get("adapter", {})
     for kind, c in (adapter.get("records") or {}).items():
-        if isinstance(c, dict):
-            items.append(f"{kind}: {', '.join(f'{k} {v:,}' if isinstance(v, int) else f'{k} {v}' for k, v in c.items())}.")
+        shown = {k: c[k] for k in ("records_in", "kept", "rejected", "merged", "conflicts") if k in c}
+        if shown:
+            items.append(f"Source {kind} ({SOURCE_WORDS.get(source, source).split(' (')[0]}): "
+                         + ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in shown.items())
+                         + " (records in = kept + rejected + merged: a record repeated in another file is merged).")
     return "<ul>" + "".join(f"<li>{html.escape(i)}</li>" for i in items) + "</ul>"
 
 

@@ -159,16 +159,17 @@ def test_rejects(adapted):
 
 def test_metrics_reconcile(adapted):
     m = adapted.metrics
-    rec = m["records"]
+    rec = m["records"]["referrals"]
     # 8 + 6 records in; kept 10 (= the referral rows above); rejected 3 (row 7; OR/C5 twice);
     # merged 1 (the 2019 copy of KY/R400/C4), with 1 conflict (PostServ).
     assert (rec["records_in"], rec["kept"], rec["rejected"], rec["merged"]) == (14, 10, 3, 1)
     assert rec["records_in"] == rec["kept"] + rec["rejected"] + rec["merged"]
-    assert rec["merge_conflicts"] == 1
+    assert rec["conflicts"] == 1
     assert rec["rejected_by_reason"] == {"missing_value": 1, "child_rejected": 2}
-    ch = m["children"]
+    ch = m["records"]["children"]
     # 8 distinct (state, ChID) among valid records: KY/C1 OR/C1 KY/C2 KY/C3 KY/C4 OR/C5 KY/C7 KY/C8.
-    assert (ch["children_in"], ch["kept"], ch["rejected_inconsistent_ages"]) == (8, 7, 1)
+    assert (ch["records_in"], ch["kept"], ch["rejected"], ch["rejected_inconsistent_ages"]) == (8, 7, 1, 1)
+    assert m["reconciled"]
     assert ch["no_birth_date"] == 1                       # KY/C2 (unborn)
     assert ch["looked_after_dates"] == 1                  # OR/C1
     # Unknown (9 or blank) caregiver factors among the 10 kept records, set to 0:
@@ -457,12 +458,12 @@ def test_written_files_one_per_fiscal_year(written):
 def test_written_file_reads_without_rejects(written):
     extract, folder, _, _ = written
     adapted = ncands.read(folder)
-    rec = adapted.metrics["records"]
+    rec = adapted.metrics["records"]["referrals"]
     closed = int(extract.referrals["closure_date"].notna().sum())
     assert (rec["records_in"], rec["kept"], rec["rejected"], rec["merged"]) == (closed, closed, 0, 0)
     assert rec["records_in"] == rec["kept"] + rec["rejected"] + rec["merged"]
     assert len(adapted.rejects) == 0
-    ch = adapted.metrics["children"]
+    ch = adapted.metrics["records"]["children"]
     assert ch["rejected_inconsistent_ages"] == 0 and ch["no_birth_date"] == 0
     assert ch["attribute_conflicts"] == {"sex": 0, "ethnicity": 0}
     # Every factor written as 1 or 2: none unknown.

@@ -132,3 +132,25 @@ def test_cin_census_route_runs_every_stage_to_the_report(tmp_path):
     assert json.loads((work / "metrics/errors.json").read_text())["statement"].startswith("Of 1,000 referrals")
     status = sh(["git", "status", "--porcelain"], work).stdout
     assert not [line for line in status.splitlines() if line.startswith((" D", "D "))], status
+
+
+def ncands_params(params: dict[str, Any]) -> None:
+    """The README's NCANDS route on the simulated Child File (smaller than the default)."""
+    params["input"].update({"source": "ncands", "dir": "data/raw/synthetic/ncands", "dayfirst": False})
+    params["simulate"]["n_children"] = 8000
+
+
+def test_ncands_route_runs_every_stage_to_the_report(tmp_path):
+    work = route_project(tmp_path, ncands_params, lambda work: None)
+    assert len(sorted((work / "data/raw/synthetic/ncands").glob("child_file_*.csv"))) >= 6   # one per fiscal year
+    clean = json.loads((work / "metrics/clean.json").read_text())
+    assert clean["source"] == "ncands" and clean["adapter"]["reconciled"]
+    assert clean["not_recorded"] == ["low_social_support", "parent_maltreated_as_child"]
+    page = (work / "reports/report.html").read_text()
+    assert "NCANDS" in page and "treat each child as independent" in page
+    assert "No child protection plans in this input" in page
+    assert json.loads((work / "metrics/durations.json").read_text())["plans"] == 0
+    hr = pd.read_csv(work / "reports/survival/hazard_ratios.csv")
+    assert "financial_problems" in set(hr["covariate"]) and "low_social_support" not in set(hr["covariate"])
+    status = sh(["git", "status", "--porcelain"], work).stdout
+    assert not [line for line in status.splitlines() if line.startswith((" D", "D "))], status

@@ -544,23 +544,29 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         "source": "ncands",
         "files": file_metrics,
         "ignored_files": ignored,
+        # Per record kind, as every adapter: records_in = kept + rejected + merged. A Child File
+        # record is a report-child pair (a referral); children are the distinct (state, ChID).
         "records": {
-            "records_in": int(n_in), "kept": len(referrals), "rejected": len(record_rejects),
-            "merged": n_merged, "merge_conflicts": merge_conflicts,
-            "rejected_by_reason": {k: int(v) for k, v in record_rejects["reason"].value_counts().items()},
+            "referrals": {
+                "records_in": int(n_in), "kept": len(referrals), "rejected": len(record_rejects),
+                "merged": n_merged, "conflicts": merge_conflicts,
+                "rejected_by_reason": {k: int(v) for k, v in record_rejects["reason"].value_counts().items()},
+            },
+            "children": {
+                "records_in": int(len(children) + len(bad_child)), "kept": len(children),
+                "rejected": len(bad_child), "merged": 0, "rejected_inconsistent_ages": len(bad_child),
+                "no_birth_date": int((children["date_of_birth"] == "").sum()),
+                "looked_after_dates": int((children["looked_after_date"] != "").sum()),
+                "attribute_conflicts": conflicts,
+            },
         },
-        "children": {
-            "children_in": int(len(children) + len(bad_child)), "kept": len(children),
-            "rejected_inconsistent_ages": len(bad_child),
-            "no_birth_date": int((children["date_of_birth"] == "").sum()),
-            "looked_after_dates": int((children["looked_after_date"] != "").sum()),
-            "attribute_conflicts": conflicts,
-        },
+        "reconciled": True,
+        "rule": "records in = kept + rejected + merged (merged: the same report-child pair in another file)",
         **ref_counts,
         "looked_after": la_counts,
         "screened_out": "not in the Child File: it holds reports that received a CPS response and a disposition",
     }
-    if metrics["records"]["records_in"] != len(referrals) + len(record_rejects) + n_merged:
+    if metrics["records"]["referrals"]["records_in"] != len(referrals) + len(record_rejects) + n_merged:
         raise RuntimeError("ncands: records in != kept + rejected + merged")
     return Adapted(tables={"children": children, "referrals": referrals, "plans": plans},
                    rejects=rejects_frame, metrics=metrics, not_recorded=list(spec["not_recorded"]))
