@@ -33,7 +33,8 @@ import pandera.errors
 from pipeline import config, formats
 from pipeline.cli import InputError, stage_entry
 from pipeline.io import read_table, write_csv, write_json, write_parquet
-from pipeline.schema import (CHILDREN, DURATION_UNITS, FLAG, PLANS, REFERRALS, REJECT_REASONS, Field, Table,
+from pipeline.schema import (CHILDREN, DURATION_UNITS, FLAG, PLANS, REFERRALS, REJECT_COLUMNS, REJECT_REASONS, Field,
+                             Table,
                              analysis_table_schema, clean_schema)
 
 CLEAN_DIR = Path("data/clean")
@@ -43,7 +44,6 @@ EXCEL_EPOCH = np.datetime64("1899-12-30", "D")
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
 _SLASH = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}$")
 _SERIAL = re.compile(r"^\d{1,5}(?:\.0+)?$")
-REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 
 
 class Quarantine:

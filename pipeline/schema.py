@@ -144,6 +144,9 @@ PLANS = Table("plans", "plan_id", (
 
 TABLES = {t.name: t for t in (CHILDREN, REFERRALS, PLANS)}
 
+#: Columns of data/clean/rejects.csv (clean's quarantine and every adapter's own rejects).
+REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
+
 #: Every reason a row can be quarantined for, in the order rules are applied.
 REJECT_REASONS = (
     "missing_id", "missing_value", "unknown_code", "unparseable_date", "invalid_value", "duplicate_row",
