@@ -360,7 +360,8 @@ def band_allocations(cells: pd.DataFrame, totals: pd.DataFrame) -> pd.DataFrame:
         markers = ", ".join(sorted({m for m in sub["marker"].fillna("") if m}))
         names = sub["la_name"].dropna()
         row = {"la_code": la, "la_name": names.iloc[0] if len(names) else "", "year": int(year),
-               "cells_not_shown": int(hidden.sum()), "markers": markers, "early": None, "late": None}
+               "cells_not_shown": int(hidden.sum()), "markers": markers, "early": None, "late": None,
+               "hidden": hidden}
         if hidden.any() and np.isnan(total):
             row["status"] = "not estimable: bands not shown and no published total"
         elif (0 if np.isnan(total) else total) == 0:
@@ -445,12 +446,18 @@ def _open_share(counts: np.ndarray, months: float) -> float:
     return float(at_edge["survival_after"].iloc[-1]) if len(at_edge) else 1.0
 
 
-def _estimate_row(early: np.ndarray, late: np.ndarray, horizons_months: list[float]) -> dict[str, Any]:
-    """Shares, Turnbull and Weibull estimates at both allocations; a point value where they agree."""
+def _estimate_row(early: np.ndarray, late: np.ndarray, horizons_months: list[float],
+                  hidden: np.ndarray | None = None) -> dict[str, Any]:
+    """Shares, Turnbull and Weibull estimates at both allocations; a point value where they agree.
+
+    A band DfE did not show gets no share of its own even when the published total fixes it
+    (one hidden band): the pipeline does not print a value DfE chose not to print.
+    """
     row: dict[str, Any] = {}
     total = float(early.sum())
-    for band, a, b in zip(CPP_DURATION_BANDS, early, late):
-        row[f"share_{_band_key(band)}"] = a / total if a == b else np.nan
+    hidden = np.zeros(len(early), dtype=bool) if hidden is None else np.asarray(hidden, dtype=bool)
+    for band, a, b, h in zip(CPP_DURATION_BANDS, early, late, hidden):
+        row[f"share_{_band_key(band)}"] = a / total if a == b and not h else np.nan
     for m in horizons_months:
         s = sorted((_open_share(early, m), _open_share(late, m)))
         key = f"turnbull_open_at_{m}m"
@@ -506,12 +513,12 @@ def banded_estimates(cells: pd.DataFrame, totals: pd.DataFrame | None, horizons_
     count_col = "published_plans_ended" if published else "plans_ended"
     rows: list[dict[str, Any]] = []
 
-    def emit(la, name, year, basis, years_used, status, early, late, cells_not_shown, hide):
+    def emit(la, name, year, basis, years_used, status, early, late, cells_not_shown, hide, hidden=None):
         row = {"la_code": la, "la_name": name, "year": year, "basis": basis, "years": years_used,
                "status": status, "cells_not_shown": cells_not_shown, count_col: np.nan}
         if early is not None and not hide:
             row[count_col] = float(early.sum())
-            row.update(_estimate_row(early, late, horizons_months))
+            row.update(_estimate_row(early, late, horizons_months, hidden))
         rows.append(row)
 
     usable = alloc[alloc["early"].notna()] if len(alloc) else alloc
@@ -521,7 +528,7 @@ def banded_estimates(cells: pd.DataFrame, totals: pd.DataFrame | None, horizons_
             hide = (la, r.year) in withheld
             status = (f"withheld: a band below {min_count} plans (counts derived from case-level data)"
                       if hide else r.status)
-            emit(la, name, r.year, "year", str(r.year), status, r.early, r.late, r.cells_not_shown, hide)
+            emit(la, name, r.year, "year", str(r.year), status, r.early, r.late, r.cells_not_shown, hide, r.hidden)
         if len(sub) > 1:
             ok = sub[sub["early"].notna()]
             left_out = sub[sub["early"].isna()]
@@ -537,7 +544,7 @@ def banded_estimates(cells: pd.DataFrame, totals: pd.DataFrame | None, horizons_
             if len(ok):
                 emit(la, name, pd.NA, "pooled", ", ".join(map(str, ok["year"])), status,
                      np.sum(list(ok["early"]), axis=0), np.sum(list(ok["late"]), axis=0),
-                     int(ok["cells_not_shown"].sum()), hide)
+                     int(ok["cells_not_shown"].sum()), hide, np.any(list(ok["hidden"]), axis=0))
             else:
                 emit(la, name, pd.NA, "pooled", "", status, None, None, 0, True)
     all_rows = []

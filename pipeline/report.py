@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline.settings import labels
+from pipeline.settings import Labels, labels
 
 WITHHELD = "\u2014"   # shown for a withheld (small count) or undefined value
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -130,7 +130,9 @@ def error_table(rules: pd.DataFrame, default_rule: str) -> pd.DataFrame:
     return out
 
 
-def figures(root: Path) -> dict[str, str]:
+def figures(root: Path, words: Labels = Labels(), units: str = "families") -> dict[str, str]:
+    """The report's figures as data URIs; ``words`` and ``units`` name the outcome and the
+    resampled clusters as the input has them."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -142,8 +144,8 @@ def figures(root: Path) -> dict[str, str]:
     ax.fill_between(curves["time_months"], curves["cumulative_lower"], curves["cumulative_upper"], alpha=0.3,
                     label="95% CI")
     ax.plot(curves["time_months"], curves["cumulative_rereport"], label="Kaplan-Meier")
-    ax.set(xlabel="months since the episode ended", ylabel="share re-referred",
-           title="Cumulative re-report (1 - Kaplan-Meier)")
+    ax.set(xlabel="months since the episode ended" if words == Labels() else "months since the origin",
+           ylabel=f"share with a {words.outcome}", title=f"Cumulative {words.outcome} (1 - Kaplan-Meier)")
     ax.legend()
     out["km"] = figure_uri(fig)
 
@@ -151,7 +153,7 @@ def figures(root: Path) -> dict[str, str]:
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(hr) + 1))
     ypos = np.arange(len(hr))[::-1]
     ax.errorbar(hr["hr"], ypos, xerr=[hr["hr"] - hr["hr_lower"], hr["hr_upper"] - hr["hr"]], fmt="o",
-                label="estimate, 95% CI (family-robust)")
+                label=f"estimate, 95% CI (robust, {units} as clusters)")
     if "true_hr" in hr and hr["true_hr"].notna().any():
         ax.plot(hr["true_hr"], ypos, "x", color="C3", label="simulated truth")
     ax.axvline(1, color="grey", lw=0.8)
@@ -161,7 +163,7 @@ def figures(root: Path) -> dict[str, str]:
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
     ax.set_yticks(ypos, hr["covariate"])
-    ax.set(xlabel="hazard ratio (log scale)", title="Cox model of re-referral: hazard ratios")
+    ax.set(xlabel="hazard ratio (log scale)", title=f"Cox model of {words.outcome}: hazard ratios")
     ax.legend(loc="lower right", fontsize=8)
     out["forest"] = figure_uri(fig)
 
@@ -177,7 +179,7 @@ def figures(root: Path) -> dict[str, str]:
     dec = pd.read_csv(root / "reports/calibration/deciles.csv")
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if "lower" in cal:
-        ax.fill_between(cal["predicted"], cal["lower"], cal["upper"], alpha=0.3, label="95% band (families resampled)")
+        ax.fill_between(cal["predicted"], cal["lower"], cal["upper"], alpha=0.3, label=f"95% band ({units} resampled)")
     ax.plot(cal["predicted"], cal["observed"], label="lowess calibration curve")
     ax.plot(dec["mean_predicted"], dec["observed_rate"], "o", label="tenths of predicted risk")
     lim = [0, float(np.nanmax([cal["predicted"].max(), cal["observed"].max(), dec["observed_rate"].max()])) * 1.05]
@@ -258,6 +260,9 @@ SOURCE_WORDS = {
 }
 
 
+UNIT_PLURALS = {"family": "families", "child": "children", "subject": "subjects", "cluster": "clusters"}
+
+
 def cluster_word(params: dict[str, Any], clean: dict[str, Any]) -> str:
     """What the robust variance and every resampling treat as independent units."""
     if params["input"]["source"] == "analysis_table":
@@ -295,6 +300,7 @@ def source_statement(params: dict[str, Any], clean: dict[str, Any], epi: dict[st
     if logi.get("split", {}).get("note"):
         items.append(logi["split"]["note"].capitalize() + ".")
     adapter = clean.get("adapter", {})
+    items.extend(str(statement) for statement in adapter.get("statements", []))
     for kind, c in (adapter.get("records") or {}).items():
         shown = {k: c[k] for k in ("records_in", "kept", "rejected", "merged", "conflicts") if k in c}
         if shown:
@@ -359,7 +365,6 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     source = source_statement(params, clean, epi, logi, surv)
     min_count = int(params["disclosure"]["min_cell_count"])
     rules = csv("reports/errors/rules.csv")
-    figs = figures(root)
     prov = provenance(root, params)
     first = error_table(rules, err["default_rule"])
     notice = ("<p class='notice'><strong>Synthetic data.</strong> These results come from the pipeline's embedded "
@@ -382,17 +387,24 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     reasons = pd.DataFrame([{"table": t, "reason": r, "rows": n} for t, d in clean.get("tables", {}).items()
                             for r, n in d.get("rejected_by_reason", {}).items()])
     counts = epi.get("counts", {})
+    unit = cluster_word(params, clean)
+    units = UNIT_PLURALS[unit]
+    figs = figures(root, words, units)
+    split_words = "; ".join(f"{k.replace('_', ' ').replace('families', units)} {v}"
+                            for k, v in logi.get("split", {}).items())
     cohort = pd.DataFrame([
-        ("referrals after cleaning", counts.get("referrals")),
-        ("index referrals (survival analysis)", counts.get("index_referrals")),
-        ("re-referrals observed", counts.get("events")),
+        *([("referrals after cleaning", counts.get("referrals")),
+           ("index referrals (survival analysis)", counts.get("index_referrals"))]
+          if params["input"]["source"] != "analysis_table" else
+          [(f"{words.subjects} (survival analysis)", counts.get("index_referrals")), (units, counts.get("clusters"))]),
+        (f"{words.outcome}s observed", counts.get("events")),
         ("logistic development rows (events)",
          f"{fmt(logi.get('development', {}).get('n'))} ({fmt(logi.get('development', {}).get('events'))})"),
         ("logistic validation rows (events)",
          f"{fmt(logi.get('validation', {}).get('n'))} ({fmt(logi.get('validation', {}).get('events'))})"),
-        ("outcome", f"re-referred within {logi.get('horizon_days')} days; "
+        ("outcome", f"{words.outcome} within {logi.get('horizon_days')} days; "
                     f"{logi.get('outcome', {}).get('handling', '')}"),
-        ("validation split", json.dumps(logi.get("split", {}))),
+        ("validation split", split_words),
     ], columns=["", "value"])
     hr = csv("reports/survival/hazard_ratios.csv")
     hr_cols = [c for c in ("covariate", "hr", "hr_lower", "hr_upper", "p", "true_hr") if c in hr]
@@ -421,7 +433,8 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     sections = [
         ("data", "Data and cleaning",
          f"<p>Every row read is kept or quarantined with its reason; rows in = kept + rejected for every table. "
-         f"Rejected rows are never imputed.</p>{source}{table_html(reconciliation)}{table_html(reasons)}"),
+         f"Rejected rows are never imputed; what a route estimates (an NCANDS birth date, say) is stated "
+         f"below.</p>{source}{table_html(reconciliation)}{table_html(reasons)}"),
         ("cohort", "Cohort", table_html(cohort)),
         ("km", f"Time to {words.outcome} (Kaplan-Meier)",
          f"<img alt='Kaplan-Meier cumulative {html.escape(words.outcome)}' src='{figs['km']}'>"),
@@ -434,12 +447,12 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          table_html(odds)),
         ("calibration", "Calibration",
          f"<img alt='Calibration curve' src='{figs['calibration']}'>{table_html(hierarchy)}"
-         f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} family replicates)</h3>"
-         f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation families)</h3>{table_html(recal)}"
+         f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} replicates of whole {units})</h3>"
+         f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation {units})</h3>{table_html(recal)}"
          f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{table_html(cox_cal)}"),
         ("subgroups", "Subgroups: calibration and error rates",
          f"{table_html(subgroups)}<h3>Error rates at the headline rule, by group (differences and ratios against "
-         f"the largest group, 95% family-bootstrap intervals)</h3>{table_html(by_group)}"),
+         f"the largest group, 95% intervals resampling whole {units})</h3>{table_html(by_group)}"),
         ("decision-curve", "Decision curve and the threshold trade-off",
          f"<img alt='Decision curve' src='{figs['decision']}'><img alt='False positives and negatives by threshold' "
          f"src='{figs['fp_fn']}'>"
