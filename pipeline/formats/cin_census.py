@@ -60,13 +60,12 @@ from lxml import etree
 from pipeline.cli import InputError
 from pipeline.formats import FORMATS_DIR, Adapted, field_map
 from pipeline.io import atomic_path
+from pipeline.schema import REJECT_COLUMNS
 
 SOURCE = "cin_census"
 KINDS = ("children", "referrals", "plans")
 #: Internal record-column names as the canonical fields they become (for the metrics).
 CANONICAL_NAMES = {"lea": "la_code", "dob": "date_of_birth", "sex": "sex", "eth": "ethnicity", "dis": "disability"}
-#: Columns of the rejects frame (as ``pipeline.clean.REJECT_COLUMNS``; not imported: clean is a stage).
-REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 _KEY_SHIFT = np.int64(1) << np.int64(32)
 _ZERO_ONE = np.array(["0", "1"], dtype=object)
 _OUTCOMES = np.array(["NFA", "CPP", "CIN", "ASSESSED"], dtype=object)
