@@ -371,3 +371,219 @@ def test_round_trip_matches_three_table_route(small_extract):
     assert len(a_dur) > 100
     pd.testing.assert_frame_equal(a_dur, b_dur)
     assert np.all(adapted.metrics["records"]["referrals"]["merged"] > 0)
+
+
+# --- review fixes: key dates, mixed LA keys, disclosure, recorded-only codes, statements ----
+
+FLAT_COLS = ["LA", "Year", "LAchildID", "Type", "PersonBirthDate", "GenderCurrent", "Ethnicity", "Disabilities",
+             "CINreferralDate", "ReferralSource", "PrimaryNeedCode", "CINclosureDate", "ReasonForClosure",
+             "ReferralNFA", "Factors", "CINPlanStartDate", "CPPstartDate", "CPPendDate", "InitialCategoryOfAbuse",
+             "NumberOfPreviousCPP"]
+
+
+def flat_row(**values) -> dict[str, str]:
+    row = dict.fromkeys(FLAT_COLS, "")
+    row.update(PersonBirthDate="2015-06-01", GenderCurrent="2", Ethnicity="WBRI", Disabilities="NONE",
+               ReferralSource="1A", ReferralNFA="0")
+    row.update(values)
+    return row
+
+
+def write_flat(folder: Path, name: str, rows: list[dict[str, str]]) -> None:
+    pd.DataFrame(rows, columns=FLAT_COLS).to_csv(folder / name, index=False)
+
+
+A1_YEAR1 = child_xml("A1", (
+    "<CINdetails><CINreferralDate>2022-06-01</CINreferralDate><ReferralSource>1A</ReferralSource>"
+    "<ReferralNFA>0</ReferralNFA><ChildProtectionPlans><CPPstartDate>2022-07-01</CPPstartDate>"
+    "<InitialCategoryOfAbuse>NEG</InitialCategoryOfAbuse><LatestCategoryOfAbuse>NEG</LatestCategoryOfAbuse>"
+    "<NumberOfPreviousCPP>0</NumberOfPreviousCPP></ChildProtectionPlans></CINdetails>"))
+
+
+@pytest.mark.parametrize("dayfirst, ref, start, closure", [
+    (True, "01/06/2022", "01/07/2022", "01/05/2023"),    # liiatools writes dd/mm/yyyy
+    (False, "06/01/2022", "07/01/2022", "05/01/2023"),   # input.dayfirst: false -> mm/dd/yyyy
+])
+def test_key_dates_are_parsed_before_keying(tmp_path, dayfirst, ref, start, closure):
+    # The same referral and plan: XML (xs:date, ISO) in the 2023 return, flat CSV (slash
+    # dates; LA column already the LEA code 201) for 2024. Keyed on the parsed date, they are
+    # one referral (2 in = 1 kept + 1 merged) and one plan, keyed and dated in ISO.
+    write_return(tmp_path, "201_2023.xml", 2023, [A1_YEAR1])
+    write_flat(tmp_path, "flat_2024.csv", [flat_row(
+        LA="201", Year="2024", LAchildID="A1", Type="CPPendDate", CINreferralDate=ref, CINclosureDate=closure,
+        CPPstartDate=start, CPPendDate=closure, InitialCategoryOfAbuse="NEG", NumberOfPreviousCPP="0")])
+    got = cin_census.read(tmp_path, dayfirst=dayfirst)
+    r, p = got.tables["referrals"], got.tables["plans"]
+    assert r[["referral_id", "referral_date", "closure_date", "outcome", "abuse_category"]].values.tolist() == \
+        [["201/A1/2022-06-01", "2022-06-01", "2023-05-01", "CPP", "NEGLECT"]]
+    assert p[["plan_id", "start_date", "end_date"]].values.tolist() == [["201/A1/2022-07-01", "2022-07-01",
+                                                                         "2023-05-01"]]
+    rec = got.metrics["records"]
+    assert [rec["referrals"][m] for m in ("records_in", "kept", "rejected", "merged", "conflicts")] == [2, 1, 0, 1, 0]
+    assert [rec["plans"][m] for m in ("records_in", "kept", "rejected", "merged", "conflicts")] == [2, 1, 0, 1, 0]
+    assert got.tables["children"]["child_id"].tolist() == ["201/A1"]
+
+
+def test_unreadable_key_date_rejects_the_record(tmp_path):
+    # XML: month 13 (not an xs:date) and 30 February; flat CSV: day 31 of month 31.
+    bad_ref = ("<CINdetails><CINreferralDate>2022-13-45</CINreferralDate><ReferralSource>1A</ReferralSource>"
+               "<ReferralNFA>0</ReferralNFA></CINdetails>")
+    bad_plan = ("<CINdetails><CINreferralDate>2022-06-01</CINreferralDate><ReferralSource>1A</ReferralSource>"
+                "<ReferralNFA>0</ReferralNFA><ChildProtectionPlans><CPPstartDate>2022-02-30</CPPstartDate>"
+                "<InitialCategoryOfAbuse>NEG</InitialCategoryOfAbuse><LatestCategoryOfAbuse>NEG"
+                "</LatestCategoryOfAbuse><NumberOfPreviousCPP>0</NumberOfPreviousCPP></ChildProtectionPlans>"
+                "</CINdetails>")
+    write_return(tmp_path, "201_2023.xml", 2023, [child_xml("A1", bad_ref), child_xml("A2", bad_plan)])
+    write_flat(tmp_path, "flat_2024.csv", [
+        flat_row(LA="201", Year="2024", LAchildID="A3", CINreferralDate="31/31/2022"),
+        flat_row(LA="201", Year="2024", LAchildID="A4", CINreferralDate="01/06/2022", CPPstartDate="soon")])
+    got = cin_census.read(tmp_path)
+    rej = got.rejects.set_index("source_row")[["table", "field", "value", "reason"]]
+    assert rej.loc["201_2023.xml:/Message/Children/Child[1]/CINdetails[1]"].tolist() == \
+        ["referrals", "CINreferralDate", "2022-13-45", "unparseable_date"]
+    assert rej.loc["201_2023.xml:/Message/Children/Child[2]/CINdetails[1]/ChildProtectionPlans[1]"].tolist() == \
+        ["plans", "CPPstartDate", "2022-02-30", "unparseable_date"]
+    assert rej.loc["flat_2024.csv: row 1"].tolist() == ["referrals", "CINreferralDate", "31/31/2022", "unparseable_date"]
+    assert rej.loc["flat_2024.csv: row 2"].tolist() == ["plans", "CPPstartDate", "soon", "unparseable_date"]
+    assert got.tables["referrals"]["referral_id"].tolist() == ["201/A2/2022-06-01", "201/A4/2022-06-01"]
+    assert got.tables["plans"].empty
+    # referrals: 2 (XML) + 2 (CSV) in = 2 kept + 2 rejected; plans: 1 + 1 in = 0 kept + 2 rejected.
+    rec = got.metrics["records"]
+    assert [rec["referrals"][m] for m in ("records_in", "kept", "rejected", "merged")] == [4, 2, 2, 0]
+    assert [rec["plans"][m] for m in ("records_in", "kept", "rejected", "merged")] == [2, 0, 2, 0]
+
+
+def test_xml_and_flat_csv_with_la_names_do_not_mix(tmp_path):
+    # XML keys children by the 3-digit LEA (201/A1); liiatools writes the LA's name (Barnet/A1).
+    write_return(tmp_path, "201_2023.xml", 2023, [A1_YEAR1])
+    write_flat(tmp_path, "flat_2024.csv", [flat_row(LA="Barnet", Year="2024", LAchildID="A1",
+                                                    CINreferralDate="01/06/2022")])
+    with pytest.raises(InputError) as err:
+        cin_census.read(tmp_path)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "201_2023.xml" in msg and "flat_2024.csv" in msg and "LA keys differ" in msg and "'Barnet'" in msg
+    # With the LEA code in the CSV's LA column the two mix (one child).
+    write_flat(tmp_path, "flat_2024.csv", [flat_row(LA="201", Year="2024", LAchildID="A1",
+                                                    CINreferralDate="01/06/2022")])
+    assert cin_census.read(tmp_path).tables["children"]["child_id"].tolist() == ["201/A1"]
+    # Flat CSVs alone keep their LA names.
+    (tmp_path / "201_2023.xml").unlink()
+    write_flat(tmp_path, "flat_2024.csv", [flat_row(LA="Barnet", Year="2024", LAchildID="A1",
+                                                    CINreferralDate="01/06/2022")])
+    assert cin_census.read(tmp_path).tables["children"]["child_id"].tolist() == ["Barnet/A1"]
+
+
+def factor_cin(day: int, factors: list[str], nprev: int | None = None, need="N1", reason=None) -> str:
+    facs = "".join(f"<AssessmentFactors>{c}</AssessmentFactors>" for c in factors)
+    plan = ("" if nprev is None else
+            f"<ChildProtectionPlans><CPPstartDate>2022-07-{day:02d}</CPPstartDate>"
+            "<InitialCategoryOfAbuse>NEG</InitialCategoryOfAbuse><LatestCategoryOfAbuse>NEG</LatestCategoryOfAbuse>"
+            f"<NumberOfPreviousCPP>{nprev}</NumberOfPreviousCPP></ChildProtectionPlans>")
+    closure = f"<CINclosureDate>2022-09-{day:02d}</CINclosureDate><ReasonForClosure>{reason}</ReasonForClosure>" \
+        if reason else ""
+    return (f"<CINdetails><CINreferralDate>2022-06-{day:02d}</CINreferralDate><ReferralSource>1A</ReferralSource>"
+            f"<PrimaryNeedCode>{need}</PrimaryNeedCode>{closure}"
+            f"<Assessments><AssessmentActualStartDate>2022-06-{day:02d}</AssessmentActualStartDate>"
+            f"<FactorsIdentifiedAtAssessment>{facs}</FactorsIdentifiedAtAssessment></Assessments>"
+            f"<ReferralNFA>0</ReferralNFA>{plan}</CINdetails>")
+
+
+def disclosure_return(folder: Path) -> None:
+    """Five children. Factors: 2B x4, 22A x1 (FGM), 12A x2 (trafficking). Plans:
+    NumberOfPreviousCPP 0 x3, 1 x1, 2 x0, 3+ x0, missing 0. PrimaryNeedCode N1 x3, N99 x1, N0X x1
+    (N99 and N0X not in the map); ReasonForClosure RC8 x1, RC10 x2 (RC10 not in the map)."""
+    write_return(folder, "201_2023.xml", 2023, [
+        child_xml("C1", factor_cin(1, ["2B", "22A"], nprev=0, reason="RC8")),
+        child_xml("C2", factor_cin(2, ["2B", "12A"], nprev=0, need="N99", reason="RC10")),
+        child_xml("C3", factor_cin(3, ["2B", "12A"], nprev=0, need="N0X", reason="RC10")),
+        child_xml("C4", factor_cin(4, ["2B"], nprev=1)),
+        child_xml("C5", factor_cin(5, ["21"])),
+    ])
+
+
+def test_min_count_withholds_small_counts_of_sensitive_codes(tmp_path):
+    disclosure_return(tmp_path)
+    full = cin_census.read(tmp_path).metrics
+    assert full["assessment_factor_codes"] == {"12A": 2, "21": 1, "22A": 1, "2B": 4}
+    assert full["number_of_previous_cpp"]["by_value"] == {"0": 3, "1": 1, "2": 0, "3_or_more": 0}
+    assert full["number_of_previous_cpp"]["missing"] == 0
+    assert "withheld" not in full
+
+    got = cin_census.read(tmp_path, min_count=3).metrics
+    # Below 3 -> None: 12A (2), 21 (1), 22A (1); 2B (4) stays.
+    assert got["assessment_factor_codes"] == {"12A": None, "21": None, "22A": None, "2B": 4}
+    # 1 (1), 2 (0), 3_or_more (0) and missing (0) are below 3; 0 (3) stays.
+    assert got["number_of_previous_cpp"]["by_value"] == {"0": 3, "1": None, "2": None, "3_or_more": None}
+    assert got["number_of_previous_cpp"]["missing"] is None
+    assert got["withheld"] == "counts below 3 withheld"
+    # Reconciliation tallies are exempt: the per-file and total record counts stay.
+    assert got["records"]["plans"]["kept"] == 4 and got["files"]["201_2023.xml"]["plans"]["records_in"] == 4
+
+
+def test_one_withheld_cell_is_not_recoverable_from_the_total(tmp_path):
+    # The NumberOfPreviousCPP cells (0, 1, 2, 3_or_more, missing) add up to the plans kept,
+    # which the metrics publish: one withheld cell alone could be recovered by subtraction.
+    # 0 x2, 1 x2, 2 x2, 3_or_more x2 (3 and 4), missing x1 = 9 plans; min_count 2 withholds
+    # only "missing" (1), so the smallest other cell is withheld too (a tie: the first, "0").
+    no_prev = ("<CINdetails><CINreferralDate>2022-06-09</CINreferralDate><ReferralSource>1A</ReferralSource>"
+               "<ReferralNFA>0</ReferralNFA><ChildProtectionPlans><CPPstartDate>2022-07-09</CPPstartDate>"
+               "<InitialCategoryOfAbuse>NEG</InitialCategoryOfAbuse><LatestCategoryOfAbuse>NEG"
+               "</LatestCategoryOfAbuse></ChildProtectionPlans></CINdetails>")
+    write_return(tmp_path, "201_2023.xml", 2023, [
+        child_xml(f"D{i}", factor_cin(i, ["2B"], nprev=n)) for i, n in enumerate([0, 0, 1, 1, 2, 2, 3, 4], 1)]
+        + [child_xml("D9", no_prev)])
+    full = cin_census.read(tmp_path).metrics["number_of_previous_cpp"]
+    assert full["plans"] == 9 and full["missing"] == 1
+    assert full["by_value"] == {"0": 2, "1": 2, "2": 2, "3_or_more": 2}
+    nprev = cin_census.read(tmp_path, min_count=2).metrics["number_of_previous_cpp"]
+    assert nprev["plans"] == 9 and nprev["missing"] is None
+    assert nprev["by_value"] == {"0": None, "1": 2, "2": 2, "3_or_more": 2}
+    # min_count 1: nothing below it, nothing withheld.
+    nprev = cin_census.read(tmp_path, min_count=1).metrics["number_of_previous_cpp"]
+    assert nprev["missing"] == 1 and nprev["by_value"] == full["by_value"]
+
+
+def test_recorded_only_codes_not_in_the_map_are_counted(tmp_path):
+    disclosure_return(tmp_path)
+    got = cin_census.read(tmp_path)
+    # Counted, not rejected: all 5 referrals kept.
+    assert len(got.tables["referrals"]) == 5 and got.rejects.empty
+    assert got.metrics["codes_not_in_map"] == {"PrimaryNeedCode": {"N0X": 1, "N99": 1},
+                                               "ReasonForClosure": {"RC10": 2}}
+    assert cin_census.read(tmp_path, min_count=2).metrics["codes_not_in_map"] == {
+        "PrimaryNeedCode": {"N0X": None, "N99": None}, "ReasonForClosure": {"RC10": 2}}
+    # The flat CSV's columns of the same names are read too.
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    write_flat(folder, "x.csv", [flat_row(LA="Barnet", Year="2023", LAchildID="F1", CINreferralDate="01/06/2022",
+                                          PrimaryNeedCode="N77", CINclosureDate="01/08/2022",
+                                          ReasonForClosure="RC1")])
+    assert cin_census.read(folder).metrics["codes_not_in_map"] == {"PrimaryNeedCode": {"N77": 1},
+                                                                   "ReasonForClosure": {}}
+
+
+def test_statements_state_the_rules_without_identifiers(tmp_path):
+    # 12 children whose ethnicity differs between two returns: 12 children conflicts (>= 10,
+    # so the number is given); the one referral source conflict is "fewer than 10".
+    body = ("<CINdetails><CINreferralDate>2022-06-01</CINreferralDate><ReferralSource>{s}</ReferralSource>"
+            "<ReferralNFA>0</ReferralNFA></CINdetails>")
+    eth = "<Ethnicity>{e}</Ethnicity>"
+    write_return(tmp_path, "201_2023.xml", 2023, [child_xml(f"Q{i}", body.format(s="1A"), chars=eth.format(e="WBRI"))
+                                                  for i in range(12)])
+    write_return(tmp_path, "201_2024.xml", 2024, [
+        child_xml(f"Q{i}", body.format(s="6" if i == 0 else "1A"), chars=eth.format(e="BAFR")) for i in range(12)])
+    got = cin_census.read(tmp_path)
+    assert got.metrics["records"]["children"]["conflicts"] == 12
+    assert got.metrics["records"]["referrals"]["conflicts"] == 1
+    statements = got.metrics["statements"]
+    assert isinstance(statements, list) and len(statements) >= 5
+    assert all(isinstance(s, str) and 0 < len(s) < 200 for s in statements)
+    text = " ".join(statements)
+    assert not re.search(r"\bQ\d+\b|201/", text)                  # no identifiers
+    assert "LAchildID" in text and "family" in text                # keys, no family id
+    assert "latest return" in text
+    assert "children 12" in text and "referrals fewer than 10" in text and "plans fewer than 10" in text
+    assert "ReferralNFA" in text                                   # the outcome rule
+    assert "financial problems" in text                            # factors not recorded
+    assert "end reason" in text and "entering care" in text

@@ -7,7 +7,14 @@ the project's CIN mapping rules; element names and code lists are in ``cin_censu
 
 * **Keys.** ``child_id = <LEA>/<LAchildID>``, ``referral_id = <child_id>/<CINreferralDate>``
   (one CINdetails), ``plan_id = <child_id>/<CPPstartDate>``; ``la_code`` = the return's LEA
-  (flat CSV: its LA column). No ``family_id`` (each child is its own cluster).
+  (flat CSV: its LA column). No ``family_id`` (each child is its own cluster). Key dates are
+  parsed to ISO before keying (XML: xs:date; flat CSV: also d/m/yyyy as liiatools writes it,
+  m/d/yyyy when not ``dayfirst``), so ``2022-06-01`` and ``01/06/2022`` key one referral; the
+  flat CSV's other dates are written out as ISO too when readable.
+* **XML and flat CSV in one folder.** liiatools fills the flat CSV's LA column with the LA's
+  *name* (Barnet) where XML has the 3-digit LEA code (201): the same child would become two
+  (``201/A1``, ``Barnet/A1``). A folder holding both stops with one line naming the files,
+  unless every flat-CSV LA value is already a 3-digit LEA code.
 * **Merge across returns.** A return lists every episode open in its census year, so one
   record recurs in consecutive returns and a later return need not repeat earlier activity.
   Records are ordered by return (ReferenceDate, then file name, then position); per field the
@@ -25,12 +32,25 @@ the project's CIN mapping rules; element names and code lists are in ``cin_censu
   recorded (columns absent); plans carry no end_reason.
 * **Rejects** (adapter level, with the element path): a Child without LAchildID
   (``missing_id``; its CINdetails and plans ``child_rejected``), a CINdetails without
-  CINreferralDate or a plan without CPPstartDate (``missing_value``), a referral with an
+  CINreferralDate or a plan without CPPstartDate (``missing_value``), one whose key date
+  cannot be read (``unparseable_date``; a plan keeps its place, unlinked to a referral
+  whose date cannot be read), a referral with an
   AssessmentFactors code no schema lists (``unknown_code``: its flags cannot be known).
   Any other code the map does not know is passed on verbatim for ``clean`` to quarantine.
 * **Whole-file faults** stop with one line (``InputError``): no folder or no returns,
   malformed XML (file and line), a root element other than Message, a return without LEA,
   a flat CSV without its key columns.
+
+* **Metrics** (``Adapted.metrics``): records per kind and per file (reconciled, as above);
+  ``number_of_previous_cpp`` (0, 1, 2, 3_or_more, missing) and ``assessment_factor_codes``
+  (per AssessmentFactors code); ``codes_not_in_map``: PrimaryNeedCode and ReasonForClosure
+  values (recorded only, not canonical fields) outside the YAML code lists, per value over
+  the referrals kept (the referral is not rejected); ``statements``: the route's rules in
+  plain sentences for the report. ``read(..., min_count=k)`` withholds (None) every count
+  below k in those three code distributions (FGM 22A, trafficking 12A... are sensitive) and
+  says so (``withheld``); as the previous-plan cells add up to the plans kept, one withheld
+  cell alone is recoverable, so the smallest other is withheld with it. Record tallies are
+  reconciliation counts, not withheld.
 
 Memory: values are interned once (one table of distinct strings) and records are kept as
 int32 columns, so a million children's returns read in a few hundred MB.
@@ -45,6 +65,7 @@ the assessment and its factors appear only in the return of the year they happen
 from __future__ import annotations
 
 import array
+import datetime
 import itertools
 import re
 import sys
@@ -60,13 +81,15 @@ from lxml import etree
 from pipeline.cli import InputError
 from pipeline.formats import FORMATS_DIR, Adapted, field_map
 from pipeline.io import atomic_path
+from pipeline.schema import REJECT_COLUMNS
 
 SOURCE = "cin_census"
 KINDS = ("children", "referrals", "plans")
 #: Internal record-column names as the canonical fields they become (for the metrics).
-CANONICAL_NAMES = {"lea": "la_code", "dob": "date_of_birth", "sex": "sex", "eth": "ethnicity", "dis": "disability"}
-#: Columns of the rejects frame (as ``pipeline.clean.REJECT_COLUMNS``; not imported: clean is a stage).
-REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
+CANONICAL_NAMES = {"lea": "la_code", "dob": "date_of_birth", "sex": "sex", "eth": "ethnicity", "dis": "disability",
+                   "need": "PrimaryNeedCode", "reason": "ReasonForClosure"}
+#: Below this many, a count of conflicts is stated as "fewer than 10" in the statements.
+STATED_CONFLICTS_MIN = 10
 _KEY_SHIFT = np.int64(1) << np.int64(32)
 _ZERO_ONE = np.array(["0", "1"], dtype=object)
 _OUTCOMES = np.array(["NFA", "CPP", "CIN", "ASSESSED"], dtype=object)
@@ -75,7 +98,7 @@ _OUTCOMES = np.array(["NFA", "CPP", "CIN", "ASSESSED"], dtype=object)
 _COLUMNS = {
     "children": ("file", "pos", "order", "key", "lea", "dob", "sex", "eth", "dis"),
     "referrals": ("file", "pos", "sub", "order", "key", "refdate", "source", "closure", "nfa",
-                  "cinplan", "cpp", "mask", "unknown_factor"),
+                  "cinplan", "cpp", "mask", "unknown_factor", "need", "reason"),
     "plans": ("file", "pos", "sub", "subsub", "order", "key", "refdate", "start", "end",
               "category", "nprev"),
 }
@@ -142,6 +165,35 @@ def _date_ordinal(text: str) -> int:
         return -1
 
 
+#: xs:date (the XML returns): yyyy-mm-dd with an optional time zone.
+_XS_DATE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:Z|[+-]\d{2}:\d{2})?$")
+#: Flat CSV: ISO, optionally with a time of day; or d/m/yyyy (liiatools writes dd/mm/yyyy).
+_FLAT_ISO = re.compile(r"^(\d{4})-(\d{2})-(\d{2})(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
+_FLAT_SLASH = re.compile(r"^(\d{1,2})/(\d{1,2})/(\d{4})$")
+
+
+def _iso_date(text: str, *, flat: bool, dayfirst: bool = True) -> str | None:
+    """A date's ISO text (yyyy-mm-dd), or None if it is not a readable calendar date.
+
+    XML: xs:date only. Flat CSV: also ISO with a time, and d/m/yyyy (m/d/yyyy when not
+    ``dayfirst``). Key dates are parsed before keying, so that one referral written
+    ``2022-06-01`` in one file and ``01/06/2022`` in another is one referral.
+    """
+    m = (_FLAT_ISO if flat else _XS_DATE).match(text)
+    if m:
+        y, mo, d = m.groups()
+    else:
+        m = _FLAT_SLASH.match(text) if flat else None
+        if not m:
+            return None
+        a, b, y = m.groups()
+        d, mo = (a, b) if dayfirst else (b, a)
+    try:
+        return datetime.date(int(y), int(mo), int(d)).isoformat()
+    except ValueError:
+        return None
+
+
 def _year_ordinal(text: str) -> int:
     """31 March of a (census) year given as 2023 / 2023-24 / 2023.0, in days; or -1."""
     m = re.match(r"^\s*(\d{4})(?:\.0+)?\s*$", str(text))
@@ -161,6 +213,8 @@ class _Maps:
         self.disability_codes = {str(c) for c in codes["disability_codes"]}
         self.nfa_true = {str(v) for v in codes["referral_nfa_true"]}
         self.nfa_false = {str(v) for v in codes["referral_nfa_false"]}
+        self.primary_need = {str(c) for c in codes["primary_need"]}
+        self.reason_for_closure = {str(c) for c in codes["reason_for_closure"]}
         self.flags = list(fm["factors"])
         # AssessmentFactors code -> bit mask of canonical flags (0: recorded, maps to no flag).
         self.factor_bits = {str(c): 0 for c in codes["assessment_factors"]}
@@ -201,6 +255,7 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
     eth_tag, dis_tag, disone_tag = x["ethnicity"], x["disabilities"], x["disability"]
     refdate_tag, source_tag, closure_tag, nfa_tag = (x["referral_date"], x["referral_source"],
                                                      x["closure_date"], x["referral_nfa"])
+    need_tag, reason_tag = x["primary_need"], x["reason_for_closure"]
     assess_tag, fia_tag, af_tag, cinplan_tag, plan_tag = (x["assessments"], x["factors_identified"],
                                                           x["assessment_factor"], x["cin_plan"], x["plan"])
     pstart_tag, pend_tag, pcat_tag, pprev_tag = x["plan_start"], x["plan_end"], x["plan_category"], x["previous_plans"]
@@ -208,6 +263,17 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
     sex_map, source_map, cat_map = maps.sex, maps.source, maps.category
     factor_bits, dis_codes, dis_none = maps.factor_bits, maps.disability_codes, maps.disability_none
     one, zero = code("1"), code("0")
+    date_codes: dict[str, int] = {}
+
+    def key_date(raw: str) -> int:
+        """Code of a key date's ISO text; -1 empty, -2 unreadable."""
+        if not raw:
+            return -1
+        c = date_codes.get(raw)
+        if c is None:
+            iso = _iso_date(raw, flat=False)
+            c = date_codes[raw] = code(iso) if iso else -2
+        return c
 
     C, R, P = ({c: array.array("i") for c in _COLUMNS[k] if c != "order"} for k in KINDS)
     counts = {k: {"in": 0, "rejected": 0} for k in KINDS}
@@ -272,7 +338,8 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
                                ("sex", sex), ("eth", eth), ("dis", dis)):
                     C[col].append(v)
             for r_no, cin in enumerate(cins, 1):
-                refdate = source = closure = nfa = -1
+                refdate = source = closure = nfa = need = reason = -1
+                refdate_raw = ""
                 cinplan = 0
                 mask = 0
                 unknown_factor = -1
@@ -280,7 +347,8 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
                 for f in cin:
                     t = f.tag
                     if t == refdate_tag:
-                        refdate = code(_text(f))
+                        refdate_raw = _text(f)
+                        refdate = key_date(refdate_raw)
                     elif t == source_tag:
                         v = _text(f)
                         source = code(source_map.get(v, v))
@@ -288,6 +356,10 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
                         closure = code(_text(f))
                     elif t == nfa_tag:
                         nfa = code(_text(f))
+                    elif t == need_tag:
+                        need = code(_text(f))
+                    elif t == reason_tag:
+                        reason = code(_text(f))
                     elif t == assess_tag:
                         for a in f:
                             if a.tag == fia_tag:
@@ -308,26 +380,33 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
                     elif t == plan_tag:
                         plans.append(f)
                 counts["referrals"]["in"] += 1
+                plan_refdate = max(refdate, -1)   # an unreadable referral date links no plan
                 cin_path = f"{child_path}/{cin_tag}[{r_no}]"
                 if not cid:
                     counts["referrals"]["rejected"] += 1
                     recs.rejects.append(("referrals", file_no, f"{name}:{cin_path}", id_tag, "", "child_rejected"))
-                elif refdate < 0:
+                elif refdate == -1:
                     counts["referrals"]["rejected"] += 1
                     recs.rejects.append(("referrals", file_no, f"{name}:{cin_path}", refdate_tag, "", "missing_value"))
+                elif refdate == -2:
+                    counts["referrals"]["rejected"] += 1
+                    recs.rejects.append(("referrals", file_no, f"{name}:{cin_path}", refdate_tag, refdate_raw,
+                                         "unparseable_date"))
                 else:
                     for col, v in (("file", file_no), ("pos", n_child), ("sub", r_no), ("key", key),
                                    ("refdate", refdate), ("source", source), ("closure", closure), ("nfa", nfa),
                                    ("cinplan", cinplan), ("cpp", 1 if plans else 0), ("mask", mask),
-                                   ("unknown_factor", unknown_factor)):
+                                   ("unknown_factor", unknown_factor), ("need", need), ("reason", reason)):
                         R[col].append(v)
                 for p_no, plan in enumerate(plans, 1):
                     start = end = cat = -1
+                    start_raw = ""
                     nprev = -1
                     for f in plan:
                         t = f.tag
                         if t == pstart_tag:
-                            start = code(_text(f))
+                            start_raw = _text(f)
+                            start = key_date(start_raw)
                         elif t == pend_tag:
                             end = code(_text(f))
                         elif t == pcat_tag:
@@ -341,12 +420,16 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
                     if not cid:
                         counts["plans"]["rejected"] += 1
                         recs.rejects.append(("plans", file_no, f"{name}:{plan_path}", id_tag, "", "child_rejected"))
-                    elif start < 0:
+                    elif start == -1:
                         counts["plans"]["rejected"] += 1
                         recs.rejects.append(("plans", file_no, f"{name}:{plan_path}", pstart_tag, "", "missing_value"))
+                    elif start == -2:
+                        counts["plans"]["rejected"] += 1
+                        recs.rejects.append(("plans", file_no, f"{name}:{plan_path}", pstart_tag, start_raw,
+                                             "unparseable_date"))
                     else:
                         for col, v in (("file", file_no), ("pos", n_child), ("sub", r_no), ("subsub", p_no),
-                                       ("key", key), ("refdate", refdate), ("start", start), ("end", end),
+                                       ("key", key), ("refdate", plan_refdate), ("start", start), ("end", end),
                                        ("category", cat), ("nprev", nprev)):
                             P[col].append(v)
             # Streaming: drop the finished Child and the siblings before it.
@@ -374,7 +457,7 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
 # --------------------------------------------------------------------------------------
 
 def _read_flat_csv(path: Path, file_no: int, recs: _Records, values: _Values, maps: _Maps,
-                   factor_counts: dict[str, int]) -> None:
+                   factor_counts: dict[str, int], dayfirst: bool) -> None:
     f = maps.fm["flat_csv"]
     name = path.name
     try:
@@ -399,6 +482,16 @@ def _read_flat_csv(path: Path, file_no: int, recs: _Records, values: _Values, ma
         codes, uniques = pd.factorize(series)
         lut = np.array([values.code(mapping.get(u, u) if mapping else u) for u in uniques] + [-1], dtype=np.int32)
         return lut[codes]
+
+    def dated(series: pd.Series, key: bool) -> np.ndarray:
+        """Codes of dates as ISO text. Key dates: -1 empty, -2 unreadable (the record is
+        rejected); other dates: unreadable text passed on verbatim for clean to quarantine."""
+        codes, uniques = pd.factorize(series)
+        lut = []
+        for u in uniques:
+            iso = _iso_date(u, flat=True, dayfirst=dayfirst) if u else None
+            lut.append(values.code(iso) if iso else -2 if key and u else values.code(u))
+        return np.array(lut + [-1], dtype=np.int32)[codes]
 
     lea = col(f["la"])
     cid = col(f["la_child_id"])
@@ -441,15 +534,15 @@ def _read_flat_csv(path: Path, file_no: int, recs: _Records, values: _Values, ma
     mask = np.array(mask_lut + [0], dtype=np.int32)[fac_c]
     unknown_factor = np.array(unk_lut + [-1], dtype=np.int32)[fac_c]
 
-    refdate = coded(col(f["referral_date"]))
-    start = coded(col(f["plan_start"]))
+    refdate_text, start_text = col(f["referral_date"]), col(f["plan_start"])
+    refdate, start = dated(refdate_text, True), dated(start_text, True)
     nprev_text = col(f["previous_plans"])
     nprev = pd.to_numeric(nprev_text.where(nprev_text.str.fullmatch(r"\d+")), errors="coerce").fillna(-1).to_numpy(np.int32)
     has_id = key >= 0
-    is_plan = start >= 0
+    is_plan = start != -1
     counts = {"children": {"in": n, "rejected": int((~has_id).sum())},
               "referrals": {"in": n, "rejected": int((~has_id | (refdate < 0)).sum())},
-              "plans": {"in": int(is_plan.sum()), "rejected": int((is_plan & ~has_id).sum())}}
+              "plans": {"in": int(is_plan.sum()), "rejected": int((is_plan & (~has_id | (start < 0))).sum())}}
     for i in np.flatnonzero(~has_id):
         where = f"{name}: row {i + 1}"
         field = f["la_child_id"] if cid.iloc[i] == "" else f["la"]
@@ -458,11 +551,16 @@ def _read_flat_csv(path: Path, file_no: int, recs: _Records, values: _Values, ma
         if is_plan[i]:
             recs.rejects.append(("plans", file_no, where, field, "", "child_rejected"))
     for i in np.flatnonzero(has_id & (refdate < 0)):
-        recs.rejects.append(("referrals", file_no, f"{name}: row {i + 1}", f["referral_date"], "", "missing_value"))
+        bad = refdate[i] == -2
+        recs.rejects.append(("referrals", file_no, f"{name}: row {i + 1}", f["referral_date"],
+                             refdate_text.iloc[i] if bad else "", "unparseable_date" if bad else "missing_value"))
+    for i in np.flatnonzero(has_id & (start == -2)):
+        recs.rejects.append(("plans", file_no, f"{name}: row {i + 1}", f["plan_start"], start_text.iloc[i],
+                             "unparseable_date"))
 
     c = has_id
     recs.add("children", {"file": np.full(c.sum(), file_no), "pos": rows[c], "order": order[c], "key": key[c],
-                          "lea": coded(lea)[c], "dob": coded(col(f["date_of_birth"]))[c],
+                          "lea": coded(lea)[c], "dob": dated(col(f["date_of_birth"]), False)[c],
                           "sex": coded(col(f["sex"]), maps.sex)[c], "eth": coded(col(f["ethnicity"]))[c],
                           "dis": dis[c]})
     r = has_id & (refdate >= 0)
@@ -470,13 +568,14 @@ def _read_flat_csv(path: Path, file_no: int, recs: _Records, values: _Values, ma
     recs.add("referrals", {"file": np.full(r.sum(), file_no), "pos": rows[r], "sub": zeros[r], "order": order[r],
                            "key": key[r], "refdate": refdate[r],
                            "source": coded(col(f["referral_source"]), maps.source)[r],
-                           "closure": coded(col(f["closure_date"]))[r], "nfa": nfa[r],
+                           "closure": dated(col(f["closure_date"]), False)[r], "nfa": nfa[r],
                            "cinplan": (col(f["cin_plan_start"]) != "").to_numpy(np.int32)[r],
-                           "cpp": is_plan.astype(np.int32)[r], "mask": mask[r], "unknown_factor": unknown_factor[r]})
-    p = has_id & is_plan
+                           "cpp": is_plan.astype(np.int32)[r], "mask": mask[r], "unknown_factor": unknown_factor[r],
+                           "need": coded(col(f["primary_need"]))[r], "reason": coded(col(f["reason_for_closure"]))[r]})
+    p = has_id & (start >= 0)
     recs.add("plans", {"file": np.full(p.sum(), file_no), "pos": rows[p], "sub": zeros[p], "subsub": zeros[p],
-                       "order": order[p], "key": key[p], "refdate": refdate[p], "start": start[p],
-                       "end": coded(col(f["plan_end"]))[p], "category": coded(col(f["plan_category"]), maps.category)[p],
+                       "order": order[p], "key": key[p], "refdate": np.maximum(refdate, -1)[p], "start": start[p],
+                       "end": dated(col(f["plan_end"]), False)[p], "category": coded(col(f["plan_category"]), maps.category)[p],
                        "nprev": nprev[p]})
     la_values = sorted(set(lea[lea != ""]))
     recs.files.append({"file": name, "format": "flat_csv", "la": la_values[0] if len(la_values) == 1 else la_values,
@@ -549,7 +648,7 @@ def _locations(recs: _Records, kind: str, file: np.ndarray, pos: np.ndarray, sub
 
 
 def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
-           factor_counts: dict[str, int]) -> Adapted:
+           factor_counts: dict[str, int], min_count: int | None = None) -> Adapted:
     fm = maps.fm
     V = values.array()
     n_files = len(recs.files)
@@ -605,7 +704,7 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
     rkey = recs.column("referrals", "key").astype(np.int64) * _KEY_SHIFT + recs.column("referrals", "refdate")
     mr = _Merged(recs, "referrals", rkey)
     r_key, r_date = mr.survivor("key"), mr.survivor("refdate")
-    ref_cols = {c: mr.latest(c) for c in ("source", "closure", "nfa")}
+    ref_cols = {c: mr.latest(c) for c in ("source", "closure", "nfa", "need", "reason")}
     mask = mr.union("mask")
     cinplan = np.maximum.reduceat(mr.cols["cinplan"], mr.starts) if mr.n_groups else mr.cols["cinplan"]
     cpp = np.maximum.reduceat(mr.cols["cpp"], mr.starts) if mr.n_groups else mr.cols["cpp"]
@@ -642,6 +741,13 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
 
     # Build the kept rows only (no filtered copy of a finished frame: memory at a million children).
     keep = np.flatnonzero(kept_r)
+    # Recorded-only codes (not canonical fields): values outside the YAML code lists, counted.
+    codes_not_in_map = {}
+    for col, element, known in (("need", "PrimaryNeedCode", maps.primary_need),
+                                ("reason", "ReasonForClosure", maps.reason_for_closure)):
+        c = ref_cols[col][keep]
+        u, n = np.unique(c[c >= 0], return_counts=True)
+        codes_not_in_map[element] = {V[k]: int(m) for k, m in zip(u.tolist(), n.tolist()) if V[k] not in known}
     mask, r_key, r_date = mask[keep], r_key[keep], r_date[keep]
     referrals = pd.DataFrame({
         "referral_id": _joined(V[r_key], V[r_date]),
@@ -685,6 +791,9 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
         if t["kept"] != n_kept[kind] or t["records_in"] != t["kept"] + t["rejected"] + t["merged"]:
             raise RuntimeError(f"{kind}: records do not reconcile: {t}")
     nprev = plan_cols["nprev"]
+    nprev_cells = {"0": int((nprev == 0).sum()), "1": int((nprev == 1).sum()), "2": int((nprev == 2).sum()),
+                   "3_or_more": int((nprev >= 3).sum()), "missing": int((nprev < 0).sum())}
+    nprev_out = _withheld(nprev_cells, min_count, total_published=True)
     metrics = {
         "source": SOURCE,
         "records": totals,      # totals first, then per file
@@ -692,15 +801,59 @@ def _build(recs: _Records, values: _Values, maps: _Maps, dayfirst: bool,
         "reconciled": True,
         "rule": "records in = kept + rejected + merged (merged: the same record in another return, or again in one)",
         "number_of_previous_cpp": {
-            "plans": len(nprev), "missing": int((nprev < 0).sum()),
-            "by_value": {"0": int((nprev == 0).sum()), "1": int((nprev == 1).sum()), "2": int((nprev == 2).sum()),
-                         "3_or_more": int((nprev >= 3).sum())},
+            "plans": len(nprev), "missing": nprev_out.pop("missing"), "by_value": nprev_out,
         },
-        "assessment_factor_codes": dict(sorted(factor_counts.items())),
+        "assessment_factor_codes": _withheld(dict(sorted(factor_counts.items())), min_count),
+        "codes_not_in_map": {k: _withheld(dict(sorted(v.items())), min_count) for k, v in codes_not_in_map.items()},
         "not_recorded": list(fm["not_recorded"]),
+        "statements": _statements(totals, fm["not_recorded"], min_count),
     }
+    if min_count is not None:
+        metrics["withheld"] = f"counts below {min_count} withheld"
     return Adapted(tables={"children": children, "referrals": referrals, "plans": plans}, rejects=rejects,
                    metrics=metrics, not_recorded=list(fm["not_recorded"]))
+
+
+def _withheld(counts: dict[str, int], min_count: int | None, *,
+              total_published: bool = False) -> dict[str, int | None]:
+    """The counts with each one below ``min_count`` replaced by None (withheld).
+
+    ``total_published``: the cells add up to a total published elsewhere (the plans kept),
+    so a single withheld cell could be recovered by subtraction; the smallest other cell
+    (the first of equals) is then withheld too.
+    """
+    if min_count is None:
+        return dict(counts)
+    out: dict[str, int | None] = {k: None if v < min_count else v for k, v in counts.items()}
+    shown = [k for k, v in out.items() if v is not None]
+    if total_published and len(out) - len(shown) == 1 and shown:
+        out[min(shown, key=lambda k: counts[k])] = None
+    return out
+
+
+def _statements(totals: dict[str, dict[str, Any]], not_recorded: list[str], min_count: int | None) -> list[str]:
+    """The route's rules in plain sentences for the report's "Data and cleaning" (no identifiers)."""
+    def stated(n: int) -> str:
+        return str(n) if n >= STATED_CONFLICTS_MIN else f"fewer than {STATED_CONFLICTS_MIN}"
+
+    conflicts = ", ".join(f"{kind} {stated(int(totals[kind]['conflicts']))}" for kind in KINDS)
+    absent = ", ".join(f.replace("_", " ") for f in not_recorded)
+    out = [
+        ("Children are keyed by the return's LA code (LEA) and LAchildID; the census has no family identifier, "
+         "so each child is its own cluster."),
+        ("Referrals are keyed by child and CINreferralDate, child protection plans by child and CPPstartDate; "
+         "a record whose key date cannot be read is rejected."),
+        ("A record repeated in several annual returns is merged into one: each field takes the latest return's "
+         "value; assessment factors and plans are united over returns."),
+        f"Values that differ between returns (the later return wins), counted per field: {conflicts}.",
+        ("Referral outcome: NFA if ReferralNFA is true, else CPP if a child protection plan followed, "
+         "else CIN if a CIN plan is recorded, else ASSESSED."),
+        f"The census does not record these factors, so they are left out (never set to 0): {absent}.",
+        "Child protection plans carry no end reason, and entering care is not recorded by the census.",
+    ]
+    if min_count is not None:
+        out.append(f"Counts below {min_count} of assessment factor, previous plan and unmapped codes are withheld.")
+    return out
 
 
 def _joined(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -717,8 +870,38 @@ def _ordering_days(text: np.ndarray, dayfirst: bool) -> np.ndarray:
     return np.append(days, np.iinfo(np.int64).max)[codes]
 
 
-def read(input_dir: Path, *, dayfirst: bool = True, progress: bool = False) -> Adapted:
-    """Read and merge every CIN census return (``*.xml``) and liiatools flat file (``*.csv``)."""
+def _check_la_keys(xml_files: list[Path], flat_files: list[Path], la_column: str) -> None:
+    """XML returns and flat CSVs in one folder only if every CSV LA value is a 3-digit LEA code.
+
+    XML keys a child by the return's LEA code (201/A1), liiatools' flat CSV by the LA column,
+    which it fills with the LA's name (Barnet/A1): the same child would become two children.
+    Reads only the LA column of each CSV; a CSV without one is left to its own read's error.
+    """
+    names = set()
+    for path in flat_files:
+        try:
+            la = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig",
+                             usecols=lambda c: str(c).strip() == la_column)
+        except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError, ValueError):
+            continue
+        if la.shape[1]:
+            names.update(v.strip() for v in la.iloc[:, 0] if v.strip() and not re.fullmatch(r"\d{3}", v.strip()))
+    if names:
+        def listed(items: list[str]) -> str:
+            return ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        raise InputError(
+            f"{listed([p.name for p in xml_files])} (XML) and {listed([p.name for p in flat_files])} (flat CSV): "
+            f"their LA keys differ: XML returns key children by the 3-digit LEA code, the flat CSV's "
+            f"{la_column} column holds {listed([repr(v) for v in sorted(names)])}; read them from separate folders "
+            f"or write the LEA code in the {la_column} column")
+
+
+def read(input_dir: Path, *, dayfirst: bool = True, progress: bool = False, min_count: int | None = None) -> Adapted:
+    """Read and merge every CIN census return (``*.xml``) and liiatools flat file (``*.csv``).
+
+    ``dayfirst`` reads a flat CSV's d/m/yyyy dates (False: m/d/yyyy). ``min_count``: counts
+    below it in the metrics' code distributions are withheld (None), see the module docstring.
+    """
     input_dir = Path(input_dir)
     if not input_dir.is_dir():
         raise InputError(f"{input_dir}: folder not found (input.dir of a cin_census source)")
@@ -726,18 +909,22 @@ def read(input_dir: Path, *, dayfirst: bool = True, progress: bool = False) -> A
     if not files:
         raise InputError(f"{input_dir}: no CIN census returns (*.xml) or liiatools flat files (*.csv) in the folder")
     maps = _Maps(field_map(SOURCE))
+    xml_files = [p for p in files if p.suffix.lower() == ".xml"]
+    flat_files = [p for p in files if p.suffix.lower() == ".csv"]
+    if xml_files and flat_files:
+        _check_la_keys(xml_files, flat_files, maps.fm["flat_csv"]["la"])
     values, recs, factor_counts = _Values(), _Records(), {}
     t0 = time.perf_counter()
     for file_no, path in enumerate(files):
         if path.suffix.lower() == ".xml":
             _read_xml(path, file_no, recs, values, maps, factor_counts)
         else:
-            _read_flat_csv(path, file_no, recs, values, maps, factor_counts)
+            _read_flat_csv(path, file_no, recs, values, maps, factor_counts, dayfirst)
         if progress:
             c = recs.files[-1]["counts"]
             print(f"cin_census: {path.name}: {c['children']['in']:,} children, {c['referrals']['in']:,} referrals, "
                   f"{c['plans']['in']:,} plans ({time.perf_counter() - t0:.1f}s)", file=sys.stderr)
-    return _build(recs, values, maps, dayfirst, factor_counts)
+    return _build(recs, values, maps, dayfirst, factor_counts, min_count)
 
 
 # --------------------------------------------------------------------------------------
