@@ -628,3 +628,97 @@ def test_writer_by_hand(tmp_path):
     assert refs.loc["AA/R1/C1", cols].tolist() == ["UNKNOWN", "2019-10-01", "CIN", "MULTIPLE", "1", "0", "0", "0", "0"]
     assert refs.loc["AA/R2/C1", cols].tolist() == ["POLICE", "2020-09-30", "ASSESSED", "", "0", "1", "0", "1", "0"]
     assert refs.loc["KY/R4/C2", cols].tolist() == ["HEALTH", "2025-03-31", "ASSESSED", "PHYSICAL", "0", "0", "0", "0", "1"]
+
+
+# --------------------------------------------------------------------------------------------
+# Review fixes: no usable record, quoted ragged rows, month-first dates, a UTF-8 BOM
+# --------------------------------------------------------------------------------------------
+
+def _header() -> str:
+    return (DATA / F19).read_text().splitlines()[0]
+
+
+def _row(**values: str) -> str:
+    """2019 fixture row 1 (KY/R100/C1) with some fields replaced (NDACAN names)."""
+    text = (DATA / F19).read_text().splitlines()
+    header, row = text[0].split(","), text[1].split(",")
+    for name, value in values.items():
+        row[header.index(name)] = value
+    return ",".join(row)
+
+
+def test_header_only_file_stops_with_one_line(tmp_path):
+    (tmp_path / "cf.csv").write_text(_header() + "\n")
+    message = _one_line_error(tmp_path)
+    # No record read, none rejected: the folder is named with both counts.
+    assert str(tmp_path) in message and "no usable" in message
+    assert "0 records read" in message and "0 rejected" in message
+
+
+def test_no_record_with_an_id_stops_with_one_line(tmp_path):
+    # One record without ChID: read 1, rejected 1 (missing_id 1), nothing left.
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), _row(ChID="")]) + "\n")
+    message = _one_line_error(tmp_path)
+    assert str(tmp_path) in message and "1 record read" in message and "1 rejected" in message
+    assert "missing_id 1" in message
+
+
+def test_every_child_with_inconsistent_ages_stops_with_one_line(tmp_path):
+    # C1 aged 6 on 2019-01-10 -> birth in (2012-01-10, 2013-01-10]; aged 9 on 2019-02-10 ->
+    # (2009-02-10, 2010-02-10]: no common day, so both records are rejected (child_rejected).
+    rows = [_row(), _row(RptID="R101", RptDt="2019-02-10", RpDispDt="2019-02-20", ChAge="9")]
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), *rows]) + "\n")
+    message = _one_line_error(tmp_path)
+    assert "2 records read" in message and "2 rejected" in message and "child_rejected 2" in message
+
+
+@pytest.mark.parametrize("where", ["short", "long"])
+def test_ragged_quoted_row(tmp_path, where):
+    # Data row 2 (line 3) quotes its report date; it has one field too few (the last, RmvDate,
+    # dropped) or one too many: 38 or 40 fields against the header's 39.
+    header = _header()
+    row = _row(RptID="R101", RptDt='"2019-02-10"')
+    row = row[:row.rindex(",")] if where == "short" else row + ",extra"
+    (tmp_path / "cf.csv").write_text("\n".join([header, _row(), row, _row(RptID="R102")]) + "\n")
+    message = _one_line_error(tmp_path)
+    n_fields = 38 if where == "short" else 40
+    assert header.count(",") + 1 == 39
+    assert "cf.csv" in message and "row 2" in message and f"{n_fields} fields" in message and "39" in message
+
+
+def test_quoted_field_holding_the_delimiter_is_one_field(tmp_path):
+    # A quoted value with a comma in it is one field: the row has 39 fields and is read.
+    rows = [_row(), _row(RptID='"R1,01"')]
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), *rows]) + "\n")
+    refs = ncands.read(tmp_path).tables["referrals"]
+    assert sorted(refs["referral_id"]) == ["KY/R1,01/C1", "KY/R100/C1"]
+
+
+@pytest.mark.parametrize("dayfirst", [True, False])
+def test_slash_dates_are_month_first_whatever_dayfirst(tmp_path, dayfirst):
+    # The record layout is month-first (US): 05/06/2019 is 6 May, 05/16/2019 is 16 May, whatever
+    # input.dayfirst says (it is accepted and ignored).
+    rows = [_row(RptDt="05/06/2019", RpDispDt="05/07/2019"),
+            _row(RptID="R101", ChID="C9", RptDt="05/16/2019", RpDispDt="05/17/2019")]
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), *rows]) + "\n")
+    out = ncands.read(tmp_path, dayfirst=dayfirst)
+    refs = out.tables["referrals"].set_index("referral_id")
+    assert refs.loc["KY/R100/C1", ["referral_date", "closure_date"]].tolist() == ["2019-05-06", "2019-05-07"]
+    assert refs.loc["KY/R101/C9", ["referral_date", "closure_date"]].tolist() == ["2019-05-16", "2019-05-17"]
+    assert len(out.rejects) == 0
+
+
+def test_utf8_bom(tmp_path):
+    # Excel's "CSV UTF-8" starts the file with a byte order mark. The 2019 fixture with StaTerr
+    # moved to the first column (a required column: without the fix, "missing column 'StaTerr'")
+    # reads with the mark as it does without.
+    plain, bom = tmp_path / "plain", tmp_path / "bom"
+    plain.mkdir()
+    bom.mkdir()
+    lines = [line.split(",") for line in (DATA / F19).read_text().splitlines()]
+    text = "".join(",".join([f[1], f[0], *f[2:]]) + "\n" for f in lines)
+    (plain / F19).write_text(text)
+    (bom / F19).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    expected, got = ncands.read(plain), ncands.read(bom)
+    for name in ("children", "referrals"):
+        pd.testing.assert_frame_equal(got.tables[name], expected.tables[name])

@@ -19,9 +19,11 @@ names match ignoring case. The rules:
 * **Dates.** referral_date = RptDt (report date). NCANDS has no closure date: the episode
   ends at the disposition date (RpDispDt / RPTDISDT) when present and not before the report
   date, else at the report date (the episodes stage then starts follow-up at
-  ``max(closure, report + same_episode_days)``). Dates are read as ISO, ``mm/dd/yyyy``
-  (``dd/mm/yyyy`` with ``dayfirst``), the layout's ``mmddyyyy``, or a statistics file's date;
-  a numeric date without a date format in a SAS or Stata file counts days from 1960-01-01.
+  ``max(closure, report + same_episode_days)``). Dates are read as ISO, ``mm/dd/yyyy``, the
+  layout's ``mmddyyyy``, or a statistics file's date: a slash date is always month first
+  (NCANDS is US data and its record layout is month-first), so ``input.dayfirst`` is ignored
+  (``read`` accepts it for the adapter interface). A numeric date without a date format in a
+  SAS or Stata file counts days from 1960-01-01.
 * **Date of birth.** NCANDS gives the age in whole years at the report (ChAge), no birth
   date. A report on day d at age a puts the birth in ``(d - (a+1) years, d - a years]``
   (calendar years; 29 February falls back to 28). The child's interval is the intersection
@@ -107,6 +109,8 @@ code listed for a value, blank never, unless ``writer.prefer`` names another; ch
 
 from __future__ import annotations
 
+import csv
+import itertools
 import re
 import string
 import sys
@@ -123,7 +127,6 @@ from pipeline.cli import InputError
 from pipeline.formats import Adapted, field_map
 from pipeline.io import atomic_path
 from pipeline.schema import NO_SERVICE_OUTCOMES, PLANS
-import itertools
 
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 _DAY_NS = 86_400_000_000_000
@@ -157,10 +160,34 @@ def _resolve_columns(path: Path, header: list[str], spec: dict[str, Any], where:
     return out
 
 
+def _has_quote(path: Path, block: int = 1 << 24) -> bool:
+    with path.open("rb") as fh:
+        while chunk := fh.read(block):
+            if b'"' in chunk:
+                return True
+    return False
+
+
+def _check_quoted_field_counts(path: Path, delimiter: str, expected: int, encoding: str) -> None:
+    """As ``_check_field_counts`` for a file with quotes: the csv module splits each record
+    (a quoted field may hold the delimiter, or a line break)."""
+    with path.open(encoding=encoding, newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, quotechar='"')
+        next(reader, None)  # the header
+        record = 0
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line: the parser skips it
+            record += 1
+            if len(fields) != expected + 1:
+                raise InputError(f"{path.name}: row {record} (line {reader.line_num}): "
+                                 f"{len(fields)} fields, the header has {expected + 1}")
+
+
 def _check_field_counts(path: Path, delimiter: str, expected: int, block: int = 1 << 24) -> None:
     """Stop at the first record with more or fewer fields than the header (the parser would
-    silently drop or blank them). Counts delimiter bytes per line in blocks; a line with a
-    quote character is not checked (a quoted field may hold the delimiter); blank lines are
+    silently drop or blank them). Counts delimiter bytes per line in blocks; a file with a
+    quote character is checked by ``_check_quoted_field_counts`` instead; blank lines are
     skipped, as the parser skips them."""
     sep, newline, quote = ord(delimiter), ord("\n"), ord('"')
     line_no, record, carry = 0, 0, b""
@@ -208,7 +235,8 @@ def _detect_delimiter(path: Path, first_line: str, delimiters: list[str]) -> str
 
 
 def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    for encoding in ("utf-8", "latin-1"):  # latin-1 reads any byte: the fallback never fails
+    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+    for encoding in ("utf-8-sig", "latin-1"):  # latin-1 reads any byte: the fallback never fails
         try:
             with path.open(encoding=encoding, newline="") as fh:
                 first = fh.readline().rstrip("\r\n")
@@ -220,10 +248,19 @@ def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dic
     delimiter = _detect_delimiter(path, first, spec["delimiters"])
     header = [h.strip().strip('"') for h in first.split(delimiter)]
     columns = _resolve_columns(path, header, spec, "header (line 1)")
-    _check_field_counts(path, delimiter, first.count(delimiter))
+    if _has_quote(path):
+        _check_quoted_field_counts(path, delimiter, first.count(delimiter), encoding)
+    else:
+        _check_field_counts(path, delimiter, first.count(delimiter))
     wanted = {c for c in columns.values() if c is not None}
     try:
         # Categories: a column of codes holds a few distinct strings, not one object per cell.
+        frame = pd.read_csv(path, sep=delimiter, dtype="category", keep_default_na=False, na_filter=False,
+                            encoding=encoding, usecols=lambda c: c.strip().strip('"') in wanted,
+                            engine="c")
+    except UnicodeDecodeError:
+        # The header was UTF-8 but a later row is not: read the file as latin-1 (any byte).
+        encoding = "latin-1"
         frame = pd.read_csv(path, sep=delimiter, dtype="category", keep_default_na=False, na_filter=False,
                             encoding=encoding, usecols=lambda c: c.strip().strip('"') in wanted,
                             engine="c")
@@ -339,12 +376,13 @@ def _yes_no(text: pd.Series, yes_no: dict[str, list[str]]) -> np.ndarray:
     return np.array([lookup.get(u, -2) for u in uniques], dtype=np.int8)[codes_]
 
 
-def parse_dates(text: pd.Series, dayfirst: bool) -> pd.Series:
-    """Dates from ISO, mm/dd/yyyy (dd/mm/yyyy with dayfirst) and mmddyyyy text; NaT otherwise."""
+def parse_dates(text: pd.Series) -> pd.Series:
+    """Dates from ISO, mm/dd/yyyy and mmddyyyy text (month first, as the US record layout);
+    NaT otherwise."""
     codes_, uniques = pd.factorize(text, use_na_sentinel=False)
     parsed = np.full(len(uniques), np.datetime64("NaT"), dtype="datetime64[D]")
     for i, u in enumerate(uniques):
-        for pattern, order in ((_ISO, "ymd"), (_SLASH, "dmy" if dayfirst else "mdy"), (_LAYOUT, "mdy")):
+        for pattern, order in ((_ISO, "ymd"), (_SLASH, "mdy"), (_LAYOUT, "mdy")):
             m = pattern.match(u)
             if m:
                 parts = dict(zip(order, (int(g) for g in m.groups())))
@@ -376,9 +414,16 @@ def _years_before(day: pd.Series, years: np.ndarray) -> np.ndarray:
 # The route
 # ------------------------------------------------------------------------------------------
 
-def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> Adapted:
-    """Read every Child File in ``input_dir`` into the canonical tables (rules: module docstring)."""
-    spec = load_field_map()
+def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False,
+         spec: dict[str, Any] | None = None) -> Adapted:
+    """Read every Child File in ``input_dir`` into the canonical tables (rules: module docstring).
+
+    ``dayfirst`` is accepted for the adapter interface and ignored: slash dates are month first.
+    ``spec`` replaces ``ncands.yaml`` (the field map and settings, as ``load_field_map``
+    returns them), e.g. a test's ``risk_factor_unknown_as``.
+    """
+    del dayfirst  # NCANDS dates are month first (module docstring)
+    spec = load_field_map() if spec is None else spec
     input_dir = Path(input_dir)
     files, ignored = _child_files(input_dir, spec)
     parts, file_metrics = [], []
@@ -414,13 +459,14 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         blank = alive & (rec[logical] == "").to_numpy()
         reject(blank, "referrals", first_name[logical], None, "missing_id")
         alive &= ~blank
-    report_day = parse_dates(rec["report_date"], dayfirst)
+    report_day = parse_dates(rec["report_date"])
     blank = alive & (rec["report_date"] == "").to_numpy()
     reject(blank, "referrals", first_name["report_date"], None, "missing_value")
     alive &= ~blank
     bad = alive & report_day.isna().to_numpy()
     reject(bad, "referrals", first_name["report_date"], rec["report_date"].to_numpy(), "unparseable_date")
     alive &= ~bad
+    _stop_if_none_usable(input_dir, alive, rejects)
 
     # 2. Merge copies of a report-child pair: the later one (SubYr, file, row) is kept.
     subyr = pd.to_numeric(rec["submission_year"], errors="coerce").fillna(-1).to_numpy()
@@ -445,7 +491,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     sex_rank = np.where(sex_bad, 2, np.where(sex.isin(["M", "F"]), 1, 0))
     ethnicity, eth_rank = _ethnicity(rec, spec)
     disability, dis_rank = _disability(rec, spec)
-    looked_after, la_rank, la_day, la_counts = _looked_after(rec, spec, dayfirst, alive)
+    looked_after, la_rank, la_day, la_counts = _looked_after(rec, spec, alive)
 
     # 4. Birth-date intervals, intersected per child.
     age_text = rec["child_age"]
@@ -489,6 +535,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         drop = alive & rec["_child"].isin(bad_child).to_numpy()
         reject(drop, "referrals", "child_id", None, "child_rejected")
         alive &= ~drop
+        _stop_if_none_usable(input_dir, alive, rejects)
     live = rec.loc[alive, child_columns]
 
     # 5. Children: one row per child from its kept reports.
@@ -533,7 +580,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     })
 
     # 6. Referrals: one row per kept record.
-    referrals, ref_counts = _referrals(rec.loc[alive], report_day[alive], spec, dayfirst)
+    referrals, ref_counts = _referrals(rec.loc[alive], report_day[alive], spec)
 
     plans = pd.DataFrame({c: pd.Series(dtype=object) for c in [*PLANS.columns, "source_location"]})
     rejects_frame = (pd.concat(rejects, ignore_index=True) if rejects
@@ -570,6 +617,18 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         raise RuntimeError("ncands: records in != kept + rejected + merged")
     return Adapted(tables={"children": children, "referrals": referrals, "plans": plans},
                    rejects=rejects_frame, metrics=metrics, not_recorded=list(spec["not_recorded"]))
+
+
+def _stop_if_none_usable(input_dir: Path, alive: np.ndarray, rejects: list[pd.DataFrame]) -> None:
+    """Stop, naming the folder and the counts, when no record is left to make a row of."""
+    if alive.any():
+        return
+    frame = pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=REJECT_COLUMNS)
+    records = frame[frame["table"] == "referrals"]
+    by_reason = ", ".join(f"{reason} {n}" for reason, n in records["reason"].value_counts().items())
+    n = len(alive)
+    raise InputError(f"{input_dir}: no usable Child File record: {n} record{'' if n == 1 else 's'} read, "
+                     f"{len(records)} rejected" + (f" ({by_reason})" if by_reason else ""))
 
 
 def _known_conflicts(live: pd.DataFrame, values: pd.Series, known: np.ndarray) -> int:
@@ -620,13 +679,13 @@ def _disability(rec: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.Series, np.
     return out, np.where(bad != "", 2, any_yes.astype(np.int64))
 
 
-def _looked_after(rec: pd.DataFrame, spec: dict[str, Any], dayfirst: bool,
+def _looked_after(rec: pd.DataFrame, spec: dict[str, Any],
                   alive: np.ndarray) -> tuple[pd.Series, np.ndarray, np.ndarray, dict[str, int]]:
     """Removal date of reports with foster care services (rank 1; unreadable date rank 2),
     its day number (to pick the earliest) and the counts of incomplete removals."""
     foster = _yes_no(rec["foster_care_services"], spec["yes_no"])
     removal = rec["removal_date"]
-    parsed = parse_dates(removal, dayfirst)
+    parsed = parse_dates(removal)
     has_date = (removal != "").to_numpy()
     use = (foster == 1) & has_date
     unreadable = use & parsed.isna().to_numpy()
@@ -638,14 +697,14 @@ def _looked_after(rec: pd.DataFrame, spec: dict[str, Any], dayfirst: bool,
     return out, rank, np.where(use & ~unreadable, day, 0), counts
 
 
-def _referrals(live: pd.DataFrame, report_day: pd.Series, spec: dict[str, Any],
-               dayfirst: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _referrals(live: pd.DataFrame, report_day: pd.Series,
+               spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One canonical referral row per kept record, and the closure / unknown-factor counts."""
     source, source_bad = _map_codes(live["report_source"], spec["report_source"])
     source = source.where(~source_bad, live["report_source"])
 
     disp_text = live["disposition_date"]
-    disp = parse_dates(disp_text, dayfirst)
+    disp = parse_dates(disp_text)
     blank = (disp_text == "").to_numpy()
     unreadable = ~blank & disp.isna().to_numpy()
     before = ~blank & ~unreadable & (disp < report_day).to_numpy()
