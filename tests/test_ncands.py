@@ -930,3 +930,20 @@ def test_counts_in_statements():
     # disclosure.min_cell_count is 10: a count below it is not written.
     assert [ncands._count(n) for n in (0, 1, 9, 10, 12345)] == ["none", "fewer than 10", "fewer than 10", "10",
                                                                  "12,345"]
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_utf8_header_then_a_latin1_row(tmp_path, quoted):
+    # The header and the first 300 rows (over 8 KB, past what the header read decodes) are plain
+    # ASCII; the last row has "Café" in latin-1 (byte e9) in a column the route ignores
+    # (RptDisp): the file is read as latin-1, as it would be had the header shown it.
+    rows = [_row(RptID=f"R{i}", ChID=f"C{i}") for i in range(300)]
+    last = _row(RptID="R300", ChID="C300", RptDisp="Caf\xe9")
+    if quoted:
+        rows[0] = rows[0].replace(",R0,", ',"R0",')
+    text = "\n".join([_header(), *rows]).encode("ascii") + b"\n" + last.encode("latin-1") + b"\n"
+    assert len(text) > 3 * 8192
+    (tmp_path / F19).write_bytes(text)
+    out = ncands.read(tmp_path)
+    assert out.metrics["files"][0]["encoding"] == "latin-1"
+    assert out.metrics["records"]["referrals"]["kept"] == 301

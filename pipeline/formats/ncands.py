@@ -189,7 +189,8 @@ def _has_quote(path: Path, block: int = 1 << 24) -> bool:
 def _check_quoted_field_counts(path: Path, delimiter: str, expected: int, encoding: str) -> None:
     """As ``_check_field_counts`` for a file with quotes: the csv module splits each record
     (a quoted field may hold the delimiter, or a line break)."""
-    with path.open(encoding=encoding, newline="") as fh:
+    # errors="replace": a later row in another encoding still has its fields counted.
+    with path.open(encoding=encoding, errors="replace", newline="") as fh:
         reader = csv.reader(fh, delimiter=delimiter, quotechar='"')
         next(reader, None)  # the header
         record = 0
