@@ -837,15 +837,15 @@ def _statements(m: dict[str, Any]) -> list[str]:
     rf = m["risk_factors"]
     zero = rf["unknown_as"] == 0
     out = [
-        f"The index episode ends at the disposition date (RpDispDt), or at the report date where that is missing "
-        f"or before the report ({_count(at_report)} of {_count(refs['kept'])} referrals).",
+        (f"The index episode ends at the disposition date (RpDispDt), or at the report date where that is "
+         f"missing or before the report ({_count(at_report)} of {_count(refs['kept'])} referrals)."),
         "Slash dates are read month first (mm/dd/yyyy), as in the US record layout; input.dayfirst is ignored.",
-        "NCANDS gives the age in whole years at each report, not a birth date: each report bounds the birth to "
-        "a year, and a child's reports are intersected.",
-        "The birth date is the middle day of that intersection, so the 18th birthday is known to within half "
-        "the remaining interval (at most half a year).",
-        f"Children whose reported ages admit no common birth date: "
-        f"{_count(m['records']['children']['rejected_inconsistent_ages'])} (quarantined with their reports).",
+        ("NCANDS gives the age in whole years at each report, not a birth date: each report bounds the birth "
+         "to a year, and a child's reports are intersected."),
+        ("The birth date is the middle day of that intersection, so the 18th birthday is known to within half "
+         "the remaining interval (at most half a year)."),
+        (f"Children whose reported ages admit no common birth date: "
+         f"{_count(m['records']['children']['rejected_inconsistent_ages'])} (quarantined with their reports)."),
     ]
     if zero:
         out.append("Risk factors coded unknown or blank are read as 0, not recorded as present "
