@@ -10,6 +10,9 @@ record layout / codebook and NDACAN's variable names (sources in pipeline/format
 
 Every expected value below is worked out by hand from those rows and the mapping rules in
 the module docstring; the arithmetic is in the comments (day counts checked with a calendar).
+Most expectations are for ``risk_factor_unknown_as: 0`` (an explicit choice: unknown read as
+"not recorded as present"), passed to ``ncands.read`` as an overridden spec; the default
+(null: unknown stays unknown) is tested by hand below (``*_DEFAULT``).
 """
 
 from __future__ import annotations
@@ -33,8 +36,22 @@ FACTOR_COLS = ["substance_misuse", "domestic_violence", "mental_health", "learni
                "financial_problems"]
 
 
+def spec_with(**settings) -> dict:
+    """ncands.yaml with some settings replaced (the one way a test overrides the spec)."""
+    spec = ncands.load_field_map()
+    spec.update(settings)
+    return spec
+
+
 @pytest.fixture(scope="module")
 def adapted():
+    """The fixtures read with unknown risk factors as 0 (an explicit choice)."""
+    return ncands.read(DATA, spec=spec_with(risk_factor_unknown_as=0))
+
+
+@pytest.fixture(scope="module")
+def adapted_default():
+    """The fixtures read with ncands.yaml as it is (risk_factor_unknown_as: null)."""
     return ncands.read(DATA)
 
 
@@ -56,9 +73,10 @@ EXPECTED_REFERRALS = [
     # PostServ 2 -> ASSESSED; FCViol 1, FCMoney 1; ChMal1 1 -> PHYSICAL.
     ("OR/R100/C1", "OR/C1", "2019-03-05", "POLICE", "2019-03-05", "ASSESSED", "0", "1", "0", "0", "1",
      "PHYSICAL", f"{F19}: row 2"),
-    # 2019 row 3: RptSrc 13 anonymous -> UNKNOWN; PostServ 9 -> ASSESSED; every caregiver factor
-    # blank -> unknown -> 0; ChMal1 9 unknown -> no category.
-    ("KY/R200/C2", "KY/C2", "2019-05-01", "UNKNOWN", "2019-05-20", "ASSESSED", "0", "0", "0", "0", "0",
+    # 2019 row 3: RptSrc 13 anonymous -> UNKNOWN; PostServ 9 (unknown) -> no outcome (blank:
+    # never "no services"); every caregiver factor blank -> unknown -> 0; ChMal1 9 unknown ->
+    # no category.
+    ("KY/R200/C2", "KY/C2", "2019-05-01", "UNKNOWN", "2019-05-20", "", "0", "0", "0", "0", "0",
      "", f"{F19}: row 3"),
     # 2019 row 4: RptSrc 9 parent -> INDIVIDUAL; FCDrug 1 -> substance; FCEmotnl 1 -> mental
     # health; FCRtrd 1 -> learning disability; ChMal1 4 -> SEXUAL.
@@ -98,7 +116,7 @@ EXPECTED_CHILDREN = [
     # Attributes from the latest report (2020 row 5).
     ("OR/C1", "OR", "F", "2018-08-19", "MIXED", "1", "2019-06-01", f"{F20}: row 5"),
     # ChAge 77 (unborn) is its only report: no birth date (clean: missing_value). ChSex 9 -> U;
-    # race flags 9 -> no race -> UNKNOWN.
+    # race flags 9 -> no race -> UNKNOWN. Every child risk factor 9 -> disability unknown -> 0.
     ("KY/C2", "KY", "U", "", "UNKNOWN", "0", "", f"{F19}: row 3"),
     # Age 10 on 2019-07-01: (2008-07-01, 2009-07-01]; age 10 on 2020-03-02: (2009-03-02,
     # 2010-03-02]; age 11 on 2020-03-10: (2008-03-10, 2009-03-10]. Intersection: lo = latest
@@ -115,6 +133,24 @@ EXPECTED_CHILDREN = [
 ]
 
 
+# The default (risk_factor_unknown_as: null): an unknown caregiver factor stays blank, as does
+# the disability of a child whose child risk factors are all unknown. No factor is unknown in
+# every kept record (each has a 1 or 2 somewhere), so every factor column is there.
+BLANK_DEFAULT = {
+    "KY/R100/C1": ["mental_health"],                        # 2019 row 1: FCEmotnl 9
+    "KY/R200/C2": FACTOR_COLS,                              # 2019 row 3: every caregiver field blank
+    "KY/R800/C8": ["substance_misuse", "domestic_violence"],  # 2020 row 6: FCALC, FCDRUG blank; FCVIOL 9
+}
+_COLS = ["referral_id", "child_id", "referral_date", "referral_source", "closure_date", "outcome",
+         *FACTOR_COLS, "abuse_category", "source_location"]
+EXPECTED_REFERRALS_DEFAULT = [
+    tuple("" if _COLS[i] in BLANK_DEFAULT.get(row[0], []) else v for i, v in enumerate(row))
+    for row in EXPECTED_REFERRALS
+]
+# KY/C2: every child risk factor 9 in its only report -> disability blank.
+EXPECTED_CHILDREN_DEFAULT = [row[:5] + ("",) + row[6:] if row[0] == "KY/C2" else row for row in EXPECTED_CHILDREN]
+
+
 def _rows(frame: pd.DataFrame, columns: list[str]) -> list[tuple]:
     return [tuple("" if pd.isna(v) else str(v) for v in row) for row in frame[columns].itertuples(index=False)]
 
@@ -129,6 +165,22 @@ def test_children_table(adapted):
     cols = ["child_id", "la_code", "sex", "date_of_birth", "ethnicity", "disability",
             "looked_after_date", "source_location"]
     assert sorted(_rows(adapted.tables["children"], cols)) == sorted(EXPECTED_CHILDREN)
+
+
+def test_default_leaves_unknown_blank(adapted_default):
+    assert sorted(_rows(adapted_default.tables["referrals"], _COLS)) == sorted(EXPECTED_REFERRALS_DEFAULT)
+    cols = ["child_id", "la_code", "sex", "date_of_birth", "ethnicity", "disability",
+            "looked_after_date", "source_location"]
+    assert sorted(_rows(adapted_default.tables["children"], cols)) == sorted(EXPECTED_CHILDREN_DEFAULT)
+    # The same unknowns as under 0 (test_metrics_reconcile), left blank instead.
+    rf = adapted_default.metrics["risk_factors"]
+    assert rf["unknown_as"] is None and rf["not_recorded_in_input"] == []
+    assert {k: v["unknown"] for k, v in rf["caregiver"].items()} == {
+        "substance_misuse": 2, "domestic_violence": 2, "mental_health": 2, "learning_disability": 1,
+        "financial_problems": 1}
+    assert {v["result"] for v in rf["caregiver"].values()} == {"blank (clean: missing_value)"}
+    assert (rf["disability"]["children_all_unknown"], rf["disability"]["children_0_with_some_unknown"]) == (1, 0)
+    assert sorted(adapted_default.not_recorded) == ["low_social_support", "parent_maltreated_as_child"]
 
 
 def test_absent_columns_and_empty_plans(adapted):
@@ -177,9 +229,16 @@ def test_metrics_reconcile(adapted):
     # domestic violence: 2019 row 3, 2020 row 6 (FCVIOL 9) = 2;
     # mental health: 2019 row 1 (FCEmotnl 9), row 3 = 2; learning disability: row 3 = 1;
     # financial problems: row 3 = 1.
-    assert m["risk_factor_unknown_as_0"] == {"substance_misuse": 2, "domestic_violence": 2,
-                                             "mental_health": 2, "learning_disability": 1,
-                                             "financial_problems": 1}
+    rf = m["risk_factors"]
+    assert rf["unknown_as"] == 0 and rf["not_recorded_in_input"] == []
+    assert rf["caregiver"] == {f: {"unknown": n, "result": "0"} for f, n in [
+        ("substance_misuse", 2), ("domestic_violence", 2), ("mental_health", 2), ("learning_disability", 1),
+        ("financial_problems", 1)]}
+    # Disability: KY/C2's only report has every child risk factor 9 -> 0, counted; no other
+    # kept report has an unknown child risk factor.
+    assert rf["disability"] == {"children_all_unknown": 1, "children_0_with_some_unknown": 0, "result": "0"}
+    # PostServ 9: 2019 row 3 only.
+    assert m["outcome_unknown"] == 1
     assert m["closure"]["disposition_before_report"] == 1  # OR/R100/C1
     assert [f["file"] for f in m["files"]] == [F19, F20]
     assert [f["delimiter"] for f in m["files"]] == [",", "\t"]
@@ -197,16 +256,44 @@ def cleaned(adapted):
     return clean.clean_extract(raw, paths, extract_date=EXTRACT_DATE, dayfirst=False)
 
 
+def _clean_rejects(rejects: pd.DataFrame) -> list[tuple]:
+    return sorted(_rows(rejects, ["table", "source_row", "field", "value", "reason"]))
+
+
 def test_clean_quarantines(cleaned):
     _, rejects, metrics = cleaned
-    by = {(r.table, r.reason) for r in rejects.itertuples()}
-    # KY/C2 has no birth date (unborn) -> missing_value; its referral -> child_rejected;
-    # KY/R700/C7's source 42 -> unknown_code.
-    assert by == {("children", "missing_value"), ("referrals", "child_rejected"),
-                  ("referrals", "unknown_code")}
-    assert rejects.loc[rejects["reason"] == "unknown_code", "value"].tolist() == ["42"]
-    assert metrics["tables"]["children"]["rows_kept"] == 6
-    assert metrics["tables"]["referrals"]["rows_kept"] == 8
+    assert _clean_rejects(rejects) == sorted([
+        # KY/C2 has no birth date (unborn): missing_value (date_of_birth is checked before the
+        # disability, which is 0 here).
+        ("children", f"{F19}: row 3", "date_of_birth", "", "missing_value"),
+        # Its referral has no outcome (PostServ 9): missing_value, found before child_rejected.
+        ("referrals", f"{F19}: row 3", "outcome", "", "missing_value"),
+        # KY/R700/C7's source 42 -> unknown_code.
+        ("referrals", f"{F19}: row 8", "referral_source", "42", "unknown_code"),
+    ])
+    assert metrics["tables"]["children"]["rows_kept"] == 6      # 7 - KY/C2
+    assert metrics["tables"]["referrals"]["rows_kept"] == 8     # 10 - R200 - R700
+
+
+@pytest.fixture(scope="module")
+def cleaned_default(adapted_default):
+    paths = {name: Path(name) for name in adapted_default.tables}
+    return clean.clean_extract(adapted_default.tables, paths, extract_date=EXTRACT_DATE, dayfirst=False)
+
+
+def test_clean_quarantines_unknown_by_default(cleaned_default):
+    _, rejects, metrics = cleaned_default
+    # Each row's first failing rule, in clean's order (missing_value before unknown_code; within
+    # a rule, fields in schema order: outcome, then the factors in FACTORS order).
+    assert _clean_rejects(rejects) == sorted([
+        ("children", f"{F19}: row 3", "date_of_birth", "", "missing_value"),      # KY/C2 (also disability)
+        ("referrals", f"{F19}: row 1", "mental_health", "", "missing_value"),     # FCEmotnl 9
+        ("referrals", f"{F19}: row 3", "outcome", "", "missing_value"),           # PostServ 9 (factors too)
+        ("referrals", f"{F20}: row 6", "substance_misuse", "", "missing_value"),  # FCALC, FCDRUG blank
+        ("referrals", f"{F19}: row 8", "referral_source", "42", "unknown_code"),
+    ])
+    assert metrics["tables"]["children"]["rows_kept"] == 6      # 7 - KY/C2
+    assert metrics["tables"]["referrals"]["rows_kept"] == 6     # 10 - R100, R200, R800, R700
 
 
 EXPECTED_REREPORT = {
@@ -232,6 +319,11 @@ EXPECTED_REREPORT = {
     # KY/C8: origin max(2020-06-15, 2020-06-15) -> 2021-12-31 = 564. Age 2.5.
     "KY/R800/C8": ("2020-06-15", 564, 0, "extract_date", 0, "1_4"),
 }
+
+
+# The default: KY/R100/C1 and KY/R800/C8 are quarantined (an unknown factor); they are their
+# children's only referrals, so every other index referral is as above.
+EXPECTED_REREPORT_DEFAULT = {k: v for k, v in EXPECTED_REREPORT.items() if k not in ("KY/R100/C1", "KY/R800/C8")}
 
 
 def test_rereport_table(cleaned):
@@ -260,18 +352,15 @@ def test_rereport_table(cleaned):
 # Settings, formats and bad input
 # --------------------------------------------------------------------------------------------
 
-def test_unknown_risk_factor_left_blank_when_configured(tmp_path, monkeypatch):
-    """risk_factor_unknown_as: null -> an unknown factor stays blank (clean: missing_value)."""
+def test_default_setting_is_null():
+    # ncands.yaml ships with unknown kept unknown; 0 is an explicit choice.
+    assert ncands.load_field_map()["risk_factor_unknown_as"] is None
+
+
+def test_bad_unknown_setting(tmp_path):
     shutil.copy(DATA / F19, tmp_path / F19)
-    spec = ncands.field_map("ncands")
-    spec["risk_factor_unknown_as"] = None
-    monkeypatch.setattr(ncands, "load_field_map", lambda: spec)
-    refs = ncands.read(tmp_path).tables["referrals"].set_index("referral_id")
-    # 2019 row 1: FCEmotnl 9 -> mental_health blank; FCAlc 1 -> substance 1 regardless.
-    assert pd.isna(refs.loc["KY/R100/C1", "mental_health"]) or refs.loc["KY/R100/C1", "mental_health"] == ""
-    assert refs.loc["KY/R100/C1", "substance_misuse"] == "1"
-    # 2019 row 3: every caregiver factor blank -> all five blank.
-    assert all(pd.isna(v) or v == "" for v in refs.loc["KY/R200/C2", FACTOR_COLS])
+    with pytest.raises(InputError, match="risk_factor_unknown_as"):
+        ncands.read(tmp_path, spec=spec_with(risk_factor_unknown_as=2))
 
 
 def _stat_frame() -> pd.DataFrame:
@@ -374,8 +463,33 @@ def test_unknown_codes_pass_verbatim(tmp_path):
     out = ncands.read(tmp_path)
     child = out.tables["children"].iloc[0]
     ref = out.tables["referrals"].iloc[0]
+    # Fields mapped from one column carry the value; derived fields name the column.
     assert child["sex"] == "5"
-    assert (ref["outcome"], ref["abuse_category"], ref["domestic_violence"]) == ("7", "12", "4")
+    assert (ref["outcome"], ref["abuse_category"], ref["domestic_violence"]) == ("7", "ChMal1=12", "FCViol=4")
+
+
+def test_unknown_codes_in_clean_rejects(tmp_path):
+    # One bad code per record, each its own child; FCEmotnl 2 so that no factor is unknown.
+    rows = [
+        _row(RptID="R1", ChID="C1", FCEmotnl="2", ChMal1="12"),    # not a maltreatment type
+        _row(RptID="R2", ChID="C2", FCEmotnl="2", FCViol="4"),     # not 1/2/9/blank
+        _row(RptID="R3", ChID="C3", FCEmotnl="2", CdPhys="5"),     # not 1/2/9/blank
+        _row(RptID="R4", ChID="C4", FCEmotnl="2", ChSex="5"),      # not a sex code
+        _row(RptID="R5", ChID="C5", FCEmotnl="2"),
+    ]
+    (tmp_path / "codes.csv").write_text("\n".join([_header(), *rows]) + "\n")
+    adapted = ncands.read(tmp_path)
+    _, rejects, _ = clean.clean_extract(adapted.tables, {k: Path(k) for k in adapted.tables},
+                                        extract_date=EXTRACT_DATE, dayfirst=False)
+    # What rejects.csv shows: derived fields name the column the code came from.
+    assert _clean_rejects(rejects) == sorted([
+        ("referrals", "codes.csv: row 1", "abuse_category", "ChMal1=12", "unknown_code"),
+        ("referrals", "codes.csv: row 2", "domestic_violence", "FCViol=4", "unknown_code"),
+        ("children", "codes.csv: row 3", "disability", "CdPhys=5", "unknown_code"),
+        ("referrals", "codes.csv: row 3", "child_id", "KY/C3", "child_rejected"),
+        ("children", "codes.csv: row 4", "sex", "5", "unknown_code"),
+        ("referrals", "codes.csv: row 4", "child_id", "KY/C4", "child_rejected"),
+    ])
 
 
 def test_through_the_clean_and_episodes_stages(tmp_path):
@@ -401,7 +515,7 @@ def test_through_the_clean_and_episodes_stages(tmp_path):
     name_of = dict(zip(clean.pseudonymise(pd.Series(list(EXPECTED_REREPORT)), key), EXPECTED_REREPORT))
     got = {name_of[r.index_referral_id]: (r.origin_date.date().isoformat(), r.time_days, r.event, r.event_type,
                                           r.prior_referrals, r.age_band) for r in table.itertuples()}
-    assert got == EXPECTED_REREPORT
+    assert got == EXPECTED_REREPORT_DEFAULT        # ncands.yaml as shipped: unknown stays unknown
     metrics = json.loads((tmp_path / "metrics/clean.json").read_text())
     assert metrics["source"] == "ncands" and metrics["cluster"].startswith("child")
     assert metrics["not_recorded"] == ["low_social_support", "parent_maltreated_as_child"]
@@ -466,8 +580,11 @@ def test_written_file_reads_without_rejects(written):
     ch = adapted.metrics["records"]["children"]
     assert ch["rejected_inconsistent_ages"] == 0 and ch["no_birth_date"] == 0
     assert ch["attribute_conflicts"] == {"sex": 0, "ethnicity": 0}
-    # Every factor written as 1 or 2: none unknown.
-    assert set(adapted.metrics["risk_factor_unknown_as_0"].values()) == {0}
+    # Every factor, child risk factor and PostServ written as 1 or 2: none unknown.
+    rf = adapted.metrics["risk_factors"]
+    assert {c["unknown"] for c in rf["caregiver"].values()} == {0} and rf["not_recorded_in_input"] == []
+    assert rf["disability"]["children_all_unknown"] == rf["disability"]["children_0_with_some_unknown"] == 0
+    assert adapted.metrics["outcome_unknown"] == 0
 
 
 def _three_table_as_ncands(extract, states):
@@ -628,3 +745,205 @@ def test_writer_by_hand(tmp_path):
     assert refs.loc["AA/R1/C1", cols].tolist() == ["UNKNOWN", "2019-10-01", "CIN", "MULTIPLE", "1", "0", "0", "0", "0"]
     assert refs.loc["AA/R2/C1", cols].tolist() == ["POLICE", "2020-09-30", "ASSESSED", "", "0", "1", "0", "1", "0"]
     assert refs.loc["KY/R4/C2", cols].tolist() == ["HEALTH", "2025-03-31", "ASSESSED", "PHYSICAL", "0", "0", "0", "0", "1"]
+
+
+# --------------------------------------------------------------------------------------------
+# Review fixes: no usable record, quoted ragged rows, month-first dates, a UTF-8 BOM
+# --------------------------------------------------------------------------------------------
+
+def _header() -> str:
+    return (DATA / F19).read_text().splitlines()[0]
+
+
+def _row(**values: str) -> str:
+    """2019 fixture row 1 (KY/R100/C1) with some fields replaced (NDACAN names)."""
+    text = (DATA / F19).read_text().splitlines()
+    header, row = text[0].split(","), text[1].split(",")
+    for name, value in values.items():
+        row[header.index(name)] = value
+    return ",".join(row)
+
+
+def test_header_only_file_stops_with_one_line(tmp_path):
+    (tmp_path / "cf.csv").write_text(_header() + "\n")
+    message = _one_line_error(tmp_path)
+    # No record read, none rejected: the folder is named with both counts.
+    assert str(tmp_path) in message and "no usable" in message
+    assert "0 records read" in message and "0 rejected" in message
+
+
+def test_no_record_with_an_id_stops_with_one_line(tmp_path):
+    # One record without ChID: read 1, rejected 1 (missing_id 1), nothing left.
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), _row(ChID="")]) + "\n")
+    message = _one_line_error(tmp_path)
+    assert str(tmp_path) in message and "1 record read" in message and "1 rejected" in message
+    assert "missing_id 1" in message
+
+
+def test_every_child_with_inconsistent_ages_stops_with_one_line(tmp_path):
+    # C1 aged 6 on 2019-01-10 -> birth in (2012-01-10, 2013-01-10]; aged 9 on 2019-02-10 ->
+    # (2009-02-10, 2010-02-10]: no common day, so both records are rejected (child_rejected).
+    rows = [_row(), _row(RptID="R101", RptDt="2019-02-10", RpDispDt="2019-02-20", ChAge="9")]
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), *rows]) + "\n")
+    message = _one_line_error(tmp_path)
+    assert "2 records read" in message and "2 rejected" in message and "child_rejected 2" in message
+
+
+@pytest.mark.parametrize("where", ["short", "long"])
+def test_ragged_quoted_row(tmp_path, where):
+    # Data row 2 (line 3) quotes its report date; it has one field too few (the last, RmvDate,
+    # dropped) or one too many: 38 or 40 fields against the header's 39.
+    header = _header()
+    row = _row(RptID="R101", RptDt='"2019-02-10"')
+    row = row[:row.rindex(",")] if where == "short" else row + ",extra"
+    (tmp_path / "cf.csv").write_text("\n".join([header, _row(), row, _row(RptID="R102")]) + "\n")
+    message = _one_line_error(tmp_path)
+    n_fields = 38 if where == "short" else 40
+    assert header.count(",") + 1 == 39
+    assert "cf.csv" in message and "row 2" in message and f"{n_fields} fields" in message and "39" in message
+
+
+def test_quoted_field_holding_the_delimiter_is_one_field(tmp_path):
+    # A quoted value with a comma in it is one field: the row has 39 fields and is read.
+    rows = [_row(), _row(RptID='"R1,01"')]
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), *rows]) + "\n")
+    refs = ncands.read(tmp_path).tables["referrals"]
+    assert sorted(refs["referral_id"]) == ["KY/R1,01/C1", "KY/R100/C1"]
+
+
+@pytest.mark.parametrize("dayfirst", [True, False])
+def test_slash_dates_are_month_first_whatever_dayfirst(tmp_path, dayfirst):
+    # The record layout is month-first (US): 05/06/2019 is 6 May, 05/16/2019 is 16 May, whatever
+    # input.dayfirst says (it is accepted and ignored).
+    rows = [_row(RptDt="05/06/2019", RpDispDt="05/07/2019"),
+            _row(RptID="R101", ChID="C9", RptDt="05/16/2019", RpDispDt="05/17/2019")]
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), *rows]) + "\n")
+    out = ncands.read(tmp_path, dayfirst=dayfirst)
+    refs = out.tables["referrals"].set_index("referral_id")
+    assert refs.loc["KY/R100/C1", ["referral_date", "closure_date"]].tolist() == ["2019-05-06", "2019-05-07"]
+    assert refs.loc["KY/R101/C9", ["referral_date", "closure_date"]].tolist() == ["2019-05-16", "2019-05-17"]
+    assert len(out.rejects) == 0
+
+
+def test_utf8_bom(tmp_path):
+    # Excel's "CSV UTF-8" starts the file with a byte order mark. The 2019 fixture with StaTerr
+    # moved to the first column (a required column: without the fix, "missing column 'StaTerr'")
+    # reads with the mark as it does without.
+    plain, bom = tmp_path / "plain", tmp_path / "bom"
+    plain.mkdir()
+    bom.mkdir()
+    lines = [line.split(",") for line in (DATA / F19).read_text().splitlines()]
+    text = "".join(",".join([f[1], f[0], *f[2:]]) + "\n" for f in lines)
+    (plain / F19).write_text(text)
+    (bom / F19).write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    expected, got = ncands.read(plain), ncands.read(bom)
+    for name in ("children", "referrals"):
+        pd.testing.assert_frame_equal(got.tables[name], expected.tables[name])
+
+
+# --------------------------------------------------------------------------------------------
+# Unknown is never counted as absent: a factor unknown everywhere, disability, PostServ
+# --------------------------------------------------------------------------------------------
+
+def _unknown_folder(tmp_path: Path) -> Path:
+    """Three records (2019 fixture row 1 otherwise: every caregiver factor known, FCEmotnl set
+    to 2): FCMoney 9, blank, 9 -> financial problems unknown in every record. C2: every child
+    risk factor 9 and PostServ 9. C3: CdRtrd 9 and CdVisual blank, the other five child risk
+    factors 2."""
+    child_risk = ["CdRtrd", "CdEmotnl", "CdVisual", "CdLearn", "CdPhys", "CdBehav", "CdMedicl"]
+    rows = [
+        _row(FCEmotnl="2", FCMoney="9"),
+        _row(RptID="R200", ChID="C2", FCEmotnl="2", FCMoney="", PostServ="9", **{c: "9" for c in child_risk}),
+        _row(RptID="R300", ChID="C3", FCEmotnl="2", FCMoney="9", CdRtrd="9", CdVisual=""),
+    ]
+    (tmp_path / "cf.csv").write_text("\n".join([_header(), *rows]) + "\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("unknown_as", [None, 0])
+def test_factor_unknown_in_every_record_is_not_recorded(tmp_path, unknown_as):
+    out = ncands.read(_unknown_folder(tmp_path), spec=spec_with(risk_factor_unknown_as=unknown_as))
+    refs = out.tables["referrals"].set_index("referral_id")
+    # financial_problems unknown in 3 of 3 records: not recorded by this input, column left out
+    # (whatever the setting: neither 3 quarantines nor 3 invented zeros).
+    assert "financial_problems" not in refs.columns
+    assert sorted(out.not_recorded) == ["financial_problems", "low_social_support", "parent_maltreated_as_child"]
+    rf = out.metrics["risk_factors"]
+    assert rf["not_recorded_in_input"] == ["financial_problems"]
+    assert rf["caregiver"]["financial_problems"] == {"unknown": 3, "result": "not recorded (column left out)"}
+    assert rf["caregiver"]["mental_health"]["unknown"] == 0
+    # The other factors as recorded: FCAlc 1 -> substance 1; FCViol 2, FCEmotnl 2, FCRtrd and
+    # FCLearn 2 -> 0.
+    assert refs.loc["KY/R100/C1", ["substance_misuse", "domestic_violence", "mental_health",
+                                   "learning_disability"]].tolist() == ["1", "0", "0", "0"]
+    # PostServ 1 -> CIN; 9 -> no outcome whatever the setting (it is not a risk factor).
+    assert refs["outcome"].to_dict() == {"KY/R100/C1": "CIN", "KY/R200/C2": "", "KY/R300/C3": "CIN"}
+    assert out.metrics["outcome_unknown"] == 1
+    # Disability: C1 all seven 2 -> 0. C2 all seven 9 -> unknown: blank (null) or 0 (0).
+    # C3 five 2, two unknown, none yes -> 0, counted as given 0 with some unknown.
+    kids = out.tables["children"].set_index("child_id")["disability"].to_dict()
+    assert kids == {"KY/C1": "0", "KY/C2": "" if unknown_as is None else "0", "KY/C3": "0"}
+    assert (rf["disability"]["children_all_unknown"], rf["disability"]["children_0_with_some_unknown"]) == (1, 1)
+
+    # Through clean: C2 has no disability (null) -> missing_value; its referral has no outcome
+    # -> missing_value (found before child_rejected). With 0, only the referral.
+    _, rejects, metrics = clean.clean_extract(out.tables, {k: Path(k) for k in out.tables},
+                                              extract_date=EXTRACT_DATE, dayfirst=False)
+    expected = [("referrals", "cf.csv: row 2", "outcome", "", "missing_value")]
+    if unknown_as is None:
+        expected.append(("children", "cf.csv: row 2", "disability", "", "missing_value"))
+    assert _clean_rejects(rejects) == sorted(expected)
+    assert metrics["not_recorded"] == ["financial_problems", "low_social_support", "parent_maltreated_as_child"]
+
+
+def test_statements(adapted, adapted_default):
+    import re
+
+    for out in (adapted, adapted_default):
+        statements = out.metrics["statements"]
+        assert statements and all(len(s) < 200 for s in statements)
+        text = " ".join(statements)
+        # No count below 10: every number written is 10 or more ("18th", "10 referrals") or the
+        # value 0 ("set to 0"; a count of none is written "none"). No identifiers (state codes,
+        # report or child ids).
+        numbers = [int(n.replace(",", "")) for n in re.findall(r"\d[\d,]*", text)]
+        assert all(n == 0 or n >= 10 for n in numbers), text
+        assert not re.search(r"\b(KY|OR)\b|R\d00|\bC\d\b", text), text
+        assert "NCANDS has no child protection plans" in text and "Screened-out referrals never appear" in text
+        assert "middle day" in text and "18th birthday" in text and "within half" in text
+        # Index episode: 1 of the 10 kept referrals ends at the report date (OR/R100/C1: the
+        # disposition is before the report).
+        assert ("disposition date (RpDispDt), or at the report date where that is missing or before the report "
+                "(fewer than 10 of 10 referrals)") in text
+        # PostServ 9 on one record; KY/C2's child risk factors all unknown.
+        assert "Post-investigation services unknown or blank: fewer than 10 referrals" in text
+    zero, default = " ".join(adapted.metrics["statements"]), " ".join(adapted_default.metrics["statements"])
+    assert "risk_factor_unknown_as: 0" in zero and "set to 0" in zero and "left blank" not in zero
+    assert "risk_factor_unknown_as: null" in default and "left blank" in default and "set to 0" not in default
+    # Mental health unknown in 2 referrals (2019 rows 1, 3): "fewer than 10".
+    assert "Caregiver risk factor mental health unknown: fewer than 10 referrals (left blank)." in default
+    assert "Children with every child risk factor unknown in every report: fewer than 10 (disability left blank)." \
+        in default
+
+
+def test_counts_in_statements():
+    # disclosure.min_cell_count is 10: a count below it is not written.
+    assert [ncands._count(n) for n in (0, 1, 9, 10, 12345)] == ["none", "fewer than 10", "fewer than 10", "10",
+                                                                 "12,345"]
+
+
+@pytest.mark.parametrize("quoted", [False, True])
+def test_utf8_header_then_a_latin1_row(tmp_path, quoted):
+    # The header and the first 300 rows (over 8 KB, past what the header read decodes) are plain
+    # ASCII; the last row has "Café" in latin-1 (byte e9) in a column the route ignores
+    # (RptDisp): the file is read as latin-1, as it would be had the header shown it.
+    rows = [_row(RptID=f"R{i}", ChID=f"C{i}") for i in range(300)]
+    last = _row(RptID="R300", ChID="C300", RptDisp="Caf\xe9")
+    if quoted:
+        rows[0] = rows[0].replace(",R0,", ',"R0",')
+    text = "\n".join([_header(), *rows]).encode("ascii") + b"\n" + last.encode("latin-1") + b"\n"
+    assert len(text) > 3 * 8192
+    (tmp_path / F19).write_bytes(text)
+    out = ncands.read(tmp_path)
+    assert out.metrics["files"][0]["encoding"] == "latin-1"
+    assert out.metrics["records"]["referrals"]["kept"] == 301

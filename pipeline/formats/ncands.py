@@ -19,9 +19,11 @@ names match ignoring case. The rules:
 * **Dates.** referral_date = RptDt (report date). NCANDS has no closure date: the episode
   ends at the disposition date (RpDispDt / RPTDISDT) when present and not before the report
   date, else at the report date (the episodes stage then starts follow-up at
-  ``max(closure, report + same_episode_days)``). Dates are read as ISO, ``mm/dd/yyyy``
-  (``dd/mm/yyyy`` with ``dayfirst``), the layout's ``mmddyyyy``, or a statistics file's date;
-  a numeric date without a date format in a SAS or Stata file counts days from 1960-01-01.
+  ``max(closure, report + same_episode_days)``). Dates are read as ISO, ``mm/dd/yyyy``, the
+  layout's ``mmddyyyy``, or a statistics file's date: a slash date is always month first
+  (NCANDS is US data and its record layout is month-first), so ``input.dayfirst`` is ignored
+  (``read`` accepts it for the adapter interface). A numeric date without a date format in a
+  SAS or Stata file counts days from 1960-01-01.
 * **Date of birth.** NCANDS gives the age in whole years at the report (ChAge), no birth
   date. A report on day d at age a puts the birth in ``(d - (a+1) years, d - a years]``
   (calendar years; 29 February falls back to 28). The child's interval is the intersection
@@ -34,7 +36,12 @@ names match ignoring case. The rules:
   value (report date, then merge order); a code not in the map in any report wins, so clean
   quarantines the child. disability = 1 if any child risk factor (intellectual disability,
   emotional disturbance, visual/hearing, learning disability, physical disability, behaviour
-  problem, other medical condition) is yes in any report, else 0. looked_after_date = the
+  problem, other medical condition) is yes in any report; else 0 if one is no in any report;
+  else (every one unknown, 9 or blank, in every report) blank, so clean quarantines the child
+  (missing_value), or 0 with ``risk_factor_unknown_as: 0``; both counted (``risk_factors``),
+  as are children given 0 while some of their child risk factors were unknown. A state that
+  collects only some of the seven reports the others as unknown: a "no" on those it collects
+  gives 0 (stated in the metrics). looked_after_date = the
   earliest removal date (RmvDate) of a report with foster care services (FosterCr yes):
   entering care, a competing end of follow-up.
 * **sex**: ChSex 1 M, 2 F, 9 or blank U. **ethnicity**: Hispanic (CEthn 1) of any race ->
@@ -46,9 +53,10 @@ names match ignoring case. The rules:
   mental health -> HEALTH; legal/law enforcement -> POLICE; education -> SCHOOL; day care,
   substitute care, other -> OTHER; alleged victim, parent, relative, friends/neighbours,
   alleged perpetrator -> INDIVIDUAL; anonymous, unknown, blank -> UNKNOWN).
-* **outcome**: post-investigation services (PostServ yes) -> CIN, else ASSESSED. Screened-out
-  referrals never appear in the Child File (it holds reports that received a CPS response
-  and a disposition), so there is no NFA.
+* **outcome**: post-investigation services (PostServ yes) -> CIN, no -> ASSESSED; unknown (9)
+  or blank -> blank (clean: missing_value on outcome; counted as ``outcome_unknown``): unknown
+  is never read as "no services". Screened-out referrals never appear in the Child File (it
+  holds reports that received a CPS response and a disposition), so there is no NFA.
 * **abuse_category** from ChMal1-4 (alleged maltreatment types): physical -> PHYSICAL; neglect,
   medical neglect -> NEGLECT; sexual abuse, sex trafficking -> SEXUAL; psychological ->
   EMOTIONAL; two or more distinct -> MULTIPLE; none/other/unknown -> empty.
@@ -56,19 +64,31 @@ names match ignoring case. The rules:
   alcohol or drug abuse; domestic_violence; mental_health = emotional disturbance;
   learning_disability = intellectual or learning disability; financial_problems = financial
   problem (public assistance is not). A factor is 1 if any of its fields is yes, else unknown
-  if any is unknown, else 0. States that do not collect a factor report it as unknown: with
-  ``risk_factor_unknown_as: 0`` an unknown factor is 0 ("not recorded as present") and
-  counted per factor in the metrics; with null it is left blank (clean: missing_value).
+  if any is unknown, else 0. Unknown is never counted as absent: with
+  ``risk_factor_unknown_as: null`` (the default) an unknown factor is left blank, so clean
+  quarantines the referral (missing_value, field = the factor); with 0 (an explicit choice)
+  it is 0, "not recorded as present". Either way a factor unknown in every kept record is not
+  recorded by this input (states that do not collect a factor report it as unknown): its
+  column is left out and listed in ``Adapted.not_recorded``, not quarantined everywhere.
+  The unknowns are counted per factor in the metrics (``risk_factors``).
   low_social_support and parent_maltreated_as_child are not recorded (columns absent).
 * **plans**: none (NCANDS has no child protection plans): an empty table.
-* **Codes** not in the map pass through verbatim (a derived field carries ``"<column>=<value>"``)
-  so that clean quarantines the row as unknown_code. The adapter itself rejects a record
+* **Codes** not in the map pass through so that clean quarantines the row as unknown_code: a
+  field mapped from one column (sex, referral_source, outcome) carries the value itself; a
+  field derived from several columns or computed (ethnicity, disability, the factors,
+  abuse_category, date_of_birth, looked_after_date) carries ``"<column>=<value>"`` (e.g.
+  ``FCViol=4``), naming the column the value came from. The adapter itself rejects a record
   without state, RptID or ChID (missing_id) or without a readable report date
   (missing_value / unparseable_date).
 
 ``source_location`` is ``"<file>: row <n>"``, n counting data records from 1 (the header
 line excluded); a child's is its latest report's. Bad input stops with one line naming the
-file, the row or header, and the field.
+file, the row or header, and the field; a folder with no usable record (no record, or every
+one rejected) stops with one line naming it and the counts by reason.
+
+``metrics["statements"]``: short plain-English sentences of the rules above and what they
+did to this input (the report prints them under "Data and cleaning"; counts below 10 are
+written "fewer than 10").
 
 ``write(children, referrals, plans, out_dir, extract_date=...)`` does the reverse for a clean,
 typed canonical extract (``simulate.ncands``; ``input.source: ncands`` with ``input.dir`` under
@@ -107,6 +127,8 @@ code listed for a value, blank never, unless ``writer.prefer`` names another; ch
 
 from __future__ import annotations
 
+import csv
+import itertools
 import re
 import string
 import sys
@@ -123,7 +145,6 @@ from pipeline.cli import InputError
 from pipeline.formats import Adapted, field_map
 from pipeline.io import atomic_path
 from pipeline.schema import NO_SERVICE_OUTCOMES, PLANS
-import itertools
 
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 _DAY_NS = 86_400_000_000_000
@@ -157,10 +178,35 @@ def _resolve_columns(path: Path, header: list[str], spec: dict[str, Any], where:
     return out
 
 
+def _has_quote(path: Path, block: int = 1 << 24) -> bool:
+    with path.open("rb") as fh:
+        while chunk := fh.read(block):
+            if b'"' in chunk:
+                return True
+    return False
+
+
+def _check_quoted_field_counts(path: Path, delimiter: str, expected: int, encoding: str) -> None:
+    """As ``_check_field_counts`` for a file with quotes: the csv module splits each record
+    (a quoted field may hold the delimiter, or a line break)."""
+    # errors="replace": a later row in another encoding still has its fields counted.
+    with path.open(encoding=encoding, errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, quotechar='"')
+        next(reader, None)  # the header
+        record = 0
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # a blank line: the parser skips it
+            record += 1
+            if len(fields) != expected + 1:
+                raise InputError(f"{path.name}: row {record} (line {reader.line_num}): "
+                                 f"{len(fields)} fields, the header has {expected + 1}")
+
+
 def _check_field_counts(path: Path, delimiter: str, expected: int, block: int = 1 << 24) -> None:
     """Stop at the first record with more or fewer fields than the header (the parser would
-    silently drop or blank them). Counts delimiter bytes per line in blocks; a line with a
-    quote character is not checked (a quoted field may hold the delimiter); blank lines are
+    silently drop or blank them). Counts delimiter bytes per line in blocks; a file with a
+    quote character is checked by ``_check_quoted_field_counts`` instead; blank lines are
     skipped, as the parser skips them."""
     sep, newline, quote = ord(delimiter), ord("\n"), ord('"')
     line_no, record, carry = 0, 0, b""
@@ -208,7 +254,8 @@ def _detect_delimiter(path: Path, first_line: str, delimiters: list[str]) -> str
 
 
 def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    for encoding in ("utf-8", "latin-1"):  # latin-1 reads any byte: the fallback never fails
+    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first column's name.
+    for encoding in ("utf-8-sig", "latin-1"):  # latin-1 reads any byte: the fallback never fails
         try:
             with path.open(encoding=encoding, newline="") as fh:
                 first = fh.readline().rstrip("\r\n")
@@ -220,10 +267,19 @@ def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dic
     delimiter = _detect_delimiter(path, first, spec["delimiters"])
     header = [h.strip().strip('"') for h in first.split(delimiter)]
     columns = _resolve_columns(path, header, spec, "header (line 1)")
-    _check_field_counts(path, delimiter, first.count(delimiter))
+    if _has_quote(path):
+        _check_quoted_field_counts(path, delimiter, first.count(delimiter), encoding)
+    else:
+        _check_field_counts(path, delimiter, first.count(delimiter))
     wanted = {c for c in columns.values() if c is not None}
     try:
         # Categories: a column of codes holds a few distinct strings, not one object per cell.
+        frame = pd.read_csv(path, sep=delimiter, dtype="category", keep_default_na=False, na_filter=False,
+                            encoding=encoding, usecols=lambda c: c.strip().strip('"') in wanted,
+                            engine="c")
+    except UnicodeDecodeError:
+        # The header was UTF-8 but a later row is not: read the file as latin-1 (any byte).
+        encoding = "latin-1"
         frame = pd.read_csv(path, sep=delimiter, dtype="category", keep_default_na=False, na_filter=False,
                             encoding=encoding, usecols=lambda c: c.strip().strip('"') in wanted,
                             engine="c")
@@ -339,12 +395,13 @@ def _yes_no(text: pd.Series, yes_no: dict[str, list[str]]) -> np.ndarray:
     return np.array([lookup.get(u, -2) for u in uniques], dtype=np.int8)[codes_]
 
 
-def parse_dates(text: pd.Series, dayfirst: bool) -> pd.Series:
-    """Dates from ISO, mm/dd/yyyy (dd/mm/yyyy with dayfirst) and mmddyyyy text; NaT otherwise."""
+def parse_dates(text: pd.Series) -> pd.Series:
+    """Dates from ISO, mm/dd/yyyy and mmddyyyy text (month first, as the US record layout);
+    NaT otherwise."""
     codes_, uniques = pd.factorize(text, use_na_sentinel=False)
     parsed = np.full(len(uniques), np.datetime64("NaT"), dtype="datetime64[D]")
     for i, u in enumerate(uniques):
-        for pattern, order in ((_ISO, "ymd"), (_SLASH, "dmy" if dayfirst else "mdy"), (_LAYOUT, "mdy")):
+        for pattern, order in ((_ISO, "ymd"), (_SLASH, "mdy"), (_LAYOUT, "mdy")):
             m = pattern.match(u)
             if m:
                 parts = dict(zip(order, (int(g) for g in m.groups())))
@@ -376,9 +433,19 @@ def _years_before(day: pd.Series, years: np.ndarray) -> np.ndarray:
 # The route
 # ------------------------------------------------------------------------------------------
 
-def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> Adapted:
-    """Read every Child File in ``input_dir`` into the canonical tables (rules: module docstring)."""
-    spec = load_field_map()
+def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False,
+         spec: dict[str, Any] | None = None) -> Adapted:
+    """Read every Child File in ``input_dir`` into the canonical tables (rules: module docstring).
+
+    ``dayfirst`` is accepted for the adapter interface and ignored: slash dates are month first.
+    ``spec`` replaces ``ncands.yaml`` (the field map and settings, as ``load_field_map``
+    returns them), e.g. a test's ``risk_factor_unknown_as``.
+    """
+    del dayfirst  # NCANDS dates are month first (module docstring)
+    spec = load_field_map() if spec is None else spec
+    unknown_as = spec.get("risk_factor_unknown_as")
+    if unknown_as is not None and unknown_as != 0:
+        raise InputError(f"ncands.yaml: risk_factor_unknown_as: {unknown_as!r}: must be null or 0")
     input_dir = Path(input_dir)
     files, ignored = _child_files(input_dir, spec)
     parts, file_metrics = [], []
@@ -414,13 +481,14 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         blank = alive & (rec[logical] == "").to_numpy()
         reject(blank, "referrals", first_name[logical], None, "missing_id")
         alive &= ~blank
-    report_day = parse_dates(rec["report_date"], dayfirst)
+    report_day = parse_dates(rec["report_date"])
     blank = alive & (rec["report_date"] == "").to_numpy()
     reject(blank, "referrals", first_name["report_date"], None, "missing_value")
     alive &= ~blank
     bad = alive & report_day.isna().to_numpy()
     reject(bad, "referrals", first_name["report_date"], rec["report_date"].to_numpy(), "unparseable_date")
     alive &= ~bad
+    _stop_if_none_usable(input_dir, alive, rejects)
 
     # 2. Merge copies of a report-child pair: the later one (SubYr, file, row) is kept.
     subyr = pd.to_numeric(rec["submission_year"], errors="coerce").fillna(-1).to_numpy()
@@ -444,8 +512,8 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     sex = sex.where(~sex_bad, rec["child_sex"])
     sex_rank = np.where(sex_bad, 2, np.where(sex.isin(["M", "F"]), 1, 0))
     ethnicity, eth_rank = _ethnicity(rec, spec)
-    disability, dis_rank = _disability(rec, spec)
-    looked_after, la_rank, la_day, la_counts = _looked_after(rec, spec, dayfirst, alive)
+    disability, dis_rank, dis_some_unknown = _disability(rec, spec)
+    looked_after, la_rank, la_day, la_counts = _looked_after(rec, spec, alive)
 
     # 4. Birth-date intervals, intersected per child.
     age_text = rec["child_age"]
@@ -489,6 +557,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         drop = alive & rec["_child"].isin(bad_child).to_numpy()
         reject(drop, "referrals", "child_id", None, "child_rejected")
         alive &= ~drop
+        _stop_if_none_usable(input_dir, alive, rejects)
     live = rec.loc[alive, child_columns]
 
     # 5. Children: one row per child from its kept reports.
@@ -521,6 +590,13 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         "sex": _known_conflicts(live, sex[alive], sex_rank[alive] == 1),
         "ethnicity": _known_conflicts(live, ethnicity[alive], eth_rank[alive] == 1),
     }
+    # Disability: rank 0 in every report = every child risk factor unknown in every report.
+    dis_best = pick(pd.Series(dis_rank, index=rec.index), dis_rank).reindex(child_ids)
+    dis_unknown_somewhere = pd.Series(dis_some_unknown[alive]).groupby(live["_child"].to_numpy()).any()
+    disability_counts = {
+        "children_all_unknown": int((dis_best == 0).sum()),
+        "children_0_with_some_unknown": int(((dis_best == 1) & dis_unknown_somewhere.reindex(child_ids)).sum()),
+    }
     children = pd.DataFrame({
         "child_id": child_ids.to_numpy(),
         "la_code": latest.loc[child_ids, "state"].to_numpy(),
@@ -533,7 +609,9 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
     })
 
     # 6. Referrals: one row per kept record.
-    referrals, ref_counts = _referrals(rec.loc[alive], report_day[alive], spec, dayfirst)
+    referrals, ref_counts, not_in_input = _referrals(rec.loc[alive], report_day[alive], spec)
+    ref_counts["risk_factors"]["disability"] = {
+        **disability_counts, "result": "0" if unknown_as == 0 else "blank (clean: missing_value)"}
 
     plans = pd.DataFrame({c: pd.Series(dtype=object) for c in [*PLANS.columns, "source_location"]})
     rejects_frame = (pd.concat(rejects, ignore_index=True) if rejects
@@ -566,10 +644,24 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False) -> 
         "looked_after": la_counts,
         "screened_out": "not in the Child File: it holds reports that received a CPS response and a disposition",
     }
+    metrics["statements"] = _statements(metrics)
     if metrics["records"]["referrals"]["records_in"] != len(referrals) + len(record_rejects) + n_merged:
         raise RuntimeError("ncands: records in != kept + rejected + merged")
     return Adapted(tables={"children": children, "referrals": referrals, "plans": plans},
-                   rejects=rejects_frame, metrics=metrics, not_recorded=list(spec["not_recorded"]))
+                   rejects=rejects_frame, metrics=metrics,
+                   not_recorded=[*spec["not_recorded"], *not_in_input])
+
+
+def _stop_if_none_usable(input_dir: Path, alive: np.ndarray, rejects: list[pd.DataFrame]) -> None:
+    """Stop, naming the folder and the counts, when no record is left to make a row of."""
+    if alive.any():
+        return
+    frame = pd.concat(rejects, ignore_index=True) if rejects else pd.DataFrame(columns=REJECT_COLUMNS)
+    records = frame[frame["table"] == "referrals"]
+    by_reason = ", ".join(f"{reason} {n}" for reason, n in records["reason"].value_counts().items())
+    n = len(alive)
+    raise InputError(f"{input_dir}: no usable Child File record: {n} record{'' if n == 1 else 's'} read, "
+                     f"{len(records)} rejected" + (f" ({by_reason})" if by_reason else ""))
 
 
 def _known_conflicts(live: pd.DataFrame, values: pd.Series, known: np.ndarray) -> int:
@@ -607,26 +699,36 @@ def _ethnicity(rec: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.Series, np.n
     return out, rank
 
 
-def _disability(rec: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.Series, np.ndarray]:
-    """'1' if any child risk factor is yes, else '0'; an unmapped code wins. Rank = priority."""
+def _disability(rec: pd.DataFrame, spec: dict[str, Any]) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """Per record: '1' if any child risk factor is yes; else '0' if any is no; else (every one
+    unknown) blank, or '0' with ``risk_factor_unknown_as: 0``; an unmapped code wins as
+    ``"<column>=<value>"``. Returns the value, its rank (3 unmapped, 2 yes, 1 no, 0 all
+    unknown: a child takes its highest) and whether any child risk factor was unknown."""
     first_name = {k: v["names"][0] for k, v in spec["columns"].items()}
     any_yes = np.zeros(len(rec), dtype=bool)
+    any_no = np.zeros(len(rec), dtype=bool)
+    any_unknown = np.zeros(len(rec), dtype=bool)
     bad = pd.Series("", index=rec.index)
     for logical in spec["disability"]:
         flag = _yes_no(rec[logical], spec["yes_no"])
         any_yes |= flag == 1
+        any_no |= flag == 0
+        any_unknown |= flag == -1
         bad = bad.where((bad != "") | (flag != -2), first_name[logical] + "=" + rec[logical])
-    out = pd.Series(np.where(any_yes, "1", "0"), index=rec.index).where(bad == "", bad)
-    return out, np.where(bad != "", 2, any_yes.astype(np.int64))
+    unknown_value = "0" if spec.get("risk_factor_unknown_as") == 0 else ""
+    value = np.where(any_yes, "1", np.where(any_no, "0", unknown_value))
+    out = pd.Series(value, index=rec.index).where(bad == "", bad)
+    rank = np.where(bad != "", 3, np.where(any_yes, 2, np.where(any_no, 1, 0)))
+    return out, rank, any_unknown
 
 
-def _looked_after(rec: pd.DataFrame, spec: dict[str, Any], dayfirst: bool,
+def _looked_after(rec: pd.DataFrame, spec: dict[str, Any],
                   alive: np.ndarray) -> tuple[pd.Series, np.ndarray, np.ndarray, dict[str, int]]:
     """Removal date of reports with foster care services (rank 1; unreadable date rank 2),
     its day number (to pick the earliest) and the counts of incomplete removals."""
     foster = _yes_no(rec["foster_care_services"], spec["yes_no"])
     removal = rec["removal_date"]
-    parsed = parse_dates(removal, dayfirst)
+    parsed = parse_dates(removal)
     has_date = (removal != "").to_numpy()
     use = (foster == 1) & has_date
     unreadable = use & parsed.isna().to_numpy()
@@ -638,50 +740,62 @@ def _looked_after(rec: pd.DataFrame, spec: dict[str, Any], dayfirst: bool,
     return out, rank, np.where(use & ~unreadable, day, 0), counts
 
 
-def _referrals(live: pd.DataFrame, report_day: pd.Series, spec: dict[str, Any],
-               dayfirst: bool) -> tuple[pd.DataFrame, dict[str, Any]]:
+def _referrals(live: pd.DataFrame, report_day: pd.Series,
+               spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """One canonical referral row per kept record, and the closure / unknown-factor counts."""
     source, source_bad = _map_codes(live["report_source"], spec["report_source"])
     source = source.where(~source_bad, live["report_source"])
 
     disp_text = live["disposition_date"]
-    disp = parse_dates(disp_text, dayfirst)
+    disp = parse_dates(disp_text)
     blank = (disp_text == "").to_numpy()
     unreadable = ~blank & disp.isna().to_numpy()
     before = ~blank & ~unreadable & (disp < report_day).to_numpy()
     closure = np.where(blank | before, _iso(report_day), np.where(unreadable, disp_text, _iso(disp)))
 
+    # PostServ unknown or blank: no outcome (never "no services"), so clean quarantines it.
     post = _yes_no(live["post_investigation_services"], spec["yes_no"])
-    outcome = np.where(post == 1, spec["outcome"]["services"],
-                       np.where(post == -2, live["post_investigation_services"], spec["outcome"]["no_services"]))
+    outcome = np.select([post == 1, post == 0, post == -1],
+                        [spec["outcome"]["services"], spec["outcome"]["no_services"], ""],
+                        live["post_investigation_services"].to_numpy(dtype=object)).astype(object)
 
     # Each category a bit; the categories of ChMal1-4 OR-ed: one bit -> it, two or more -> MULTIPLE.
     names = sorted({v for v in spec["maltreatment"].values() if v})
     bits = np.zeros(len(live), dtype=np.int64)
     abuse_bad = pd.Series("", index=live.index)
+    first_name = {k: v["names"][0] for k, v in spec["columns"].items()}
     for i in range(1, 5):
-        mapped, bad = _map_codes(live[f"maltreatment_{i}"], spec["maltreatment"])
+        column = f"maltreatment_{i}"
+        mapped, bad = _map_codes(live[column], spec["maltreatment"])
         bit = mapped.map({n: 1 << k for k, n in enumerate(names)}).fillna(0).to_numpy(dtype=np.int64)
         bits |= np.where(bad, 0, bit)
-        abuse_bad = abuse_bad.where((abuse_bad != "") | ~bad, live[f"maltreatment_{i}"])
+        abuse_bad = abuse_bad.where((abuse_bad != "") | ~bad, first_name[column] + "=" + live[column])
     single = {1 << k: n for k, n in enumerate(names)}
     abuse = np.where(bits == 0, "", np.where(bits & (bits - 1), "MULTIPLE",
                                              pd.Series(bits).map(single).fillna("").to_numpy()))
     abuse = np.where(abuse_bad != "", abuse_bad, abuse)
 
+    # Caregiver factors: 1 if any field is yes; else unknown if any is unknown; else 0. Unknown
+    # is blank (clean: missing_value) or, with risk_factor_unknown_as: 0, 0. A factor unknown in
+    # every record is not recorded by this input: its column is left out.
     unknown_as = spec.get("risk_factor_unknown_as")
-    factors, unknown_counts = {}, {}
+    factors, factor_counts, not_in_input = {}, {}, []
     for canonical, fields in spec["factors"].items():
         flags = np.stack([_yes_no(live[f], spec["yes_no"]) for f in fields])
         bad_text = pd.Series("", index=live.index)
         for f, flag in zip(fields, flags):
-            bad_text = bad_text.where((bad_text != "") | (flag != -2), live[f])
+            bad_text = bad_text.where((bad_text != "") | (flag != -2), first_name[f] + "=" + live[f])
         any_yes = (flags == 1).any(axis=0)
-        any_unknown = (flags == -1).any(axis=0) & ~any_yes
-        unknown_value = "" if unknown_as is None else str(unknown_as)
-        value = np.where(any_yes, "1", np.where(any_unknown, unknown_value, "0"))
+        unknown = (flags == -1).any(axis=0) & ~any_yes & (bad_text == "").to_numpy()
+        n_unknown = int(unknown.sum())
+        if n_unknown == len(live):
+            not_in_input.append(canonical)
+            factor_counts[canonical] = {"unknown": n_unknown, "result": "not recorded (column left out)"}
+            continue
+        value = np.where(any_yes, "1", np.where(unknown, "0" if unknown_as == 0 else "", "0"))
         factors[canonical] = np.where(bad_text != "", bad_text, value)
-        unknown_counts[canonical] = int((any_unknown & (bad_text == "")).sum())
+        factor_counts[canonical] = {"unknown": n_unknown,
+                                    "result": "0" if unknown_as == 0 else "blank (clean: missing_value)"}
 
     referrals = pd.DataFrame({
         "referral_id": live["_key"].to_numpy(),
@@ -694,15 +808,71 @@ def _referrals(live: pd.DataFrame, report_day: pd.Series, spec: dict[str, Any],
         "abuse_category": abuse,
         "source_location": live["_where"].to_numpy(),
     })
-    key = "risk_factor_unknown_as_0" if unknown_as == 0 else "risk_factor_unknown_left_blank"
     counts = {
-        key: unknown_counts,
+        "risk_factors": {"unknown_as": unknown_as, "caregiver": factor_counts, "not_recorded_in_input": not_in_input},
+        "outcome_unknown": int((post == -1).sum()),
         "closure": {"from_disposition_date": int((~blank & ~unreadable & ~before).sum()),
                     "disposition_before_report": int(before.sum()),
                     "no_disposition_date": int(blank.sum()),
                     "unreadable_disposition_date": int(unreadable.sum())},
     }
-    return referrals, counts
+    return referrals, counts, not_in_input
+
+
+#: Counts below this are written "fewer than 10" in the statements (disclosure.min_cell_count).
+_MIN_COUNT = 10
+
+
+def _count(n: int) -> str:
+    return "none" if n == 0 else "fewer than 10" if n < _MIN_COUNT else f"{n:,}"
+
+
+def _statements(m: dict[str, Any]) -> list[str]:
+    """Plain-English sentences stating the route's rules and what they did to this input (the
+    report prints them under "Data and cleaning"): each under 200 characters, no identifiers,
+    no count below 10."""
+    refs = m["records"]["referrals"]
+    closure = m["closure"]
+    at_report = closure["no_disposition_date"] + closure["disposition_before_report"]
+    rf = m["risk_factors"]
+    zero = rf["unknown_as"] == 0
+    out = [
+        (f"The index episode ends at the disposition date (RpDispDt), or at the report date where that is "
+         f"missing or before the report ({_count(at_report)} of {_count(refs['kept'])} referrals)."),
+        "Slash dates are read month first (mm/dd/yyyy), as in the US record layout; input.dayfirst is ignored.",
+        ("NCANDS gives the age in whole years at each report, not a birth date: each report bounds the birth "
+         "to a year, and a child's reports are intersected."),
+        ("The birth date is the middle day of that intersection, so the 18th birthday is known to within half "
+         "the remaining interval (at most half a year)."),
+        (f"Children whose reported ages admit no common birth date: "
+         f"{_count(m['records']['children']['rejected_inconsistent_ages'])} (quarantined with their reports)."),
+    ]
+    if zero:
+        out.append("Risk factors coded unknown or blank are read as 0, not recorded as present "
+                   "(risk_factor_unknown_as: 0, an explicit choice).")
+    else:
+        out.append("Risk factors coded unknown or blank stay unknown, never counted as absent "
+                   "(risk_factor_unknown_as: null): clean quarantines that referral or child.")
+    effect = "set to 0" if zero else "left blank"
+    for factor, c in rf["caregiver"].items():
+        if factor in rf["not_recorded_in_input"]:
+            out.append(f"Caregiver risk factor {factor.replace('_', ' ')} is unknown in every record: not "
+                       "recorded by this input, so left out.")
+        elif c["unknown"]:
+            out.append(f"Caregiver risk factor {factor.replace('_', ' ')} unknown: {_count(c['unknown'])} "
+                       f"referrals ({effect}).")
+    dis = rf["disability"]
+    out.append(f"Children with every child risk factor unknown in every report: {_count(dis['children_all_unknown'])} "
+               f"(disability {effect}).")
+    if dis["children_0_with_some_unknown"]:
+        out.append(f"Children given disability 0 from the child risk factors recorded as no, although others "
+                   f"were unknown: {_count(dis['children_0_with_some_unknown'])}.")
+    out.append(f"Post-investigation services unknown or blank: {_count(m['outcome_unknown'])} referrals "
+               "(no outcome, so clean quarantines them; never read as no services).")
+    out.append("Screened-out referrals never appear in the Child File (it holds reports that received a CPS "
+               "response and a disposition), so no outcome is NFA.")
+    out.append("NCANDS has no child protection plans: there are none in this input.")
+    return out
 
 
 # ------------------------------------------------------------------------------------------
