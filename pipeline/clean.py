@@ -473,7 +473,8 @@ def main() -> None:
     else:
         adapted = None
         if inp["source"] in formats.ADAPTERS:
-            adapted = formats.read(inp["source"], Path(inp["dir"]), dayfirst=bool(inp["dayfirst"]), progress=True)
+            adapted = formats.read(inp["source"], Path(inp["dir"]), dayfirst=bool(inp["dayfirst"]), progress=True,
+                                   min_count=int(params["disclosure"]["min_cell_count"]))
             raw = adapted.tables
             paths = {t: Path(inp["dir"]) / f"({inp['source']}: {t})" for t in raw}
         else:

@@ -434,7 +434,7 @@ def _years_before(day: pd.Series, years: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False,
-         spec: dict[str, Any] | None = None) -> Adapted:
+         spec: dict[str, Any] | None = None, min_count: int | None = None) -> Adapted:
     """Read every Child File in ``input_dir`` into the canonical tables (rules: module docstring).
 
     ``dayfirst`` is accepted for the adapter interface and ignored: slash dates are month first.
@@ -644,7 +644,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False,
         "looked_after": la_counts,
         "screened_out": "not in the Child File: it holds reports that received a CPS response and a disposition",
     }
-    metrics["statements"] = _statements(metrics)
+    metrics["statements"] = _statements(metrics, min_count or _MIN_COUNT)
     if metrics["records"]["referrals"]["records_in"] != len(referrals) + len(record_rejects) + n_merged:
         raise RuntimeError("ncands: records in != kept + rejected + merged")
     return Adapted(tables={"children": children, "referrals": referrals, "plans": plans},
@@ -819,15 +819,16 @@ def _referrals(live: pd.DataFrame, report_day: pd.Series,
     return referrals, counts, not_in_input
 
 
-#: Counts below this are written "fewer than 10" in the statements (disclosure.min_cell_count).
+#: Counts below this are written "fewer than 10" in the statements, unless ``read`` is given
+#: ``min_count`` (clean passes disclosure.min_cell_count).
 _MIN_COUNT = 10
 
 
-def _count(n: int) -> str:
-    return "none" if n == 0 else "fewer than 10" if n < _MIN_COUNT else f"{n:,}"
+def _count(n: int, min_count: int = _MIN_COUNT) -> str:
+    return "none" if n == 0 else f"fewer than {min_count}" if n < min_count else f"{n:,}"
 
 
-def _statements(m: dict[str, Any]) -> list[str]:
+def _statements(m: dict[str, Any], min_count: int = _MIN_COUNT) -> list[str]:
     """Plain-English sentences stating the route's rules and what they did to this input (the
     report prints them under "Data and cleaning"): each under 200 characters, no identifiers,
     no count below 10."""
@@ -838,14 +839,14 @@ def _statements(m: dict[str, Any]) -> list[str]:
     zero = rf["unknown_as"] == 0
     out = [
         (f"The index episode ends at the disposition date (RpDispDt), or at the report date where that is "
-         f"missing or before the report ({_count(at_report)} of {_count(refs['kept'])} referrals)."),
+         f"missing or before the report ({_count(at_report, min_count)} of {_count(refs['kept'], min_count)} referrals)."),
         "Slash dates are read month first (mm/dd/yyyy), as in the US record layout; input.dayfirst is ignored.",
         ("NCANDS gives the age in whole years at each report, not a birth date: each report bounds the birth "
          "to a year, and a child's reports are intersected."),
         ("The birth date is the middle day of that intersection, so the 18th birthday is known to within half "
          "the remaining interval (at most half a year)."),
         (f"Children whose reported ages admit no common birth date: "
-         f"{_count(m['records']['children']['rejected_inconsistent_ages'])} (quarantined with their reports)."),
+         f"{_count(m['records']['children']['rejected_inconsistent_ages'], min_count)} (quarantined with their reports)."),
     ]
     if zero:
         out.append("Risk factors coded unknown or blank are read as 0, not recorded as present "
@@ -859,15 +860,15 @@ def _statements(m: dict[str, Any]) -> list[str]:
             out.append(f"Caregiver risk factor {factor.replace('_', ' ')} is unknown in every record: not "
                        "recorded by this input, so left out.")
         elif c["unknown"]:
-            out.append(f"Caregiver risk factor {factor.replace('_', ' ')} unknown: {_count(c['unknown'])} "
+            out.append(f"Caregiver risk factor {factor.replace('_', ' ')} unknown: {_count(c['unknown'], min_count)} "
                        f"referrals ({effect}).")
     dis = rf["disability"]
-    out.append(f"Children with every child risk factor unknown in every report: {_count(dis['children_all_unknown'])} "
+    out.append(f"Children with every child risk factor unknown in every report: {_count(dis['children_all_unknown'], min_count)} "
                f"(disability {effect}).")
     if dis["children_0_with_some_unknown"]:
         out.append(f"Children given disability 0 from the child risk factors recorded as no, although others "
-                   f"were unknown: {_count(dis['children_0_with_some_unknown'])}.")
-    out.append(f"Post-investigation services unknown or blank: {_count(m['outcome_unknown'])} referrals "
+                   f"were unknown: {_count(dis['children_0_with_some_unknown'], min_count)}.")
+    out.append(f"Post-investigation services unknown or blank: {_count(m['outcome_unknown'], min_count)} referrals "
                "(no outcome, so clean quarantines them; never read as no services).")
     out.append("Screened-out referrals never appear in the Child File (it holds reports that received a CPS "
                "response and a disposition), so no outcome is NFA.")
