@@ -95,11 +95,88 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
+#: Leading bytes of files that are not text tables, and what they are.
+BINARY_SIGNATURES = (
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook is one): save the sheet as CSV"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) or other OLE document: save the sheet as CSV"),
+    (b"\x1f\x8b", "a gzip-compressed file: decompress it first"),
+    (b"BZh", "a bzip2-compressed file: decompress it first"),
+    (b"\xfd7zXZ", "an xz-compressed file: decompress it first"),
+    (b"7z\xbc\xaf", "a 7-Zip archive: extract it first"),
+    (b"PAR1", "a Parquet file: name it .parquet"),
+    (b"%PDF", "a PDF document, not a table"),
+)
+
+
+def _file_kind(raw: bytes) -> str | None:
+    for magic, what in BINARY_SIGNATURES:
+        if raw.startswith(magic):
+            return what
+    return None
+
+
+def csv_records(text: str, path: Path, header: list[str]) -> int:
+    """Data rows in a CSV text, checked record by record; a broken one stops with one line.
+
+    Stops on: a NUL byte; a row with more or fewer fields than the header (a cut file's last
+    row, an unquoted comma, a misplaced quote); a quote opened and never closed. A ragged row
+    stops the file rather than being quarantined: its values cannot be assigned to columns,
+    and the fault usually shifts more than one row. The count is what the file holds, so
+    "rows in" never depends on what a parser returned. Blank lines are not rows.
+    """
+    nul = text.find("\x00")
+    if nul >= 0:
+        line = text.count("\n", 0, nul) + 1
+        field = text[text.rfind("\n", 0, nul) + 1:nul].count(",")
+        name = header[field] if field < len(header) else f"field {field + 1}"
+        raise InputError(f"{path}: row {line - 1} (line {line}), field {name}: NUL byte in the file "
+                         "(a corrupt or UTF-16 file read as UTF-8? set input.encoding)")
+    width = len(header)
+    if '"' not in text:   # fast path: one record per non-blank line
+        lines = text.split("\n")
+        last = len(lines) - 1 if lines[-1].strip("\r") else len(lines) - 2   # the final line with content
+        rows = 0
+        for number, line in enumerate(lines[1:], start=2):
+            if not line.strip("\r"):
+                continue
+            rows += 1
+            fields = line.count(",") + 1
+            if fields != width:
+                cut = fields < width and number - 1 == last and not text.endswith("\n")
+                raise InputError(f"{path}: row {rows} (line {number}): {fields} fields, the header has {width}"
+                                 + (" (the file ends inside this row: cut short?)" if cut else ""))
+        return rows
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    rows, start = 0, 1
+    try:
+        next(reader)   # header
+        while True:
+            start = reader.line_num + 1          # the line this record starts on
+            fields = next(reader, None)
+            if fields is None:
+                return rows
+            if not fields:   # a blank line
+                continue
+            rows += 1
+            if len(fields) != width:
+                raise InputError(f"{path}: row {rows} (line {start}): {len(fields)} fields, the header has {width}")
+    except csv.Error as err:
+        if "end of data" in str(err):
+            raise InputError(f"{path}: row {rows + 1} (line {start}): a quote opened and never closed "
+                             "(the file ends inside a quoted field: cut short, or a stray quote)") from None
+        raise InputError(f"{path}: row {rows + 1} (line {start}): malformed CSV quoting ({err})") from None
+
+
 def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
     """Read a CSV (every column as text) or Parquet table; bad files raise ``InputError``.
 
-    CSV values are kept as raw strings so that validation, not the reader, decides what
-    is a date, a code or a fault, and can quote the value it rejects.
+    CSV values are kept as raw strings, from the first byte (a UTF-8 byte-order mark is not
+    part of the first column's name, so ids stay text), so that validation, not the reader,
+    decides what is a date, a code or a fault, and can quote the value it rejects. The file's
+    records are counted and checked before parsing (``csv_records``) and must equal the rows
+    parsed. Parquet dates and timestamps are handed on as ISO text: a timestamp with a time
+    zone as the calendar date in its own zone; a date beyond pandas' range (9999-12-31) as
+    written, for validation to judge.
     """
     path = Path(path)
     if not path.exists():
@@ -107,13 +184,20 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         try:
-            df = pq.read_table(path).to_pandas()
+            table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+        df = _dates_as_text(table).to_pandas()
     elif suffix in (".csv", ".txt"):
         raw = path.read_bytes()
+        kind = _file_kind(raw)
+        if kind:
+            raise InputError(f"{path}: not a CSV text file but {kind}")
+        if raw.startswith((b"\xff\xfe", b"\xfe\xff")) and not encoding.lower().replace("-", "").startswith("utf16"):
+            raise InputError(f"{path}: a UTF-16 text file: set input.encoding: utf-16 in params.yaml")
         try:
-            text = raw.decode(encoding)
+            text = raw.decode("utf-8-sig" if encoding.lower().replace("-", "").replace("_", "") == "utf8"
+                              else encoding)
         except UnicodeDecodeError as err:
             line = raw[: err.start].count(b"\n") + 1
             raise InputError(
@@ -122,9 +206,17 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
             ) from None
         except LookupError:
             raise InputError(f"params.yaml: input.encoding '{encoding}' is not a known encoding") from None
+        text = text.removeprefix("\ufeff")
         if not text.strip():
             raise InputError(f"{path}: empty file (no header, no rows)")
-        header = next(csv.reader(io.StringIO(text.split("\n", 1)[0])))
+        header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r"))))
+        seen: dict[str, int] = {}
+        for position, name in enumerate(header, start=1):
+            if name in seen:
+                raise InputError(f"{path}: header (line 1): column '{name}' appears twice (columns {seen[name]} "
+                                 f"and {position})")
+            seen[name] = position
+        rows = csv_records(text, path, header)
         try:
             table = pacsv.read_csv(
                 io.BytesIO(text.encode("utf-8")),
@@ -133,10 +225,25 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
                     null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True),
             )
         except pa.ArrowInvalid as err:
-            raise InputError(f"{path}: not a readable CSV ({str(err).splitlines()[0]})") from None
+            raise InputError(f"{path}: not a readable CSV ({str(err).splitlines()[0][:120]})") from None
         df = table.to_pandas()
+        if len(df) != rows:
+            raise InputError(f"{path}: {rows:,} data rows in the file but {len(df):,} parsed: "
+                             "the file's structure is broken (check quoting)")
     else:
         raise InputError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
     if len(df) == 0:
         raise InputError(f"{path}: empty table (a header but no rows)")
     return df
+
+
+def _dates_as_text(table: pa.Table) -> pa.Table:
+    """Date and timestamp columns as ISO date text (a zoned timestamp: its own zone's date)."""
+    import pyarrow.compute as pc
+
+    columns = []
+    for field, column in zip(table.schema, table.columns):
+        if pa.types.is_timestamp(field.type) or pa.types.is_date(field.type):
+            column = pc.strftime(column, format="%Y-%m-%d")
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
