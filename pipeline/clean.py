@@ -41,7 +41,14 @@ CLEAN_DIR = Path("data/clean")
 METRICS_FILE = Path("metrics/clean.json")
 SYNTHETIC_KEY = b"synthetic-data-only-not-a-secret"
 EXCEL_EPOCH = np.datetime64("1899-12-30", "D")
-_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)?$")
+# A time and a zone may follow the date; the date is read as written (the record's own zone).
+_ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
+#: Year-only or month-only values: partial dates, never Excel serials or a guessed day.
+_PARTIAL = re.compile(r"^(?:1[89]\d{2}|2[01]\d{2})(?:[-/]\d{1,2})?$|^\d{1,2}[-/](?:1[89]\d{2}|2[01]\d{2})$")
+#: Spellings of "no value" that real extracts carry (case-insensitive; ``clean.missing_values``).
+MISSING_VALUES = ("NULL", "N/A", "NA", "NaN", "#N/A", "None")
+#: Dates systems write for "unknown" or "no end" (``clean.sentinel_dates``): read as missing.
+SENTINEL_DATES = ("1900-01-01", "9999-12-31")
 _SLASH = re.compile(r"^\d{1,2}/\d{1,2}/\d{4}$")
 _SERIAL = re.compile(r"^\d{1,5}(?:\.0+)?$")
 
@@ -112,7 +119,11 @@ def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, n
     """Dates from ISO, day/month/year (or month/day/year) and Excel serial text.
 
     Returns the parsed dates (NaT where missing or unreadable) and, per format, a boolean
-    mask of the values read in it.
+    mask of the values read in it; ``partial`` marks year-only or month-only values
+    (``2006``, ``2006-05``, ``05/2006``), which are never read as an Excel serial or given a
+    guessed day. ``other_order`` marks slash dates that can only be read in the other
+    day/month order than ``dayfirst`` says (``05/13/2020`` when day first), ``ambiguous``
+    those readable either way.
     """
     out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[ns]")
     present = text.notna().to_numpy()
@@ -129,7 +140,12 @@ def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, n
     slash = t.str.match(_SLASH)
     fmt = "%d/%m/%Y" if dayfirst else "%m/%d/%Y"
     out[slash[slash].index] = pd.to_datetime(t[slash], format=fmt, errors="coerce")
-    serial = t.str.match(_SERIAL)
+    parts = t[slash].str.split("/", expand=True)
+    first, second = (parts[0].astype(int), parts[1].astype(int)) if len(parts) else (pd.Series(dtype=int),) * 2
+    # as declared, the month is `second` (day first) or `first`; the other reading swaps them
+    declared, other = (first, second) if dayfirst else (second, first)
+    partial = t.str.match(_PARTIAL)
+    serial = t.str.match(_SERIAL) & ~partial
     if serial.any():
         n = t[serial].astype(float).astype(np.int64).to_numpy()
         plausible = (n >= 1) & (n <= 80_000)  # 1900 to 2119
@@ -144,6 +160,15 @@ def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, n
     masks["iso"] = fast_mask | full(iso)
     masks["day_month_year" if dayfirst else "month_day_year"] = full(slash)
     masks["excel_serial"] = full(serial)
+    masks["partial"] = full(partial)
+    in_slash = np.zeros(len(t), dtype=bool)
+    masks["other_order"], masks["ambiguous"] = in_slash.copy(), in_slash.copy()
+    if len(parts):
+        rows = np.flatnonzero(slash.to_numpy())
+        masks["other_order"][rows] = ((other > 12) & (declared <= 12)).to_numpy()
+        masks["ambiguous"][rows] = ((first <= 12) & (second <= 12) & (first != second)).to_numpy()
+        masks["other_order"], masks["ambiguous"] = full(pd.Series(masks["other_order"])), \
+            full(pd.Series(masks["ambiguous"]))
     return out, masks
 
 
@@ -178,7 +203,8 @@ def columns_present(raw: pd.DataFrame, table: Table) -> tuple[pd.DataFrame, Tabl
 
 
 def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date: pd.Timestamp,
-                   dayfirst: bool, max_unparseable_share: float) -> tuple[pd.DataFrame, dict[str, Any], dict]:
+                   dayfirst: bool, max_unparseable_share: float, missing_values: tuple[str, ...] = MISSING_VALUES,
+                   sentinel_dates: tuple[str, ...] = SENTINEL_DATES) -> tuple[pd.DataFrame, dict[str, Any], dict]:
     """Normalise one table and find each row's first reject reason (relational rules excepted).
 
     Returns the typed frame (all rows), its ``Quarantine`` and normalisation counts.
@@ -192,18 +218,26 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
     typed: dict[str, pd.Series] = {}
     masks: dict[str, list[tuple[str, np.ndarray]]] = {r: [] for r in REJECT_REASONS}
     norm: dict[str, Any] = {"whitespace_stripped": {}, "recoded": {}, "date_formats": {}}
+    missing = {m.lower() for m in missing_values}
     raw_text: dict[str, pd.Series] = {}
     for f in table.fields:
         original = as_text(raw[f.name]).reset_index(drop=True)
         raw_text[f.name] = original
         # Normalise each distinct value once, then broadcast: extracts repeat codes and dates.
         codes, uniques = pd.factorize(original, use_na_sentinel=True)
-        stripped_u = np.array([u.strip() or None for u in uniques] + [None], dtype=object)
         counts_u = np.bincount(codes[codes >= 0], minlength=len(uniques))
-        changed = int(counts_u[np.array([u != v for u, v in zip(uniques, stripped_u)], dtype=bool)].sum()) \
+        trimmed = [u.strip() for u in uniques]
+        said_missing = np.array([v.lower() in missing or (f.kind == "date" and v in sentinel_dates)
+                                 for v in trimmed], dtype=bool)
+        stripped_u = np.array([None if (not v or gone) else v for v, gone in zip(trimmed, said_missing)] + [None],
+                              dtype=object)
+        changed = int(counts_u[np.array([u != v for u, v in zip(uniques, trimmed)], dtype=bool)].sum()) \
             if len(uniques) else 0
         if changed:
             norm["whitespace_stripped"][f.name] = changed
+        if said_missing.any():   # "NULL", "N/A", 9999-12-31 ...: missing, never a value (counted)
+            norm.setdefault("read_as_missing", {})[f.name] = {
+                str(v): int(c) for v, c, gone in zip(trimmed, counts_u, said_missing) if gone}
         stripped = pd.Series(stripped_u[codes], dtype=object)
         present = stripped.notna()
         if f.kind in ("id", "text"):
@@ -230,6 +264,7 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
             if f.required:
                 masks["missing_value"].append((f.name, (~present).to_numpy()))
         elif f.kind == "date":
+            partial = np.zeros(n, dtype=bool)
             if pd.api.types.is_datetime64_any_dtype(raw[f.name]):
                 parsed = pd.to_datetime(raw[f.name]).dt.normalize().reset_index(drop=True).astype("datetime64[ns]")
                 counts = {"typed": int(parsed.notna().sum())}
@@ -237,13 +272,23 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
                 parsed_u, counts_by_format = parse_dates(pd.Series(stripped_u, dtype=object), dayfirst)
                 parsed = pd.Series(parsed_u.to_numpy()[codes], dtype="datetime64[ns]")
                 weights = np.append(counts_u, 0)
+                partial = counts_by_format.pop("partial")[codes]
+                other_order, ambiguous = counts_by_format.pop("other_order"), counts_by_format.pop("ambiguous")
+                if other_order.any() and ambiguous.any():
+                    first_other = int(np.flatnonzero(other_order[codes])[0])
+                    first_ambiguous = int(np.flatnonzero(ambiguous[codes])[0])
+                    raise InputError(
+                        f"{path}: column {f.name}: day and month orders are mixed: row {first_other + 1} can only be "
+                        f"{'month' if dayfirst else 'day'} first, so row {first_ambiguous + 1} and the like cannot "
+                        f"be read safely (input.dayfirst is {str(dayfirst).lower()}): fix the column's format")
                 counts = {k: int(weights[mask].sum()) for k, mask in counts_by_format.items()}
+                masks["partial_date"].append((f.name, partial))
             bad = present & parsed.isna()
             _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
                         "dates like 2021-03-04", locations)
             norm["date_formats"][f.name] = {k: v for k, v in counts.items() if v}
             typed[f.name] = parsed
-            masks["unparseable_date"].append((f.name, bad.to_numpy()))
+            masks["unparseable_date"].append((f.name, bad.to_numpy() & ~partial))
             masks["date_after_extract"].append((f.name, (parsed > extract_date).to_numpy()))
             if f.required:
                 masks["missing_value"].append((f.name, (~present).to_numpy()))
@@ -333,7 +378,9 @@ def pseudonym_key(params: dict[str, Any]) -> bytes:
 
 def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extract_date: pd.Timestamp,
                   dayfirst: bool = True, max_unparseable_share: float = 0.5, key: bytes = SYNTHETIC_KEY,
-                  progress: bool = False) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
+                  progress: bool = False, missing_values: tuple[str, ...] = MISSING_VALUES,
+                  sentinel_dates: tuple[str, ...] = SENTINEL_DATES,
+                  ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, dict[str, Any]]:
     """Clean the three tables (pure: raw frames in; kept tables, rejects and metrics out)."""
     frames, quarantine, norms, tables, absent = {}, {}, {}, {}, {}
     for table in (CHILDREN, REFERRALS, PLANS):
@@ -341,7 +388,7 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
         raw_table, tables[table.name], absent[table.name] = columns_present(raw[table.name], table)
         frames[table.name], quarantine[table.name], norms[table.name] = validate_table(
             raw_table, tables[table.name], paths[table.name], extract_date=extract_date, dayfirst=dayfirst,
-            max_unparseable_share=max_unparseable_share)
+            max_unparseable_share=max_unparseable_share, missing_values=missing_values, sentinel_dates=sentinel_dates)
         if progress:
             print(f"clean: {table.name}: {len(raw[table.name]):,} rows validated in "
                   f"{time.perf_counter() - t0:.1f}s", file=sys.stderr)
@@ -388,7 +435,8 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
 
 
 def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *, key: bytes,
-                         dayfirst: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+                         dayfirst: bool = True, missing_values: tuple[str, ...] = MISSING_VALUES,
+                         ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Validate a prepared one-row-per-subject table (second entry point).
 
     Values are handed on unchanged but for pseudonymised identifiers and the parsed index
@@ -411,7 +459,8 @@ def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *,
         raise InputError(f"{path}: header (line 1): missing column '{missing[0]}' (named in input.analysis_table)")
     n = len(raw)
     text = {c: as_text(raw[c]).reset_index(drop=True).str.strip() for c in needed}
-    text = {c: s.where(s != "") for c, s in text.items()}
+    missing = {m.lower() for m in missing_values}
+    text = {c: s.where((s != "") & ~s.str.lower().isin(missing)) for c, s in text.items()}
     q = Quarantine({c: as_text(raw[c]).reset_index(drop=True) for c in needed})
     dur = pd.to_numeric(text[duration], errors="coerce")
     ev = text[event].str.lower().map(Field(event, "flag", codes=FLAG).alias_map())
@@ -468,7 +517,9 @@ def main() -> None:
         path = config.input_path(params, "analysis_table")
         kept, rejects, metrics = clean_analysis_table(read_table(path, encoding=inp["encoding"]),
                                                       inp["analysis_table"], path, key=key,
-                                                      dayfirst=bool(inp["dayfirst"]))
+                                                      dayfirst=bool(inp["dayfirst"]),
+                                                      missing_values=tuple(params["clean"].get("missing_values",
+                                                                                               MISSING_VALUES)))
         write_parquet(kept, CLEAN_DIR / "analysis_table.parquet")
     else:
         adapted = None
@@ -483,7 +534,9 @@ def main() -> None:
         big = len(raw["referrals"]) >= 500_000
         kept, rejects, metrics = clean_extract(
             raw, paths, extract_date=extract_date, dayfirst=bool(inp["dayfirst"]),
-            max_unparseable_share=float(params["clean"]["max_unparseable_share"]), key=key, progress=big)
+            max_unparseable_share=float(params["clean"]["max_unparseable_share"]), key=key, progress=big,
+            missing_values=tuple(params["clean"].get("missing_values", MISSING_VALUES)),
+            sentinel_dates=tuple(str(d) for d in params["clean"].get("sentinel_dates", SENTINEL_DATES)))
         if adapted is not None:
             # The adapter's own rejects first (records it could not make a row of), then clean's.
             rejects = pd.concat([adapted.rejects.reindex(columns=REJECT_COLUMNS), rejects], ignore_index=True)

@@ -149,7 +149,8 @@ REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
 
 #: Every reason a row can be quarantined for, in the order rules are applied.
 REJECT_REASONS = (
-    "missing_id", "missing_value", "unknown_code", "unparseable_date", "invalid_value", "duplicate_row",
+    "missing_id", "missing_value", "unknown_code", "unparseable_date", "partial_date", "invalid_value",
+    "duplicate_row",
     "duplicate_id", "date_after_extract", "closure_before_referral", "end_before_start",
     "unknown_child", "child_rejected", "referral_before_birth", "plan_before_birth",
     "overlapping_plan",

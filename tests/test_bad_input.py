@@ -22,9 +22,11 @@ REFERRALS = ("referral_id,child_id,referral_date,referral_source,closure_date,ou
 PLANS = "plan_id,child_id,start_date,end_date,category,end_reason\nP1,C1,2020-01-10,2020-04-01,NEGLECT,OTHER\n"
 
 
-def run_clean(tmp_path: Path, files: dict[str, str | bytes], **input_changes) -> subprocess.CompletedProcess:
+def run_clean(tmp_path: Path, files: dict[str, str | bytes], _clean: dict | None = None,
+              **input_changes) -> subprocess.CompletedProcess:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["input"].update({"source": "extract", "dir": "in", **input_changes})
+    params["clean"].update(_clean or {})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     (tmp_path / "in").mkdir(exist_ok=True)
     for name, content in files.items():

@@ -145,3 +145,117 @@ def test_rows_in_counts_the_rows_of_the_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     m = metrics(tmp_path)["tables"]["referrals"]
     assert (m["rows_in"], m["rows_kept"], m["rows_rejected"]) == (3, 2, 1)   # "POL\nICE" is no known source
+
+
+# -- dates -----------------------------------------------------------------------------------------
+CHILD_HEADER = CHILDREN.splitlines()[0]
+
+
+def children_file(rows: list[str]) -> str:
+    return "\n".join([CHILD_HEADER, *rows]) + "\n"
+
+
+def rejects(tmp_path: Path) -> list[tuple]:
+    r = pd.read_csv(tmp_path / "data/clean/rejects.csv", dtype=str, keep_default_na=False)
+    return [tuple(x) for x in r[["table", "source_row", "field", "value", "reason"]].itertuples(index=False)]
+
+
+@pytest.mark.parametrize("value", ["2006", "2006-05", "05/2006", "2006/5"])
+def test_year_or_month_only_dates_are_partial_never_excel_serials(tmp_path, value):
+    rows = ["C1,F1,LA01,M,2015-01-01,WHITE,0", f"C2,F2,LA01,F,{value},WHITE,0"]
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": children_file(rows)})
+    assert proc.returncode == 0, proc.stderr
+    assert rejects(tmp_path) == [("children", "2", "date_of_birth", value, "partial_date")]
+
+
+def test_excel_serials_are_still_read(tmp_path):
+    rows = ["C1,F1,LA01,M,42005,WHITE,0"]                    # Excel serial 42005 = 2015-01-01
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": children_file(rows)})
+    assert proc.returncode == 0, proc.stderr
+    assert kept(tmp_path, "children")["date_of_birth"].iloc[0] == pd.Timestamp("2015-01-01")
+
+
+def test_day_and_month_orders_mixed_in_one_column_stop(tmp_path):
+    # Day first (the UK default): row 2 can only be month first (month 13 impossible), so
+    # row 1's 05/06/2015 could be either: stop rather than guess.
+    rows = ["C1,F1,LA01,M,05/06/2015,WHITE,0", "C2,F2,LA01,F,05/13/2015,WHITE,0"]
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": children_file(rows)})
+    assert_one_line_error(proc, "in/children.csv", "column date_of_birth", "day and month orders are mixed",
+                          "row 2", "row 1")
+
+
+def test_unambiguous_day_first_dates_are_fine(tmp_path):
+    rows = ["C1,F1,LA01,M,13/05/2015,WHITE,0", "C2,F2,LA01,F,05/05/2015,WHITE,0"]
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": children_file(rows)})
+    assert proc.returncode == 0, proc.stderr
+    assert kept(tmp_path, "children")["date_of_birth"].tolist() == [pd.Timestamp("2015-05-13"),
+                                                                    pd.Timestamp("2015-05-05")]
+
+
+def test_sentinel_dates_are_missing(tmp_path):
+    # 9999-12-31 as a plan's end: no end (open); 1900-01-01 as a birth date: unknown (quarantined).
+    rows = ["C1,F1,LA01,M,2015-01-01,WHITE,0", "C2,F2,LA01,F,1900-01-01,WHITE,0"]
+    plans = PLANS.replace("2020-04-01", "9999-12-31")
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": children_file(rows), "plans.csv": plans})
+    assert proc.returncode == 0, proc.stderr
+    assert rejects(tmp_path) == [("children", "2", "date_of_birth", "1900-01-01", "missing_value")]
+    assert kept(tmp_path, "plans")["end_date"].isna().all()
+    read_as_missing = metrics(tmp_path)["tables"]["plans"]["normalised"]["read_as_missing"]
+    assert read_as_missing == {"end_date": {"9999-12-31": 1}}
+
+
+def test_zoned_timestamps(tmp_path):
+    # CSV: the date as written (the record's own zone); Parquet: the date in the column's zone.
+    rows = ["C1,F1,LA01,M,2015-01-01T23:30:00+01:00,WHITE,0"]
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": children_file(rows)})
+    assert proc.returncode == 0, proc.stderr
+    assert kept(tmp_path, "children")["date_of_birth"].iloc[0] == pd.Timestamp("2015-01-01")
+    utc_late = pd.Timestamp("2015-01-02 04:30", tz="UTC")          # 23:30 on 1 January in New York
+    table = pa.table({"child_id": ["C1"], "family_id": ["F1"], "la_code": ["LA01"], "sex": ["M"],
+                      "date_of_birth": pa.array([utc_late], type=pa.timestamp("us", tz="America/New_York")),
+                      "ethnicity": ["WHITE"], "disability": ["0"]})
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    proc = run_clean(tmp_path, {**GOOD, "children.parquet": out.getvalue()}, children="children.parquet")
+    assert proc.returncode == 0, proc.stderr
+    assert kept(tmp_path, "children")["date_of_birth"].iloc[0] == pd.Timestamp("2015-01-01")
+
+
+def test_parquet_end_date_9999_is_no_end(tmp_path):
+    import datetime as dt
+
+    table = pa.table({"plan_id": ["P1"], "child_id": ["C1"], "start_date": pa.array([dt.date(2020, 1, 10)]),
+                      "end_date": pa.array([dt.date(9999, 12, 31)]), "category": ["NEGLECT"], "end_reason": [None]},
+                     schema=pa.schema([("plan_id", pa.string()), ("child_id", pa.string()),
+                                       ("start_date", pa.date32()), ("end_date", pa.date32()),
+                                       ("category", pa.string()), ("end_reason", pa.string())]))
+    out = io.BytesIO()
+    pq.write_table(table, out)
+    proc = run_clean(tmp_path, {**GOOD, "plans.parquet": out.getvalue()}, plans="plans.parquet")
+    assert proc.returncode == 0, proc.stderr
+    assert kept(tmp_path, "plans")["end_date"].isna().all()
+
+
+# -- missing-value spellings ------------------------------------------------------------------------
+def test_missing_value_spellings_are_missing_in_every_field(tmp_path):
+    # Five children whose family id is a spelling of "missing": never five real families.
+    rows = [f"C{i},{v},LA01,M,2015-01-01,WHITE,0" for i, v in enumerate(["NULL", "N/A", "NaN", "#N/A", "null"], 1)]
+    rows.append("C9,F9,LA01,M,2015-01-01,WHITE,0")
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": children_file(rows),
+                                "referrals.csv": REFERRALS.replace(",C1,", ",C9,"),
+                                "plans.csv": PLANS.replace(",C1,", ",C9,")})
+    assert proc.returncode == 0, proc.stderr
+    assert [r[2:] for r in rejects(tmp_path)] == [("family_id", v, "missing_id")
+                                                  for v in ["NULL", "N/A", "NaN", "#N/A", "null"]]
+    assert metrics(tmp_path)["tables"]["children"]["normalised"]["read_as_missing"] == {
+        "family_id": {"NULL": 1, "N/A": 1, "NaN": 1, "#N/A": 1, "null": 1}}
+
+
+def test_missing_value_spellings_are_configurable(tmp_path):
+    rows = ["C1,F1,LA01,M,2015-01-01,WHITE,0", "C2,unknown,LA01,M,2015-01-01,WHITE,0"]
+    files = {**GOOD, "children.csv": children_file(rows)}
+    proc = run_clean(tmp_path, files)
+    assert proc.returncode == 0 and rejects(tmp_path) == []          # "unknown" is a family id by default
+    proc = run_clean(tmp_path, files, _clean={"missing_values": ["unknown"]})
+    assert proc.returncode == 0, proc.stderr
+    assert rejects(tmp_path) == [("children", "2", "family_id", "unknown", "missing_id")]
