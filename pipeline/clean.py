@@ -19,6 +19,7 @@ empty table, a column of the wrong type) stops the stage with a one-line error.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import sys
@@ -32,7 +33,7 @@ import pandera.errors
 
 from pipeline import config, formats
 from pipeline.cli import InputError, stage_entry
-from pipeline.io import read_table, write_csv, write_json, write_parquet
+from pipeline.io import file_sha256, read_table, write_csv, write_json, write_parquet
 from pipeline.schema import (CHILDREN, DURATION_UNITS, FLAG, PLANS, REFERRALS, REJECT_COLUMNS, REJECT_REASONS, Field,
                              Table,
                              analysis_table_schema, clean_schema)
@@ -367,11 +368,24 @@ def pseudonymise(values: pd.Series, key: bytes) -> pd.Series:
 
 
 def pseudonym_key(params: dict[str, Any]) -> bytes:
+    """The keyed hash's key: the secret in ``input.pseudonym_key_env``; without one, the fixed
+    public key, but only for the very files ``simulate`` wrote (checked against the SHA-256
+    sums it recorded), so real data never meet the public key."""
     env = params["input"]["pseudonym_key_env"]
     key = os.environ.get(env)
     if key:
         return hashlib.blake2b(key.encode("utf-8"), digest_size=32).digest()  # any length -> 32 bytes
     if params["input"]["source"] == "synthetic":
+        folder = Path(params["input"]["dir"])
+        marker = folder / config.SIMULATED_MARKER
+        recorded = json.loads(marker.read_text()) if marker.exists() else {}
+        for table in ("children", "referrals", "plans"):
+            path = config.input_path(params, table)
+            if path.parent != folder or recorded.get(path.name) != (file_sha256(path) if path.exists() else None):
+                raise InputError(
+                    f"{path}: input.source is synthetic, but this is not the file simulate wrote "
+                    f"({'no ' + str(marker) if not recorded else 'its SHA-256 differs from ' + str(marker)}): "
+                    f"for real data set input.source: extract and a secret key in {env}")
         return SYNTHETIC_KEY
     raise InputError(f"environment variable {env} is not set: give it a secret key to pseudonymise identifiers")
 

@@ -14,6 +14,9 @@ from pipeline.cli import InputError
 PARAMS_FILE = Path("params.yaml")
 INPUT_SOURCES = ("synthetic", "extract", "analysis_table", "cin_census", "ncands")
 SYNTHETIC_DIR = Path("data/raw/synthetic")
+#: Written by simulate beside its tables: each file's SHA-256, so that clean lets only those
+#: files meet the public synthetic key (real data always need a secret one).
+SIMULATED_MARKER = "simulated.json"
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> dict[str, Any]:

@@ -45,7 +45,7 @@ from scipy import special, stats
 from pipeline import config, faults, published
 from pipeline.cli import InputError, stage_entry
 from pipeline.formats import cin_census, ncands
-from pipeline.io import write_csv_fast, write_json
+from pipeline.io import file_sha256, write_csv_fast, write_json
 from pipeline.schema import DAYS_PER_YEAR, FACTORS, NO_SERVICE_OUTCOMES
 
 #: Covariates carrying a true effect on the re-referral hazard, in truth.json order.
@@ -426,6 +426,8 @@ def main() -> None:
     for name, frame in raw.items():
         write_csv_fast(frame, out_dir / params["input"][name])
     write_json(result.truth, out_dir / "truth.json")
+    write_json({params["input"][name]: file_sha256(out_dir / params["input"][name]) for name in raw},
+               out_dir / config.SIMULATED_MARKER)
     print(f"simulate: {len(raw['children']):,} children, {len(raw['referrals']):,} referrals, "
           f"{len(raw['plans']):,} plans -> {out_dir}")
 

@@ -259,3 +259,47 @@ def test_missing_value_spellings_are_configurable(tmp_path):
     proc = run_clean(tmp_path, files, _clean={"missing_values": ["unknown"]})
     assert proc.returncode == 0, proc.stderr
     assert rejects(tmp_path) == [("children", "2", "family_id", "unknown", "missing_id")]
+
+
+# -- real data never meet the public key --------------------------------------------------------------
+def _clean_without_key(tmp_path: Path, files: dict[str, str], marker: dict | None):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import ROOT
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert params["input"]["source"] == "synthetic"
+    folder = tmp_path / params["input"]["dir"]
+    folder.mkdir(parents=True)
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    if marker is not None:
+        (folder / "simulated.json").write_text(json.dumps(marker))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {k: v for k, v in os.environ.items() if k != params["input"]["pseudonym_key_env"]}
+    return subprocess.run([sys.executable, "-m", "pipeline.clean"], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_a_real_extract_in_the_synthetic_folder_needs_the_secret_key(tmp_path):
+    proc = _clean_without_key(tmp_path, GOOD, marker=None)
+    assert_one_line_error(proc, "children.csv", "input.source is synthetic, but this is not the file simulate wrote",
+                          "set input.source: extract and a secret key in PIPELINE_PSEUDONYM_KEY")
+    assert not (tmp_path / "data/clean").exists()
+
+
+def test_the_simulated_files_are_recognised_and_a_changed_one_is_not(tmp_path):
+    from pipeline.io import file_sha256
+
+    sums = {}
+    for name, text in GOOD.items():
+        (tmp_path / name).write_text(text)
+        sums[name] = file_sha256(tmp_path / name)
+    ok = _clean_without_key(tmp_path / "a", GOOD, marker=sums)
+    assert ok.returncode == 0, ok.stderr
+    changed = {**GOOD, "referrals.csv": REFERRALS.replace("POLICE", "SCHOOL")}
+    proc = _clean_without_key(tmp_path / "b", changed, marker=sums)
+    assert_one_line_error(proc, "referrals.csv", "its SHA-256 differs from")
