@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -157,6 +158,11 @@ def csv_records(text: str, path: Path, header: list[str]) -> int:
                 raise InputError(f"{path}: row {rows} (line {number}): {fields} fields, the header has {width}"
                                  + (" (the file ends inside this row: cut short?)" if cut else ""))
         return rows
+    stray = stray_quote(text)
+    if stray is not None:
+        line = text.count("\n", 0, stray) + 1
+        raise InputError(f"{path}: line {line}: a quote inside an unquoted value (a value holding a quote "
+                         "must itself be quoted, with the quote doubled): the file's quoting is broken")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     rows, start = 0, 1
     try:
@@ -176,6 +182,28 @@ def csv_records(text: str, path: Path, header: list[str]) -> int:
             raise InputError(f"{path}: row {rows + 1} (line {start}): a quote opened and never closed "
                              "(the file ends inside a quoted field: cut short, or a stray quote)") from None
         raise InputError(f"{path}: row {rows + 1} (line {start}): malformed CSV quoting ({err})") from None
+
+
+def stray_quote(text: str) -> int | None:
+    """Offset of the first quote that RFC 4180 does not allow (inside an unquoted value, or
+    not followed by a delimiter after a closing quote), or None. Walks the quote characters
+    only, keeping whether each one opens, escapes or closes a quoted value."""
+    positions = [m.start() for m in re.finditer('"', text)]
+    inside, k = False, 0
+    while k < len(positions):
+        at = positions[k]
+        if not inside:
+            if at > 0 and text[at - 1] not in ",\n\r":
+                return at
+            inside = True
+        elif k + 1 < len(positions) and positions[k + 1] == at + 1:
+            k += 1                                    # a doubled quote inside a quoted value
+        else:
+            if at + 1 < len(text) and text[at + 1] not in ",\n\r":
+                return at
+            inside = False
+        k += 1
+    return None
 
 
 def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:

@@ -303,3 +303,17 @@ def test_the_simulated_files_are_recognised_and_a_changed_one_is_not(tmp_path):
     changed = {**GOOD, "referrals.csv": REFERRALS.replace("POLICE", "SCHOOL")}
     proc = _clean_without_key(tmp_path / "b", changed, marker=sums)
     assert_one_line_error(proc, "referrals.csv", "its SHA-256 differs from")
+
+
+def test_a_quote_inside_an_unquoted_value_stops(tmp_path):
+    rows = [REF_ROW.replace("R1,", f"R{i},").replace(",POLICE,", ',"POLICE",') for i in range(1, 4)]
+    rows[1] = rows[1].replace("R2,", 'R"2,')
+    proc = run_clean(tmp_path, {**GOOD, "referrals.csv": referrals_file(rows)})
+    assert_one_line_error(proc, "in/referrals.csv", "line 3", "a quote inside an unquoted value")
+
+
+def test_quoted_values_with_commas_and_doubled_quotes_are_read(tmp_path):
+    rows = [REF_ROW.replace("R1,", '"R1, the ""first""",')]
+    proc = run_clean(tmp_path, {**GOOD, "referrals.csv": referrals_file(rows)})
+    assert proc.returncode == 0, proc.stderr
+    assert kept(tmp_path, "referrals")["referral_id"].tolist() == [pseudonym('R1, the "first"')]
