@@ -234,6 +234,8 @@ def truth_for(columns: list[str], truth: dict[str, Any] | None) -> pd.Series:
 
 def fit_cox(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], event: pd.Series | None = None,
             what: str = "Cox model of re-referral") -> CoxPH:
+    if X.shape[1] == 0:
+        raise InputError(f"{what}: no covariate varies in these rows")
     try:
         return CoxPH(ties=s["ties"]).fit(
             X, df["time_days"], df["event"] if event is None else event,
