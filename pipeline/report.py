@@ -469,7 +469,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     planner = planner[["variable", "level", "plans", "median_days", "median_lower", "median_upper", "open_at_12m",
                        "lasting_2y_plus"]]
     durations_html = (f"{image(figs, 'durations', 'Plans still open')}{table_html(planner)}" if len(planner)
-                      else "<p>No child protection plans in this input: no plan durations.</p>")
+                      else "<p>No child protection plans in this input: no plan durations.</p>"
+                      if metrics("durations").get("status", "no plans in this input") == "no plans in this input"
+                      else f"<p>{html.escape(metrics('durations')['status'].capitalize())}.</p>")
     banded_html = banded_section(root)
     optimism = csv("reports/calibration/optimism.csv")
     subgroups = csv("reports/calibration/subgroups.csv")

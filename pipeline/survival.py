@@ -98,6 +98,8 @@ def design_matrix(df: pd.DataFrame, numeric: list[str], categorical: list[str],
     ref = dict(reference or {})
     for var in categorical:
         values = df[var].astype(str)
+        if values.empty:   # no rows: no levels, no indicators (and no commonest level)
+            continue
         ref.setdefault(var, values.value_counts().sort_index().idxmax())
         for level in sorted(values.unique()):
             if level != ref[var]:
