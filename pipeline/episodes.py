@@ -284,8 +284,8 @@ def no_rows_reason(counts: dict[str, Any], prepared: bool) -> str | None:
     if counts["index_referrals"]:
         return None
     if prepared or not counts.get("referrals"):
-        return ("no rows in the analysis table: every input row was rejected by clean (reasons in "
-                "data/clean/rejects.csv and metrics/clean.json)")
+        return (f"no rows in the analysis table: every {'row of the prepared table' if prepared else 'referral'} "
+                "was rejected by clean (reasons in data/clean/rejects.csv and metrics/clean.json)")
     return ("no rows in the analysis table: no referral gives an index episode (each is open at the extract date, "
             "or a later report of an earlier episode)")
 
