@@ -244,7 +244,8 @@ def fit_cox(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], event: pd.Seri
             strata=df[s["strata"]] if s.get("strata") else None,
             cluster=df[s["cluster"]] if s.get("cluster") else None)
     except ValueError as err:
-        raise InputError(f"{what} on {len(df):,} rows with covariates {', '.join(X.columns)}: {err}") from None
+        # No row count in the message: it becomes a metrics status, and a small count must not leak.
+        raise InputError(f"{what} with covariates {', '.join(X.columns)}: {err}") from None
 
 
 def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataFrame:
