@@ -22,6 +22,7 @@ Checked against rms 6.5.0 ``val.prob`` in ``tests/test_calibration.py``.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import numpy as np
@@ -370,16 +371,28 @@ def recalibration(pred: pd.DataFrame, seed: int) -> pd.DataFrame:
     return out
 
 
-def main() -> None:
-    """Calibration of the logistic model on the validation data (first part of the stage)."""
-    from pathlib import Path
+#: Declared outputs' headers, written with no rows when a part could not be estimated.
+TABLES = {
+    "optimism": ["measure", "apparent", "optimism", "corrected"],
+    "subgroups": ["variable", "level", "n", "events"],
+    "folds": ["fold", "n", "events"],
+    "recalibration": ["method", "observed_expected", "citl", "slope", "ici", "e90", "brier", "c"],
+    "deciles": ["tenth", "n", "observed_events", "mean_predicted", "observed_rate", "expected_events"],
+    "curve": ["predicted", "observed", "ideal", "lower", "upper"],
+    "cox_calibration": ["horizon_months", "ici", "e50", "e90", "mean_predicted", "mean_observed"],
+    "cox_curves": ["predicted", "observed", "ideal", "horizon_months"],
+    "cox_km_by_tenth": ["tenth", "n", "mean_predicted", "observed_km", "observed_lower", "observed_upper",
+                        "horizon_months"],
+}
+COX_MONTHS = (6, 12, 24)
 
-    from pipeline import config
-    from pipeline.io import write_csv, write_json, write_parquet
 
-    params = config.load_params()
-    min_count = int(params["disclosure"]["min_cell_count"])
-    pred = pd.read_parquet("data/predictions/validation.parquet")
+def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str, Any], min_count: int
+                         ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The logistic model's calibration on the validation predictions, with the bootstrap
+    optimism of its development fit (whole families resampled)."""
+    from pipeline import bootstrap, logistic
+
     weights = pred["weight"].to_numpy()
     weighted = not np.all(weights == 1)
     replicates = int(params["calibration"]["bootstrap_replicates"])
@@ -388,31 +401,33 @@ def main() -> None:
         validation["c_lower"], validation["c_upper"] = c_interval_bootstrap(
             pred["p"].to_numpy(), pred["y"].to_numpy(), weights, pred["family"].to_numpy(), replicates,
             int(params["seed"]))
-    metrics = {"horizon_days": params["logistic"]["horizon_days"],
-               "censoring": params["logistic"]["censoring"],
-               "weighting": ("inverse probability of censoring weights: every measure weighted; C interval by "
+    metrics = {"weighting": ("inverse probability of censoring weights: every measure weighted; C interval by "
                              "family bootstrap percentiles; Spiegelhalter z not defined" if weighted else "none"),
                "validation": validation}
-    # Internal validation: bootstrap optimism of the development fit (whole families resampled).
-    from pipeline import bootstrap, logistic
-
-    dev = pd.read_parquet("data/predictions/development.parquet")
     columns = [c for c in dev.columns if c not in ("y", "weight", "family")]
     c = params["calibration"]
     table = bootstrap.optimism(dev[columns].to_numpy(dtype=float), dev["y"].to_numpy(), dev["weight"].to_numpy(),
                                dev["family"].to_numpy(), logistic.fit_model, logistic.score_model,
                                replicates=replicates, seed=int(params["seed"]),
                                n_jobs=int(c["n_jobs"]), progress=True)
-    write_csv(table.reset_index(), Path("reports/calibration/optimism.csv"))
-    write_csv(subgroup_calibration(pred, min_count), Path("reports/calibration/subgroups.csv"))
+    tables = {"optimism": table.reset_index(), "subgroups": subgroup_calibration(pred, min_count)}
     if "fold" in pred:
-        write_csv(fold_calibration(pred, min_count), Path("reports/calibration/folds.csv"))
-    # The Cox model's predicted risks at 6, 12 and 24 months, on the validation families.
-    months = [6, 12, 24]
-    risks, counts = cox_validation_risks(pd.read_parquet("data/analysis/rereport.parquet"), params, months)
-    write_parquet(risks, Path("data/predictions/cox_validation.parquet"))   # for the errors stage
+        tables["folds"] = fold_calibration(pred, min_count)
+    recal = recalibration(pred, int(params["seed"]))
+    tables["recalibration"] = recal
+    metrics["recalibration"] = {"fitted_on_rows": recal.attrs["fitted_on"], "assessed_on_rows": recal.attrs["assessed_on"],
+                                "logistic": recal.attrs["logistic"]}
+    metrics["optimism_corrected"] = {k: round(float(v), 4) for k, v in table["corrected"].items()}
+    metrics["bootstrap_replicates"] = int(c["bootstrap_replicates"])
+    tables["deciles"] = decile_table(pred["p"], pred["y"], min_count, weights=weights)
+    tables["curve"] = curve(pred["p"], pred["y"], pred["family"], replicates, int(params["seed"]), weights=weights)
+    return tables, metrics
+
+
+def cox_calibration(risks: pd.DataFrame, min_count: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The Cox model's calibration at each horizon of ``COX_MONTHS`` on the validation families."""
     surv_rows, curves, tenths = [], [], []
-    for m in months:
+    for m in COX_MONTHS:
         horizon = m * DAYS_PER_MONTH
         summary, grid = survival_calibration(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
                                              risks["event"].to_numpy(), horizon)
@@ -420,24 +435,77 @@ def main() -> None:
         curves.append(grid.assign(horizon_months=m))
         tenths.append(km_by_risk_tenth(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
                                        risks["event"].to_numpy(), horizon, min_count).assign(horizon_months=m))
-    write_csv(pd.DataFrame(surv_rows), Path("reports/calibration/cox_calibration.csv"))
-    write_csv(pd.concat(curves, ignore_index=True), Path("reports/calibration/cox_curves.csv"))
-    write_csv(pd.concat(tenths, ignore_index=True), Path("reports/calibration/cox_km_by_tenth.csv"))
-    metrics["cox"] = {**counts, **{f"{r['horizon_months']}_months": {k: round(v, 4) for k, v in r.items()
-                                                                     if k != "horizon_months"} for r in surv_rows}}
-    recal = recalibration(pred, int(params["seed"]))
-    write_csv(recal, Path("reports/calibration/recalibration.csv"))
-    metrics["recalibration"] = {"fitted_on_rows": recal.attrs["fitted_on"], "assessed_on_rows": recal.attrs["assessed_on"],
-                                "logistic": recal.attrs["logistic"]}
-    metrics["optimism_corrected"] = {k: round(float(v), 4) for k, v in table["corrected"].items()}
-    metrics["bootstrap_replicates"] = int(c["bootstrap_replicates"])
-    write_csv(decile_table(pred["p"], pred["y"], min_count, weights=weights), Path("reports/calibration/deciles.csv"))
-    write_csv(curve(pred["p"], pred["y"], pred["family"], replicates, int(params["seed"]), weights=weights),
-              Path("reports/calibration/curve.csv"))
+    metrics = {f"{r['horizon_months']}_months": {k: round(v, 4) for k, v in r.items() if k != "horizon_months"}
+               for r in surv_rows}
+    return ({"cox_calibration": pd.DataFrame(surv_rows), "cox_curves": pd.concat(curves, ignore_index=True),
+             "cox_km_by_tenth": pd.concat(tenths, ignore_index=True)}, metrics)
+
+
+def main() -> None:
+    """Calibration of the logistic model on the validation data, and of the Cox model.
+
+    Each part that cannot be estimated (no validation predictions because the logistic
+    model could not be fitted; a Cox model without events, say) writes its tables with
+    their header and no rows, and ``status`` / ``not_estimated`` in the metrics say why."""
+    from pathlib import Path
+
+    from pipeline import config
+    from pipeline.cli import InputError
+    from pipeline.estimable import binary_problem, empty, model_problem, record
+    from pipeline.io import write_csv, write_json, write_parquet
+
+    params = config.load_params()
+    min_count = int(params["disclosure"]["min_cell_count"])
+    pred = pd.read_parquet("data/predictions/validation.parquet")
+    dev = pd.read_parquet("data/predictions/development.parquet")
+    metrics: dict[str, Any] = {"horizon_days": params["logistic"]["horizon_days"],
+                               "censoring": params["logistic"]["censoring"]}
+    logistic_status = json.loads(Path("metrics/logistic.json").read_text()).get("not_estimated", {}).get(
+        "logistic_model") if Path("metrics/logistic.json").exists() else None
+    problem = logistic_status or binary_problem(pred["y"], "validation rows")
+    tables: dict[str, pd.DataFrame] = {}
+    if problem is None:
+        tables, found = logistic_calibration(pred, dev, params, min_count)
+        metrics.update(found)
+    else:
+        record(metrics, "logistic_calibration", problem)
+        tables = {name: empty(TABLES[name]) for name in ("optimism", "subgroups", "recalibration", "deciles", "curve")}
+    # The Cox model's predicted risks at 6, 12 and 24 months, on the validation families.
+    rereport = pd.read_parquet("data/analysis/rereport.parquet")
+    risk_columns = {f"risk_{m}m": float for m in COX_MONTHS}
+    risks = pd.DataFrame({**{c: pd.Series(dtype=t) for c, t in risk_columns.items()},
+                          "time_days": pd.Series(dtype=float), "event": pd.Series(dtype=np.int8),
+                          "family": pd.Series(dtype=np.int64)})
+    problem = model_problem(rereport["time_days"], rereport["event"])
+    if problem is None:
+        try:
+            risks, counts = cox_validation_risks(rereport, params, list(COX_MONTHS))
+            metrics["cox"] = counts
+            problem = model_problem(risks["time_days"], risks["event"])
+            if problem is not None:
+                problem = f"validation rows with predicted risks: {problem}"
+        except (InputError, ValueError) as err:
+            problem = str(err)
+    if problem is None:
+        try:
+            found_tables, found = cox_calibration(risks, min_count)
+            tables.update(found_tables)
+            metrics["cox"].update(found)
+        except (ValueError, np.linalg.LinAlgError) as err:   # e.g. too few validation rows for the spline fit
+            problem = str(err)
+    if problem is not None:
+        record(metrics, "cox_calibration", problem)
+        tables.update({name: empty(TABLES[name]) for name in ("cox_calibration", "cox_curves", "cox_km_by_tenth")})
+    write_parquet(risks, Path("data/predictions/cox_validation.parquet"))   # for the errors stage
+    for name, table in tables.items():
+        write_csv(table, Path("reports/calibration") / f"{name}.csv")
+    order = ["horizon_days", "censoring", "weighting", "validation", "cox", "recalibration", "optimism_corrected"]
+    metrics = {**{k: metrics[k] for k in order if k in metrics}, **metrics}   # the usual order of the keys
     write_json(metrics, Path("metrics/calibration.json"))
-    v = metrics["validation"]
-    print(f"calibration: validation O/E {v['observed_expected']:.3f}, slope {v['slope']:.3f}, "
-          f"ICI {v['eavg']:.4f}, C {v['c']:.3f}")
+    v = metrics.get("validation")
+    print("calibration: " + "; ".join(
+        ([f"validation O/E {v['observed_expected']:.3f}, slope {v['slope']:.3f}, ICI {v['eavg']:.4f}, C {v['c']:.3f}"]
+         if v else []) + ([metrics["status"]] if "status" in metrics else [])))
 
 
 if __name__ == "__main__":

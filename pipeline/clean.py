@@ -454,7 +454,7 @@ def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *,
     """Validate a prepared one-row-per-subject table (second entry point).
 
     Values are handed on unchanged but for pseudonymised identifiers and the parsed index
-    date; rows with a missing or duplicate id, a negative or unreadable duration (in
+    date; rows with a missing or duplicate id, a negative, infinite or unreadable duration (in
     ``duration_unit``), an event other than 0/1, a missing covariate, group or stratum, or
     a missing or unreadable index date (when ``index_date`` names a column) are quarantined.
     """
@@ -486,7 +486,8 @@ def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *,
         q.flag("missing_id", cluster, text[cluster].isna().to_numpy())
     for col in (duration, event, *covariates, *grouping, *([index_date] if index_date else [])):
         q.flag("missing_value", col, text[col].isna().to_numpy())
-    q.flag("invalid_value", duration, (dur.isna() | (dur < 0)).to_numpy())
+    # Not finite (inf, nan) or negative: no survival time (an infinite duration is no censoring time either).
+    q.flag("invalid_value", duration, (~np.isfinite(dur) | (dur < 0)).to_numpy())
     if index_date:
         dates, _ = parse_dates(text[index_date], dayfirst)
         _wrong_type(path, Field(index_date, "date"), text[index_date].notna() & dates.isna(), text[index_date],

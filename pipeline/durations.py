@@ -632,8 +632,10 @@ def main() -> None:
     min_count = int(params["disclosure"]["min_cell_count"])
     horizons = d["horizons_months"]
     plans = pd.read_parquet("data/analysis/cpp_durations.parquet")
-    metrics: dict[str, Any] = {"plans": len(plans)}
-    if len(plans):
+    # Fewer plans than the disclosure threshold: every estimate would be withheld, so none is made.
+    enough = len(plans) >= min_count
+    metrics: dict[str, Any] = {"plans": len(plans) if enough or not len(plans) else None}
+    if enough:
         tables = planner_tables(plans, horizons, min_count)
         overall = tables["planner_summary"].iloc[0]
         metrics.update({"plans_ended": int(plans["ended"].sum()), "median_days": overall.get("median_days"),
@@ -642,7 +644,9 @@ def main() -> None:
                         if "la_code" in set(tables["logrank"].get("variable", [])) else None})
     else:   # headed, empty tables: the declared outputs exist and nothing of an earlier input survives
         tables = empty_planner_tables(horizons)
-        metrics["status"] = "no plans in this input"
+        metrics["status"] = ("no plans in this input" if not len(plans) else
+                             f"plan durations could not be estimated: fewer plans than {min_count} "
+                             "(disclosure.min_cell_count), so every estimate would be withheld")
     path = banded_file(d.get("banded_counts"))
     if path is not None:
         cells, totals, tallies = read_banded(path)
@@ -662,7 +666,7 @@ def main() -> None:
                        "assumed each year); rows with basis 'year' are one year each",
             "all_las": banded_metrics(estimates, "published_plans_ended"),
         }
-    elif len(plans):
+    elif enough:
         derived = bands_from_plans(plans, config.extract_date(params))
         estimates = banded_estimates(derived, None, horizons, min_count, published=False)
         shown = derived.assign(plans_ended=derived["plans_ended"].where(
@@ -678,11 +682,11 @@ def main() -> None:
     for name, table in tables.items():
         write_csv(table, REPORTS / f"{name}.csv")
     write_json(metrics, Path("metrics/durations.json"))
-    if len(plans):
+    if enough:
         print(f"durations: {metrics['plans']:,} plans; median {metrics.get('median_days')} days; "
               f"lasting 2 years or more {metrics.get('lasting_2y_plus')}")
     else:
-        print("durations: no plans in this input: case-level tables written empty"
+        print(f"durations: {metrics['status']}: case-level tables written empty"
               + ("; banded estimates from " + str(path) if path is not None else ""))
 
 

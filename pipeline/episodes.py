@@ -269,12 +269,25 @@ def main() -> None:
         durations = derive_cpp_durations(children, plans, extract_date=extract_date)
     counts["plans"] = int(len(durations))
     counts["plans_ended"] = int(durations["ended"].sum())
+    status = no_rows_reason(counts, params["input"]["source"] == "analysis_table")
     write_parquet(rereport, ANALYSIS_DIR / "rereport.parquet")
     write_parquet(durations, ANALYSIS_DIR / "cpp_durations.parquet")
     write_json({"definition": {k: ep[k] for k in ("index", "time_origin", "same_episode_days")},
-                "counts": counts}, Path("metrics/episodes.json"))
+                "counts": counts, **({"status": status} if status else {})}, Path("metrics/episodes.json"))
     print(f"episodes: {counts['index_referrals']:,} index referrals, {counts['events']:,} re-referrals; "
-          f"{counts['plans']:,} plans")
+          f"{counts['plans']:,} plans" + (f"; {status}" if status else ""))
+
+
+def no_rows_reason(counts: dict[str, Any], prepared: bool) -> str | None:
+    """Why the analysis table has no rows (the later stages then write empty outputs and
+    say what could not be estimated), or None when it has rows."""
+    if counts["index_referrals"]:
+        return None
+    if prepared or not counts.get("referrals"):
+        return (f"no rows in the analysis table: every {'row of the prepared table' if prepared else 'referral'} "
+                "was rejected by clean (reasons in data/clean/rejects.csv and metrics/clean.json)")
+    return ("no rows in the analysis table: no referral gives an index episode (each is open at the extract date, "
+            "or a later report of an earlier episode)")
 
 
 def _empty_children_plans() -> tuple[pd.DataFrame, pd.DataFrame]:

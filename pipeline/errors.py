@@ -24,6 +24,10 @@ uncensored (IPCW; Kaplan-Meier of the censoring times; rows censored before H we
 Blanche, Dartigues and Jacqmin-Gadda 2013), Wilson intervals on the Kish effective sample
 size (sum w)^2 / sum w^2.
 
+Without validation predictions (the logistic model could not be estimated) or without
+the Cox model's risks, the stage writes those tables with their header and no rows, and
+``status`` / ``not_estimated`` in the metrics (and the headline statement) say why.
+
 Disclosure: the four cells of any table with a cell below ``disclosure.min_cell_count``
 are withheld together, with every rate and frequency computed from them (the margins
 then cannot recover a withheld cell).
@@ -277,7 +281,7 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
                             for k in ("threshold", *CELLS, *RATES, *(f"{r}_lower" for r in RATES),
                                       *(f"{r}_upper" for r in RATES), *(f"{c}_per_1000" for c in PER_1000))},
     }
-    if cox is not None:
+    if cox is not None and len(cox):
         months = float(s["survival_horizon_months"])
         column = f"risk_{months:g}m"
         horizon = months * DAYS_PER_MONTH
@@ -293,6 +297,31 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
             "censored_before_horizon": counts["censored_before_horizon"]
             if counts["censored_before_horizon"] >= min_count else None}
     return tables, metrics
+
+
+RULE_COLUMNS = ["rule", "kind", "threshold", "n", "flagged", "events", *CELLS,
+                *(f"{r}{end}" for r in RATES for end in ("", "_lower", "_upper")),
+                *(f"{c}_per_1000" for c in (*CELLS, "flagged", "events")), "top_percent"]
+#: Headers of the declared tables, written with no rows when they cannot be estimated.
+TABLES = {
+    "rules": RULE_COLUMNS,
+    "by_group": ["variable", "level", "reference_level", "n", "flagged", "events", *CELLS,
+                 *(f"{r}{end}" for r in RATES for end in ("", "_lower", "_upper"))],
+    "decision_curve": ["threshold", "net_benefit_model", "net_benefit_flag_all", "net_benefit_flag_none"],
+    "plot_fp_fn": ["threshold", "false_positives_per_1000", "false_negatives_per_1000"],
+    "survival_ipcw": ["horizon_months", *RULE_COLUMNS],
+}
+
+
+def not_estimated(reason: str, s: dict[str, Any], horizon_days: float) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """``run``'s outputs without validation predictions: headed tables, and metrics saying why."""
+    from pipeline.estimable import empty, record
+
+    metrics: dict[str, Any] = {
+        "default_rule": f"top {float(s['default_top_percent']):g}%", "horizon_days": horizon_days,
+        "statement": f"How often the model is wrong could not be estimated: {reason}."}
+    record(metrics, "error_rates", reason)
+    return {name: empty(columns) for name, columns in TABLES.items() if name != "survival_ipcw"}, metrics
 
 
 def check_settings(s: dict[str, Any], cox: pd.DataFrame | None) -> None:
@@ -315,6 +344,7 @@ def check_settings(s: dict[str, Any], cox: pd.DataFrame | None) -> None:
 
 
 def main() -> None:
+    import json
     from pathlib import Path
 
     from pipeline import config
@@ -327,8 +357,20 @@ def main() -> None:
     cox_path = Path("data/predictions/cox_validation.parquet")
     cox = pd.read_parquet(cox_path) if cox_path.exists() else None
     check_settings(s, cox)
-    tables, metrics = run(pred, cox, s, float(params["logistic"]["horizon_days"]), min_count, int(params["seed"]),
-                          labels(params))
+    from pipeline.estimable import binary_problem, empty, record
+
+    logistic_path = Path("metrics/logistic.json")
+    problem = (json.loads(logistic_path.read_text()).get("not_estimated", {}).get("logistic_model")
+               if logistic_path.exists() else None) or binary_problem(pred["y"], "validation rows")
+    horizon_days = float(params["logistic"]["horizon_days"])
+    if problem is None:
+        tables, metrics = run(pred, cox, s, horizon_days, min_count, int(params["seed"]), labels(params))
+    else:
+        tables, metrics = not_estimated(problem, s, horizon_days)
+    if cox is None or not len(cox):
+        tables["survival_ipcw"] = empty(TABLES["survival_ipcw"])   # never leave an earlier run's table behind
+        record(metrics, "survival_model_error_rates", "no validation risks from the Cox model "
+               "(see metrics/calibration.json)")
     for name, table in tables.items():
         write_csv(table, Path("reports/errors") / f"{name}.csv")
     write_json(metrics, Path("metrics/errors.json"))

@@ -15,6 +15,11 @@
   (optional restricted cubic splines, then ``newton-cholesky`` with no penalty) for
   prediction. Covariates are coded once (``survival.design_matrix``) and the inference model
   is fitted to the pipeline's own design, so their coefficients agree (tested to 1e-6).
+
+When the table gives no rows of known outcome, or the development or validation rows all
+have the same outcome, or no covariate varies (``pipeline.estimable``), the stage still
+writes its declared outputs (headed, no rows; an empty model) and its metrics say why the
+model could not be estimated (``status``), so calibration, errors and the report say so too.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from sklearn.model_selection import GroupKFold
 from sklearn.pipeline import Pipeline
 
 from pipeline.cox import km_left_continuous
+from pipeline.estimable import binary_problem, record
 from pipeline.schema import CASE_LEVEL_GROUPS
 from pipeline.split import temporal_split, validation_split  # noqa: F401 - temporal_split re-exported
 from pipeline.splines import RestrictedCubicSpline
@@ -153,6 +159,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     unknown = sorted(set(splines) - set(s["covariates"]))
     if unknown:
         raise ValueError(f"logistic.splines names {', '.join(unknown)}, not in logistic.covariates")
+    if data.empty:
+        return not_estimated("no rows with a known outcome at the horizon", s, outcome_counts, {"method": split})
     if split in ("temporal", "random_clusters"):
         dev, val, split_counts = validation_split(data, s, seed)
         split = split_counts.pop("method")
@@ -161,9 +169,14 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
         split_counts = {"folds": int(s["folds"]), "rows": int(len(data)), "families": int(data["family_id"].nunique())}
     else:
         raise ValueError(f"logistic.split must be temporal, random_clusters or grouped_kfold, not {split!r}")
-    if dev["y"].nunique() < 2 or val["y"].nunique() < 2:
-        raise ValueError("development and validation data each need events and non-events; move logistic.cutoff")
+    problem = binary_problem(dev["y"], "development rows") or binary_problem(val["y"], "validation rows")
+    if problem is not None and split == "temporal":
+        problem += " (move logistic.cutoff)"
     X_dev, reference = design_matrix(dev, s["covariates"], s.get("categorical", []))
+    if problem is None and X_dev.shape[1] == 0:
+        problem = "no covariate varies in the development rows"
+    if problem is not None:
+        return not_estimated(problem, s, outcome_counts, {"method": split, **split_counts})
     X_val, _ = design_matrix(val, s["covariates"], s.get("categorical", []), reference)
     X_val = X_val.reindex(columns=X_dev.columns, fill_value=0.0)
     y_dev, w_dev = dev["y"].to_numpy(), dev["weight"].to_numpy()
@@ -175,8 +188,11 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     fold = None
     if split == "grouped_kfold":
         # Families as first-seen codes, not their pseudonyms: folds must not depend on the secret key.
-        p_val, fold = grouped_kfold_predictions(X_dev, y_dev, w_dev, pd.factorize(dev["family_id"])[0], splines,
-                                                int(s["folds"]), seed)
+        try:
+            p_val, fold = grouped_kfold_predictions(X_dev, y_dev, w_dev, pd.factorize(dev["family_id"])[0], splines,
+                                                    int(s["folds"]), seed)
+        except ValueError as err:   # too few families or one outcome in a fold's training rows
+            return not_estimated(str(err), s, outcome_counts, {"method": split, **split_counts})
     else:
         p_val = model.predict_proba(X_val)[:, 1]
     p_dev = model.predict_proba(X_dev)[:, 1]
@@ -217,6 +233,26 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
             {"predictions": predictions, "development": development, "model": model_json})
 
 
+def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any], split_counts: dict[str, Any]
+                  ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
+    """``run``'s outputs when no model can be fitted or validated: headed tables and predictions
+    with no rows, an empty model, and metrics saying why."""
+    groups = list(s.get("groups", CASE_LEVEL_GROUPS))
+    metrics: dict[str, Any] = {
+        "horizon_days": s["horizon_days"], "outcome": outcome_counts, "split": split_counts,
+        "covariates_not_recorded_in_this_input": s.get("not_recorded", [])}
+    record(metrics, "logistic_model", reason)
+    predictions = pd.DataFrame({"p": pd.Series(dtype=float), "y": pd.Series(dtype=np.int8),
+                                "weight": pd.Series(dtype=float), "family": pd.Series(dtype=np.int64),
+                                **{g: pd.Series(dtype=str) for g in groups}})
+    development = pd.DataFrame({"y": pd.Series(dtype=np.int8), "weight": pd.Series(dtype=float),
+                                "family": pd.Series(dtype=np.int64)})
+    model_json = {"status": metrics["status"], "terms": [], "coef": [], "covariates": s["covariates"],
+                  "categorical": s.get("categorical", []), "horizon_days": s["horizon_days"]}
+    odds = pd.DataFrame(columns=["term", "coef", "se", "or", "or_lower", "or_upper", "p"])
+    return {"odds_ratios": odds}, metrics, {"predictions": predictions, "development": development, "model": model_json}
+
+
 def main() -> None:
     from pathlib import Path
 
@@ -239,6 +275,9 @@ def main() -> None:
     write_parquet(out["development"], Path("data/predictions/development.parquet"))
     write_json(out["model"], Path("models/logistic.json"))
     write_json(metrics, Path("metrics/logistic.json"))
+    if "status" in metrics:
+        print(f"logistic: {metrics['status']} (outputs written without rows)")
+        return
     d, v = metrics["development"], metrics["validation"]
     print(f"logistic: {labels(params).outcome} within {s['horizon_days']} days; development {d['n']:,} ({d['events']:,} events), "
           f"validation {v['n']:,} ({v['events']:,} events); Riley minimum n {metrics['sample_size']['riley_minimum_n']:,}")

@@ -7,6 +7,11 @@ calibration, subgroup calibration and error rates, the decision curve, sample si
 TRIPOD+AI checklist, limitations and reproducibility. It reads only the other stages'
 outputs (``reports/``, ``metrics/``, ``dvc.lock``, ``params.yaml``); figures are PNGs
 embedded as data: URIs and a Content-Security-Policy forbids the page any request.
+
+A stage that could not estimate something (an empty or degenerate analysis table) leaves
+headed tables without rows and a ``not_estimated`` reason in its metrics: the report still
+builds, draws no figure from an empty table, and says "could not be estimated: <reason>"
+in each affected section.
 """
 
 from __future__ import annotations
@@ -139,7 +144,9 @@ def figures(root: Path, words: Labels = Labels(), units: str = "families") -> di
     import matplotlib.pyplot as plt
 
     out = {}
-    curves = pd.read_csv(root / "reports/survival/plot_curves.csv")
+    curves = read_csv(root / "reports/survival/plot_curves.csv")
+    if curves.empty:
+        return {**out, **_later_figures(root, words, units, plt)}
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.fill_between(curves["time_months"], curves["cumulative_lower"], curves["cumulative_upper"], alpha=0.3,
                     label="95% CI")
@@ -148,8 +155,39 @@ def figures(root: Path, words: Labels = Labels(), units: str = "families") -> di
            ylabel=f"share with a {words.outcome}", title=f"Cumulative {words.outcome} (1 - Kaplan-Meier)")
     ax.legend()
     out["km"] = figure_uri(fig)
+    return {**out, **_later_figures(root, words, units, plt)}
 
-    hr = pd.read_csv(root / "reports/survival/hazard_ratios.csv")
+
+def read_csv(path: Path) -> pd.DataFrame:
+    """A stage's table; a file without even a header (a table of nothing) as an empty frame."""
+    try:
+        return pd.read_csv(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+
+
+def _later_figures(root: Path, words: Labels, units: str, plt: Any) -> dict[str, str]:
+    """The figures after the Kaplan-Meier curve, each drawn only when its table has rows."""
+    out = {}
+    hr = read_csv(root / "reports/survival/hazard_ratios.csv")
+    if not hr.empty:
+        out.update(_forest(hr, words, units, plt))
+    open_share = read_csv(root / "reports/durations/plot_open_share.csv")
+    if not open_share.empty:
+        out.update(_durations(open_share, plt))
+    cal = read_csv(root / "reports/calibration/curve.csv")
+    dec = read_csv(root / "reports/calibration/deciles.csv")
+    if not cal.empty:
+        out.update(_calibration(cal, dec, units, plt))
+    dca = read_csv(root / "reports/errors/decision_curve.csv")
+    fpfn = read_csv(root / "reports/errors/plot_fp_fn.csv")
+    if not dca.empty:
+        out.update(_decision(dca, fpfn, plt))
+    return out
+
+
+def _forest(hr: pd.DataFrame, words: Labels, units: str, plt: Any) -> dict[str, str]:
+    out = {}
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(hr) + 1))
     ypos = np.arange(len(hr))[::-1]
     ax.errorbar(hr["hr"], ypos, xerr=[hr["hr"] - hr["hr_lower"], hr["hr_upper"] - hr["hr"]], fmt="o",
@@ -166,17 +204,22 @@ def figures(root: Path, words: Labels = Labels(), units: str = "families") -> di
     ax.set(xlabel="hazard ratio (log scale)", title=f"Cox model of {words.outcome}: hazard ratios")
     ax.legend(loc="lower right", fontsize=8)
     out["forest"] = figure_uri(fig)
+    return out
 
-    open_share = pd.read_csv(root / "reports/durations/plot_open_share.csv")
+
+def _durations(open_share: pd.DataFrame, plt: Any) -> dict[str, str]:
+    out = {}
     fig, ax = plt.subplots(figsize=(7, 4))   # (no rows when the input has no plans: the section says so instead)
     for col in [c for c in open_share.columns if c != "time_months"]:
         ax.plot(open_share["time_months"], open_share[col], label=col.replace("_", " "))
     ax.set(xlabel="months since the plan started", ylabel="share still open", title="Child protection plans still open")
     ax.legend()
     out["durations"] = figure_uri(fig)
+    return out
 
-    cal = pd.read_csv(root / "reports/calibration/curve.csv")
-    dec = pd.read_csv(root / "reports/calibration/deciles.csv")
+
+def _calibration(cal: pd.DataFrame, dec: pd.DataFrame, units: str, plt: Any) -> dict[str, str]:
+    out = {}
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if "lower" in cal:
         ax.fill_between(cal["predicted"], cal["lower"], cal["upper"], alpha=0.3, label=f"95% band ({units} resampled)")
@@ -188,8 +231,11 @@ def figures(root: Path, words: Labels = Labels(), units: str = "families") -> di
            title="Calibration on validation data")
     ax.legend(fontsize=8)
     out["calibration"] = figure_uri(fig)
+    return out
 
-    dca = pd.read_csv(root / "reports/errors/decision_curve.csv")
+
+def _decision(dca: pd.DataFrame, fpfn: pd.DataFrame, plt: Any) -> dict[str, str]:
+    out = {}
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(dca["threshold"], dca["net_benefit_model"], label="model")
     ax.plot(dca["threshold"], dca["net_benefit_flag_all"], label="flag all")
@@ -198,8 +244,6 @@ def figures(root: Path, words: Labels = Labels(), units: str = "families") -> di
     ax.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curve")
     ax.legend()
     out["decision"] = figure_uri(fig)
-
-    fpfn = pd.read_csv(root / "reports/errors/plot_fp_fn.csv")
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot(fpfn["threshold"], fpfn["false_positives_per_1000"], "o-", label="false positives per 1,000")
     ax.plot(fpfn["threshold"], fpfn["false_negatives_per_1000"], "o-", label="false negatives per 1,000")
@@ -261,6 +305,18 @@ SOURCE_WORDS = {
 
 
 UNIT_PLURALS = {"family": "families", "child": "children", "subject": "subjects", "cluster": "clusters"}
+
+
+def image(figs: dict[str, str], key: str, alt: str) -> str:
+    """The figure as an <img>, or nothing when its table had no rows."""
+    return f"<img alt='{html.escape(alt)}' src='{figs[key]}'>" if key in figs else ""
+
+
+def not_estimated(stage_metrics: dict[str, Any], part: str) -> str:
+    """"Could not be estimated: <reason>" for a part the stage's metrics say it could not estimate."""
+    reason = stage_metrics.get("not_estimated", {}).get(part)
+    return (f"<p class='not-estimated'><strong>{html.escape(part.replace('_', ' ').capitalize())} could not be "
+            f"estimated:</strong> {html.escape(str(reason))}.</p>" if reason else "")
 
 
 def cluster_word(params: dict[str, Any], clean: dict[str, Any]) -> str:
@@ -356,7 +412,7 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
         return json.loads(path.read_text()) if path.exists() else {}
 
     def csv(rel: str) -> pd.DataFrame:
-        return pd.read_csv(root / rel)
+        return read_csv(root / rel)
 
     err, cal, logi, epi, clean, surv = (metrics(n) for n in ("errors", "calibration", "logistic", "episodes", "clean",
                                                              "survival"))
@@ -412,8 +468,10 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     planner = csv("reports/durations/planner_summary.csv")
     planner = planner[["variable", "level", "plans", "median_days", "median_lower", "median_upper", "open_at_12m",
                        "lasting_2y_plus"]]
-    durations_html = (f"<img alt='Plans still open' src='{figs['durations']}'>{table_html(planner)}" if len(planner)
-                      else "<p>No child protection plans in this input: no plan durations.</p>")
+    durations_html = (f"{image(figs, 'durations', 'Plans still open')}{table_html(planner)}" if len(planner)
+                      else "<p>No child protection plans in this input: no plan durations.</p>"
+                      if metrics("durations").get("status", "no plans in this input") == "no plans in this input"
+                      else f"<p>{html.escape(metrics('durations')['status'].capitalize())}.</p>")
     banded_html = banded_section(root)
     optimism = csv("reports/calibration/optimism.csv")
     subgroups = csv("reports/calibration/subgroups.csv")
@@ -437,25 +495,29 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"below.</p>{source}{table_html(reconciliation)}{table_html(reasons)}"),
         ("cohort", "Cohort", table_html(cohort)),
         ("km", f"Time to {words.outcome} (Kaplan-Meier)",
-         f"<img alt='Kaplan-Meier cumulative {html.escape(words.outcome)}' src='{figs['km']}'>"),
+         image(figs, "km", f"Kaplan-Meier cumulative {words.outcome}") + not_estimated(surv, "survival_curves")),
         ("hazard-ratios", f"Hazard ratios (Cox model; {html.escape(strata_words(params, surv))}; "
                           f"robust CIs by {cluster_word(params, clean)})",
-         f"<img alt='Forest plot of hazard ratios' src='{figs['forest']}'>{table_html(hr[hr_cols])}"),
+         f"{image(figs, 'forest', 'Forest plot of hazard ratios')}{not_estimated(surv, 'cox')}"
+         f"{not_estimated(surv, 'parametric_models')}{table_html(hr[hr_cols])}"),
         ("durations", "Plan durations for planners", durations_html),
         ("banded-durations", "Plan durations from published counts", banded_html),
         ("odds-ratios", f"Logistic model: odds ratios (95% CIs robust by {cluster_word(params, clean)})",
-         table_html(odds)),
+         not_estimated(logi, "logistic_model") + table_html(odds)),
         ("calibration", "Calibration",
-         f"<img alt='Calibration curve' src='{figs['calibration']}'>{table_html(hierarchy)}"
+         f"{image(figs, 'calibration', 'Calibration curve')}{not_estimated(cal, 'logistic_calibration')}"
+         f"{table_html(hierarchy)}"
          f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} replicates of whole {units})</h3>"
          f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation {units})</h3>{table_html(recal)}"
-         f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{table_html(cox_cal)}"),
+         f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{not_estimated(cal, 'cox_calibration')}"
+         f"{table_html(cox_cal)}"),
         ("subgroups", "Subgroups: calibration and error rates",
          f"{table_html(subgroups)}<h3>Error rates at the headline rule, by group (differences and ratios against "
          f"the largest group, 95% intervals resampling whole {units})</h3>{table_html(by_group)}"),
         ("decision-curve", "Decision curve and the threshold trade-off",
-         f"<img alt='Decision curve' src='{figs['decision']}'><img alt='False positives and negatives by threshold' "
-         f"src='{figs['fp_fn']}'>"
+         f"{image(figs, 'decision', 'Decision curve')}"
+         f"{image(figs, 'fp_fn', 'False positives and negatives by threshold')}{not_estimated(err, 'error_rates')}"
+         f"{not_estimated(err, 'survival_model_error_rates')}"
          f"<p>Survival model at {fmt(survival_ipcw.get('horizon_months'))} months: {html.escape(str(survival_ipcw.get('method', '')))}"
          f" (reports/errors/survival_ipcw.csv).</p>"),
         ("sample-size", "Sample size (Riley et al. 2020)",
@@ -520,6 +582,9 @@ because a count is below {min_count}, or not defined.</p>
         "## How often this model is wrong", "", err["statement"], "",
         table_markdown(first), "", WARNING, "",
         *(["**Synthetic data**: the embedded synthetic default, not real children.", ""] if synthetic else []),
+        *(["## Could not be estimated", "", *(f"- {stage}: {m['status']}" for stage, m in (
+            ("survival", surv), ("logistic", logi), ("calibration", cal), ("errors", err)) if m.get("status")), ""]
+          if any(m.get("status") for m in (surv, logi, cal, err)) else []),
         "## Calibration on validation data", "", table_markdown(hierarchy), "",
         "## Optimism-corrected (bootstrap)", "", table_markdown(optimism), "",
         "## Sample size", "", f"Riley minimum n {fmt(size.get('riley_minimum_n'))}; development rows "

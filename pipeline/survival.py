@@ -18,6 +18,13 @@ Reads ``data/analysis/rereport.parquet`` and writes, under ``reports/survival/``
 * ``competing_cif.csv`` / ``cause_specific_hazard_ratios.csv``: Aalen-Johansen cumulative
   incidence of re-referral, entering care and turning 18, and cause-specific Cox models.
 
+An empty or degenerate table (no rows, no events, no positive duration, no covariate that
+varies; rules in ``pipeline.estimable``) ends with every table written (header, no rows,
+where nothing could be computed) and ``status`` / ``not_estimated`` in the metrics saying
+what could not be estimated and why; the curves are drawn whenever a duration is positive.
+Parametric fits move zero durations to ``ZERO_DURATION_DAYS`` (half a day; counted in the
+metrics); Kaplan-Meier and Cox take them as they are.
+
 Counts below ``disclosure.min_cell_count`` are suppressed: curves stop where fewer are at
 risk, and group estimates are withheld where the group is smaller.
 Also ``metrics/survival.json`` and ``models/cox.json`` + ``models/cox_baseline.csv``.
@@ -34,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from lifelines import LogLogisticAFTFitter, LogNormalAFTFitter, NelsonAalenFitter, WeibullAFTFitter
+from lifelines.exceptions import ConvergenceError
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import concordance_index
 
@@ -41,6 +49,7 @@ from pipeline import config
 from pipeline.cli import InputError, stage_entry
 from pipeline.cox import CoxPH
 from pipeline.disclosure import complementary_at_risk, complementary_suppression
+from pipeline.estimable import ZERO_DURATION_DAYS, empty, model_problem, record, survival_problem
 from pipeline.io import write_csv, write_json
 from pipeline.settings import survival_settings
 from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, step_read
@@ -56,6 +65,22 @@ OPTIONAL_TABLES = {
     "competing_cif": ["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"],
     "cause_specific_hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z",
                                      "p", "cause"],
+}
+#: Every other table, for an input from which nothing could be estimated (plus
+#: ``true_hr``/``true_in_ci`` on the synthetic default, ``cif_*`` in ``plot_curves`` with
+#: competing ends: absent when empty).
+TABLES = {
+    "km_overall": ["time_days", "time_months", "at_risk", "survival", "survival_lower", "survival_upper",
+                   "cumulative_hazard", "cumhaz_lower", "cumhaz_upper", "cumulative_rereport", "cumulative_lower",
+                   "cumulative_upper"],
+    "km_by_group": ["variable", "level", "time_days", "time_months", "at_risk", "cumulative_rereport",
+                    "cumulative_lower", "cumulative_upper"],
+    "cumulative_rereport": ["variable", "level", "n", "events", "horizon_months", "cumulative_rereport", "lower",
+                            "upper", "at_risk"],
+    "logrank": ["variable", "groups", "chisq", "df", "p"],
+    "hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z", "p"],
+    "ph_tests": ["covariate", "chisq", "df", "p", "violated", "advice"],
+    "plot_curves": ["time_months", "cumulative_rereport", "cumulative_lower", "cumulative_upper"],
 }
 AFT = {"weibull": WeibullAFTFitter, "lognormal": LogNormalAFTFitter, "loglogistic": LogLogisticAFTFitter}
 CAUSES = ("re_referral", "entered_care", "age_18")
@@ -73,6 +98,8 @@ def design_matrix(df: pd.DataFrame, numeric: list[str], categorical: list[str],
     ref = dict(reference or {})
     for var in categorical:
         values = df[var].astype(str)
+        if values.empty:   # no rows: no levels, no indicators (and no commonest level)
+            continue
         ref.setdefault(var, values.value_counts().sort_index().idxmax())
         for level in sorted(values.unique()):
             if level != ref[var]:
@@ -209,13 +236,16 @@ def truth_for(columns: list[str], truth: dict[str, Any] | None) -> pd.Series:
 
 def fit_cox(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], event: pd.Series | None = None,
             what: str = "Cox model of re-referral") -> CoxPH:
+    if X.shape[1] == 0:
+        raise InputError(f"{what}: no covariate varies in these rows")
     try:
         return CoxPH(ties=s["ties"]).fit(
             X, df["time_days"], df["event"] if event is None else event,
             strata=df[s["strata"]] if s.get("strata") else None,
             cluster=df[s["cluster"]] if s.get("cluster") else None)
     except ValueError as err:
-        raise InputError(f"{what} on {len(df):,} rows with covariates {', '.join(X.columns)}: {err}") from None
+        # No row count in the message: it becomes a metrics status, and a small count must not leak.
+        raise InputError(f"{what} with covariates {', '.join(X.columns)}: {err}") from None
 
 
 def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataFrame:
@@ -322,54 +352,105 @@ def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: i
 
 # -- the stage ----------------------------------------------------------------------------
 def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, Any] | None,
-        progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, Any], CoxPH]:
-    """Everything the stage computes (pure: analysis table and settings in, tables out)."""
+        progress: bool = False) -> tuple[dict[str, pd.DataFrame], dict[str, Any], CoxPH | None]:
+    """Everything the stage computes (pure: analysis table and settings in, tables out).
+
+    The Cox model is None when it could not be estimated (``metrics["not_estimated"]``)."""
     def say(msg: str) -> None:
         if progress:
             print(f"survival: {msg}", file=sys.stderr)
 
+    if s["ties"] not in ("efron", "breslow"):
+        raise InputError(f"params.yaml: survival.ties '{s['ties']}' must be efron or breslow")
     df = with_groups(df.reset_index(drop=True))
-    tables = describe(df, s.get("km_groups", []), s["horizons_months"], min_count)
-    say("described")
-    X, reference = design_matrix(df, s["covariates"], s.get("categorical", []))
-    model = fit_cox(df, X, s)
-    true = truth_for(list(X.columns), truth)
-    hr = hazard_ratio_table(model, true if truth else None)
-    tables["hazard_ratios"] = hr
-    zph = ph_advice(model.zph("km"), s.get("ph_alpha", 0.05))
-    tables["ph_tests"] = zph.reset_index()
-    say("Cox model fitted")
-    c_index = concordance_index(df["time_days"], -model.linear_predictor_, df["event"])
     metrics: dict[str, Any] = {
         "n": int(len(df)), "events": int(df["event"].sum()),
         "covariates_not_recorded_in_this_input": s.get("not_recorded", []),
         "reference_profiles_dropped": s.get("reference_profiles_dropped", []),
         "families": int(df[s["cluster"]].nunique()) if s.get("cluster") else None,
-        "cox": {"concordance": round(float(c_index), 4), "loglik": model.loglik_,
-                "loglik_null": model.loglik_null_, "iterations": model.n_iter_,
-                "reference_levels": reference,
-                "ph_global_p": float(zph.loc["GLOBAL", "p"]),
-                "ph_violations": [c for c in zph.index if c != "GLOBAL" and zph.loc[c, "violated"]]},
-        "cumulative_rereport": {f"{m}_months": _read(tables["cumulative_rereport"], m)
-                                for m in s["horizons_months"]},
     }
-    if truth:
+    curve_problem = survival_problem(df["time_days"], df["event"])
+    if curve_problem is not None:
+        record(metrics, "survival_curves", curve_problem)
+        tables = {name: empty(columns) for name, columns in TABLES.items()}
+    else:
+        tables = describe(df, s.get("km_groups", []), s["horizons_months"], min_count)
+        say("described")
+    X, reference = design_matrix(df, s["covariates"], s.get("categorical", []))
+    problem = model_problem(df["time_days"], df["event"])
+    model = None
+    cox_problem = problem or (None if X.shape[1] else "no covariate varies in the analysis table")
+    if cox_problem is None:
+        try:
+            model = fit_cox(df, X, s)
+        except InputError as err:   # degenerate data (e.g. a singular information matrix): said, not fatal
+            cox_problem = str(err)
+    if model is None:
+        record(metrics, "cox", cox_problem)
+        tables["hazard_ratios"], tables["ph_tests"] = empty(TABLES["hazard_ratios"]), empty(TABLES["ph_tests"])
+    else:
+        true = truth_for(list(X.columns), truth)
+        hr = hazard_ratio_table(model, true if truth else None)
+        tables["hazard_ratios"] = hr
+        try:
+            zph = ph_advice(model.zph("km"), s.get("ph_alpha", 0.05))
+        except (ValueError, np.linalg.LinAlgError) as err:
+            record(metrics, "ph_tests", str(err))
+            zph = None
+        tables["ph_tests"] = zph.reset_index() if zph is not None else empty(TABLES["ph_tests"])
+        say("Cox model fitted")
+        c_index = concordance_index(df["time_days"], -model.linear_predictor_, df["event"])
+        metrics["cox"] = {"concordance": round(float(c_index), 4), "loglik": model.loglik_,
+                          "loglik_null": model.loglik_null_, "iterations": model.n_iter_,
+                          "reference_levels": reference,
+                          "ph_global_p": float(zph.loc["GLOBAL", "p"]) if zph is not None else None,
+                          "ph_violations": [c for c in zph.index if c != "GLOBAL" and zph.loc[c, "violated"]]
+                          if zph is not None else []}
+    if curve_problem is None:
+        metrics["cumulative_rereport"] = {f"{m}_months": _read(tables["cumulative_rereport"], m)
+                                          for m in s["horizons_months"]}
+    if model is not None and truth:
         known = hr[hr["true_in_ci"].notna()]
         metrics["truth_recovery"] = {"covariates_with_truth": int(len(known)),
                                      "true_value_in_95ci": int(known["true_in_ci"].astype(bool).sum())}
-    if s.get("parametric"):
-        tables["parametric_models"], tables["parametric_predictions"] = parametric(
-            df, X, s["parametric"], s["horizons_months"], s.get("reference_profiles", {}))
-        metrics["parametric_best_by_aic"] = tables["parametric_models"].iloc[0]["model"]
+    if s.get("parametric") and problem is not None:
+        record(metrics, "parametric_models", problem)
+    elif s.get("parametric"):
+        zero = (df["time_days"] == 0).to_numpy()
+        positive = df.assign(time_days=df["time_days"].where(~zero, ZERO_DURATION_DAYS))
+        try:
+            tables["parametric_models"], tables["parametric_predictions"] = parametric(
+                positive, X, s["parametric"], s["horizons_months"], s.get("reference_profiles", {}))
+            metrics["parametric_best_by_aic"] = tables["parametric_models"].iloc[0]["model"]
+        except (ValueError, np.linalg.LinAlgError, ConvergenceError) as err:
+            record(metrics, "parametric_models", str(err).splitlines()[0])
+        if zero.any():
+            metrics["parametric_zero_durations"] = {
+                "rows": int(zero.sum()) if zero.sum() >= min_count else None,
+                "rule": f"zero durations moved to {ZERO_DURATION_DAYS:g} days for the parametric fits only "
+                        "(they need positive times); Kaplan-Meier and Cox use them as they are"}
         say("parametric models fitted")
     if s.get("recurrent") and {"child_id", "origin_date"} <= set(df.columns):
-        tables["recurrent_models"], metrics["recurrent"] = recurrent(df, X, s)
-        say("recurrent models fitted")
+        if problem is not None or not X.shape[1]:
+            record(metrics, "recurrent_models", cox_problem)
+        else:
+            try:
+                tables["recurrent_models"], metrics["recurrent"] = recurrent(df, X, s)
+            except ValueError as err:
+                record(metrics, "recurrent_models", str(err))
+            say("recurrent models fitted")
     if s.get("competing_risks") and "event_type" in df.columns:
-        tables["competing_cif"], tables["cause_specific_hazard_ratios"], metrics["competing_events"] = \
-            competing(df, X, s, min_count)
-        say("competing risks done")
-    tables["plot_curves"] = plot_curves(tables)
+        if curve_problem is not None:
+            record(metrics, "competing_risks", curve_problem)
+        else:
+            try:
+                tables["competing_cif"], tables["cause_specific_hazard_ratios"], metrics["competing_events"] = \
+                    competing(df, X, s, min_count)
+            except InputError as err:
+                record(metrics, "competing_risks", str(err))
+            say("competing risks done")
+    if curve_problem is None:
+        tables["plot_curves"] = plot_curves(tables)
     return tables, metrics, model
 
 
@@ -411,17 +492,24 @@ def main() -> None:
     for name, table in tables.items():
         write_csv(table, REPORTS / f"{name}.csv")
     write_json(metrics, Path("metrics/survival.json"))
-    write_json({"names": model.names_, "coef": model.coef_.tolist(),
-                "robust_vcov": None if model.robust_var_ is None else model.robust_var_.tolist(),
-                "model_vcov": model.var_.tolist(), "center": model._center.tolist(), "ties": model.ties,
-                "strata_column": s.get("strata"), "reference_levels": metrics["cox"]["reference_levels"],
-                "covariates": s["covariates"], "categorical": s.get("categorical", [])},
-               Path("models/cox.json"))
-    write_csv(model.baseline_cumulative_hazard_, Path("models/cox_baseline.csv"))
-    print(f"survival: {metrics['n']:,} index referrals, {metrics['events']:,} re-referrals; "
-          f"concordance {metrics['cox']['concordance']}" +
+    if model is None:   # the declared model outputs still exist, and say why they hold no model
+        write_json({"status": metrics["status"], "names": [], "coef": [], "ties": s["ties"],
+                    "strata_column": s.get("strata"), "covariates": s["covariates"],
+                    "categorical": s.get("categorical", [])}, Path("models/cox.json"))
+        write_csv(empty(["stratum", "time", "cumhaz"]), Path("models/cox_baseline.csv"))
+    else:
+        write_json({"names": model.names_, "coef": model.coef_.tolist(),
+                    "robust_vcov": None if model.robust_var_ is None else model.robust_var_.tolist(),
+                    "model_vcov": model.var_.tolist(), "center": model._center.tolist(), "ties": model.ties,
+                    "strata_column": s.get("strata"), "reference_levels": metrics["cox"]["reference_levels"],
+                    "covariates": s["covariates"], "categorical": s.get("categorical", [])},
+                   Path("models/cox.json"))
+        write_csv(model.baseline_cumulative_hazard_, Path("models/cox_baseline.csv"))
+    print(f"survival: {metrics['n']:,} index referrals, {metrics['events']:,} re-referrals" +
+          (f"; concordance {metrics['cox']['concordance']}" if model is not None else "") +
           (f"; truth in 95% CI for {metrics['truth_recovery']['true_value_in_95ci']} of "
-           f"{metrics['truth_recovery']['covariates_with_truth']} covariates" if truth else ""))
+           f"{metrics['truth_recovery']['covariates_with_truth']} covariates" if "truth_recovery" in metrics else "") +
+          (f"; {metrics['status']}" if "status" in metrics else ""))
 
 
 if __name__ == "__main__":
