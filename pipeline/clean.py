@@ -34,9 +34,8 @@ import pandera.errors
 from pipeline import config, formats
 from pipeline.cli import InputError, stage_entry
 from pipeline.io import file_sha256, read_table, write_csv, write_json, write_parquet
-from pipeline.schema import (CHILDREN, DURATION_UNITS, FLAG, PLANS, REFERRALS, REJECT_COLUMNS, REJECT_REASONS, Field,
-                             Table,
-                             analysis_table_schema, clean_schema)
+from pipeline.schema import (CHILDREN, DAYS_PER_YEAR, DURATION_UNITS, FLAG, PLANS, REFERRALS, REJECT_COLUMNS,
+                             REJECT_REASONS, Field, Table, analysis_table_schema, clean_schema)
 
 CLEAN_DIR = Path("data/clean")
 METRICS_FILE = Path("metrics/clean.json")
@@ -450,7 +449,7 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
 
 def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *, key: bytes,
                          dayfirst: bool = True, missing_values: tuple[str, ...] = MISSING_VALUES,
-                         ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+                         max_duration_years: float = 120) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Validate a prepared one-row-per-subject table (second entry point).
 
     Values are handed on unchanged but for pseudonymised identifiers and the parsed index
@@ -486,8 +485,10 @@ def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *,
         q.flag("missing_id", cluster, text[cluster].isna().to_numpy())
     for col in (duration, event, *covariates, *grouping, *([index_date] if index_date else [])):
         q.flag("missing_value", col, text[col].isna().to_numpy())
-    # Not finite (inf, nan) or negative: no survival time (an infinite duration is no censoring time either).
-    q.flag("invalid_value", duration, (~np.isfinite(dur) | (dur < 0)).to_numpy())
+    # Not finite (inf, nan) or negative: no survival time (an infinite duration is no censoring time either);
+    # longer than a lifetime (clean.max_duration_years): a unit or entry error, never a follow-up time.
+    too_long = dur * DURATION_UNITS[unit] > float(max_duration_years) * DAYS_PER_YEAR
+    q.flag("invalid_value", duration, (~np.isfinite(dur) | (dur < 0) | too_long).to_numpy())
     if index_date:
         dates, _ = parse_dates(text[index_date], dayfirst)
         _wrong_type(path, Field(index_date, "date"), text[index_date].notna() & dates.isna(), text[index_date],
@@ -534,13 +535,15 @@ def main() -> None:
                                                       inp["analysis_table"], path, key=key,
                                                       dayfirst=bool(inp["dayfirst"]),
                                                       missing_values=tuple(params["clean"].get("missing_values",
-                                                                                               MISSING_VALUES)))
+                                                                                               MISSING_VALUES)),
+                                                      max_duration_years=float(
+                                                          params["clean"].get("max_duration_years", 120)))
         write_parquet(kept, CLEAN_DIR / "analysis_table.parquet")
     else:
         adapted = None
         if inp["source"] in formats.ADAPTERS:
             adapted = formats.read(inp["source"], Path(inp["dir"]), dayfirst=bool(inp["dayfirst"]), progress=True,
-                                   min_count=int(params["disclosure"]["min_cell_count"]))
+                                   min_count=int(params["disclosure"]["min_cell_count"]), encoding=inp["encoding"])
             raw = adapted.tables
             paths = {t: Path(inp["dir"]) / f"({inp['source']}: {t})" for t in raw}
         else:

@@ -14,7 +14,7 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -127,7 +127,7 @@ def _file_kind(raw: bytes) -> str | None:
     return None
 
 
-def csv_records(text: str, path: Path, header: list[str]) -> int:
+def csv_records(text: str, path: Path, header: list[str], delimiter: str = ",") -> int:
     """Data rows in a CSV text, checked record by record; a broken one stops with one line.
 
     Stops on: a NUL byte; a row with more or fewer fields than the header (a cut file's last
@@ -139,7 +139,7 @@ def csv_records(text: str, path: Path, header: list[str]) -> int:
     nul = text.find("\x00")
     if nul >= 0:
         line = text.count("\n", 0, nul) + 1
-        field = text[text.rfind("\n", 0, nul) + 1:nul].count(",")
+        field = text[text.rfind("\n", 0, nul) + 1:nul].count(delimiter)
         name = header[field] if field < len(header) else f"field {field + 1}"
         raise InputError(f"{path}: row {line - 1} (line {line}), field {name}: NUL byte in the file "
                          "(a corrupt or UTF-16 file read as UTF-8? set input.encoding)")
@@ -152,18 +152,18 @@ def csv_records(text: str, path: Path, header: list[str]) -> int:
             if not line.strip("\r"):
                 continue
             rows += 1
-            fields = line.count(",") + 1
+            fields = line.count(delimiter) + 1
             if fields != width:
                 cut = fields < width and number - 1 == last and not text.endswith("\n")
                 raise InputError(f"{path}: row {rows} (line {number}): {fields} fields, the header has {width}"
                                  + (" (the file ends inside this row: cut short?)" if cut else ""))
         return rows
-    stray = stray_quote(text)
+    stray = stray_quote(text, delimiter)
     if stray is not None:
         line = text.count("\n", 0, stray) + 1
         raise InputError(f"{path}: line {line}: a quote inside an unquoted value (a value holding a quote "
                          "must itself be quoted, with the quote doubled): the file's quoting is broken")
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     rows, start = 0, 1
     try:
         next(reader)   # header
@@ -184,7 +184,7 @@ def csv_records(text: str, path: Path, header: list[str]) -> int:
         raise InputError(f"{path}: row {rows + 1} (line {start}): malformed CSV quoting ({err})") from None
 
 
-def stray_quote(text: str) -> int | None:
+def stray_quote(text: str, delimiter: str = ",") -> int | None:
     """Offset of the first quote that RFC 4180 does not allow (inside an unquoted value, or
     not followed by a delimiter after a closing quote), or None. Walks the quote characters
     only, keeping whether each one opens, escapes or closes a quoted value."""
@@ -193,20 +193,25 @@ def stray_quote(text: str) -> int | None:
     while k < len(positions):
         at = positions[k]
         if not inside:
-            if at > 0 and text[at - 1] not in ",\n\r":
+            if at > 0 and text[at - 1] not in delimiter + "\n\r":
                 return at
             inside = True
         elif k + 1 < len(positions) and positions[k + 1] == at + 1:
             k += 1                                    # a doubled quote inside a quoted value
         else:
-            if at + 1 < len(text) and text[at + 1] not in ",\n\r":
+            if at + 1 < len(text) and text[at + 1] not in delimiter + "\n\r":
                 return at
             inside = False
         k += 1
     return None
 
 
-def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
+#: Suffixes read as delimited text (the delimiter is the caller's: comma unless told).
+TEXT_SUFFIXES = (".csv", ".txt", ".tab", ".tsv", ".dat")
+
+
+def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",",
+               columns: Callable[[str], bool] | None = None, categorical: bool = False) -> pd.DataFrame:
     """Read a CSV (every column as text) or Parquet table; bad files raise ``InputError``.
 
     CSV values are kept as raw strings, from the first byte (a UTF-8 byte-order mark is not
@@ -215,7 +220,9 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
     records are counted and checked before parsing (``csv_records``) and must equal the rows
     parsed. Parquet dates and timestamps are handed on as ISO text: a timestamp with a time
     zone as the calendar date in its own zone; a date beyond pandas' range (9999-12-31) as
-    written, for validation to judge.
+    written, for validation to judge. ``columns`` keeps only the named columns (every record
+    is still checked whole); ``categorical`` returns text as pandas categories (a column of
+    codes holds a few distinct strings, not one object per cell).
     """
     path = Path(path)
     if not path.exists():
@@ -226,8 +233,10 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as err:
             raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
-        df = _dates_as_text(table).to_pandas()
-    elif suffix in (".csv", ".txt"):
+        if columns is not None:
+            table = table.select([c for c in table.column_names if columns(c)])
+        df = _dates_as_text(table).to_pandas(strings_to_categorical=categorical)
+    elif suffix in TEXT_SUFFIXES:
         raw = path.read_bytes()
         kind = _file_kind(raw)
         if kind:
@@ -248,24 +257,26 @@ def read_table(path: str | Path, *, encoding: str = "utf-8") -> pd.DataFrame:
         text = text.removeprefix("\ufeff")
         if not text.strip():
             raise InputError(f"{path}: empty file (no header, no rows)")
-        header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r"))))
+        header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=delimiter))
         seen: dict[str, int] = {}
         for position, name in enumerate(header, start=1):
             if name in seen:
                 raise InputError(f"{path}: header (line 1): column '{name}' appears twice (columns {seen[name]} "
                                  f"and {position})")
             seen[name] = position
-        rows = csv_records(text, path, header)
+        rows = csv_records(text, path, header, delimiter)
         try:
             table = pacsv.read_csv(
                 io.BytesIO(text.encode("utf-8")),
+                parse_options=pacsv.ParseOptions(delimiter=delimiter),
                 convert_options=pacsv.ConvertOptions(
                     column_types={name: pa.string() for name in header},
+                    include_columns=[name for name in header if columns(name)] if columns else None,
                     null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True),
             )
         except pa.ArrowInvalid as err:
             raise InputError(f"{path}: not a readable CSV ({str(err).splitlines()[0][:120]})") from None
-        df = table.to_pandas()
+        df = table.to_pandas(strings_to_categorical=categorical)
         if len(df) != rows:
             raise InputError(f"{path}: {rows:,} data rows in the file but {len(df):,} parsed: "
                              "the file's structure is broken (check quoting)")

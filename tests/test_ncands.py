@@ -767,9 +767,8 @@ def _row(**values: str) -> str:
 def test_header_only_file_stops_with_one_line(tmp_path):
     (tmp_path / "cf.csv").write_text(_header() + "\n")
     message = _one_line_error(tmp_path)
-    # No record read, none rejected: the folder is named with both counts.
-    assert str(tmp_path) in message and "no usable" in message
-    assert "0 records read" in message and "0 rejected" in message
+    # The project's one reader stops on a header without rows, naming the file.
+    assert "cf.csv" in message and "empty table (a header but no rows)" in message
 
 
 def test_no_record_with_an_id_stops_with_one_line(tmp_path):
@@ -936,7 +935,8 @@ def test_counts_in_statements():
 def test_utf8_header_then_a_latin1_row(tmp_path, quoted):
     # The header and the first 300 rows (over 8 KB, past what the header read decodes) are plain
     # ASCII; the last row has "Café" in latin-1 (byte e9) in a column the route ignores
-    # (RptDisp): the file is read as latin-1, as it would be had the header shown it.
+    # (RptDisp): the project's one reader names the row and asks for input.encoding; declared
+    # latin-1, the file is read.
     rows = [_row(RptID=f"R{i}", ChID=f"C{i}") for i in range(300)]
     last = _row(RptID="R300", ChID="C300", RptDisp="Caf\xe9")
     if quoted:
@@ -944,6 +944,8 @@ def test_utf8_header_then_a_latin1_row(tmp_path, quoted):
     text = "\n".join([_header(), *rows]).encode("ascii") + b"\n" + last.encode("latin-1") + b"\n"
     assert len(text) > 3 * 8192
     (tmp_path / F19).write_bytes(text)
-    out = ncands.read(tmp_path)
+    with pytest.raises(InputError, match=r"row 301 \(line 302\): unreadable encoding, byte 0xe9 is not utf-8"):
+        ncands.read(tmp_path)
+    out = ncands.read(tmp_path, encoding="latin-1")
     assert out.metrics["files"][0]["encoding"] == "latin-1"
     assert out.metrics["records"]["referrals"]["kept"] == 301

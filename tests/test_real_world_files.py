@@ -317,3 +317,21 @@ def test_quoted_values_with_commas_and_doubled_quotes_are_read(tmp_path):
     proc = run_clean(tmp_path, {**GOOD, "referrals.csv": referrals_file(rows)})
     assert proc.returncode == 0, proc.stderr
     assert kept(tmp_path, "referrals")["referral_id"].tolist() == [pseudonym('R1, the "first"')]
+
+
+@pytest.mark.parametrize("value", ["inf", "Infinity", "-inf", "1e9", "-3"])
+def test_impossible_durations_are_rejected(value):
+    """A prepared table's durations: infinite, negative or longer than clean.max_duration_years
+    (120 years; 1e9 days is 2.7 million years) are invalid_value, with the raw value."""
+    raw = pd.DataFrame({"id": ["a", "b", "c"], "t": ["10", value, "20"], "e": ["1", "0", "1"]})
+    spec = {"id": "id", "cluster": None, "duration": "t", "event": "e", "covariates": []}
+    kept_rows, rejected, m = clean.clean_analysis_table(raw, spec, Path("t.csv"), key=b"k")
+    assert rejected[["source_row", "field", "value", "reason"]].values.tolist() == [[2, "t", value, "invalid_value"]]
+    assert m["tables"]["analysis_table"]["rows_in"] == 3 == len(kept_rows) + len(rejected)
+
+
+def test_a_long_but_possible_duration_is_kept():
+    raw = pd.DataFrame({"id": ["a", "b"], "t": ["10", "100"], "e": ["1", "0"]})
+    spec = {"id": "id", "cluster": None, "duration": "t", "duration_unit": "years", "event": "e", "covariates": []}
+    _, rejected, _ = clean.clean_analysis_table(raw, spec, Path("t.csv"), key=b"k")
+    assert rejected.empty                                 # 100 years <= 120

@@ -80,7 +80,7 @@ from lxml import etree
 
 from pipeline.cli import InputError
 from pipeline.formats import FORMATS_DIR, Adapted, field_map
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, read_table
 from pipeline.schema import REJECT_COLUMNS
 
 SOURCE = "cin_census"
@@ -457,13 +457,11 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
 # --------------------------------------------------------------------------------------
 
 def _read_flat_csv(path: Path, file_no: int, recs: _Records, values: _Values, maps: _Maps,
-                   factor_counts: dict[str, int], dayfirst: bool) -> None:
+                   factor_counts: dict[str, int], dayfirst: bool, encoding: str = "utf-8") -> None:
     f = maps.fm["flat_csv"]
     name = path.name
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
-        raise InputError(f"{name}: not a readable CSV ({_one_line(err)})") from None
+    # The project's one reader: every record counted and checked, values kept as text.
+    raw = read_table(path, encoding=encoding).fillna("")
     raw.columns = [str(c).strip() for c in raw.columns]
     for col in (f["la_child_id"], f["la"], f["referral_date"]):
         if col not in raw.columns:
@@ -896,7 +894,8 @@ def _check_la_keys(xml_files: list[Path], flat_files: list[Path], la_column: str
             f"or write the LEA code in the {la_column} column")
 
 
-def read(input_dir: Path, *, dayfirst: bool = True, progress: bool = False, min_count: int | None = None) -> Adapted:
+def read(input_dir: Path, *, dayfirst: bool = True, progress: bool = False, min_count: int | None = None,
+         encoding: str = "utf-8") -> Adapted:
     """Read and merge every CIN census return (``*.xml``) and liiatools flat file (``*.csv``).
 
     ``dayfirst`` reads a flat CSV's d/m/yyyy dates (False: m/d/yyyy). ``min_count``: counts
@@ -919,7 +918,7 @@ def read(input_dir: Path, *, dayfirst: bool = True, progress: bool = False, min_
         if path.suffix.lower() == ".xml":
             _read_xml(path, file_no, recs, values, maps, factor_counts)
         else:
-            _read_flat_csv(path, file_no, recs, values, maps, factor_counts, dayfirst)
+            _read_flat_csv(path, file_no, recs, values, maps, factor_counts, dayfirst, encoding)
         if progress:
             c = recs.files[-1]["counts"]
             print(f"cin_census: {path.name}: {c['children']['in']:,} children, {c['referrals']['in']:,} referrals, "

@@ -127,7 +127,6 @@ code listed for a value, blank never, unless ``writer.prefer`` names another; ch
 
 from __future__ import annotations
 
-import csv
 import itertools
 import re
 import string
@@ -143,7 +142,7 @@ import pyarrow.csv as pacsv
 
 from pipeline.cli import InputError
 from pipeline.formats import Adapted, field_map
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, read_table
 from pipeline.schema import NO_SERVICE_OUTCOMES, PLANS
 
 REJECT_COLUMNS = ["table", "source_row", "field", "value", "reason"]
@@ -178,72 +177,6 @@ def _resolve_columns(path: Path, header: list[str], spec: dict[str, Any], where:
     return out
 
 
-def _has_quote(path: Path, block: int = 1 << 24) -> bool:
-    with path.open("rb") as fh:
-        while chunk := fh.read(block):
-            if b'"' in chunk:
-                return True
-    return False
-
-
-def _check_quoted_field_counts(path: Path, delimiter: str, expected: int, encoding: str) -> None:
-    """As ``_check_field_counts`` for a file with quotes: the csv module splits each record
-    (a quoted field may hold the delimiter, or a line break)."""
-    # errors="replace": a later row in another encoding still has its fields counted.
-    with path.open(encoding=encoding, errors="replace", newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter, quotechar='"')
-        next(reader, None)  # the header
-        record = 0
-        for fields in reader:
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # a blank line: the parser skips it
-            record += 1
-            if len(fields) != expected + 1:
-                raise InputError(f"{path.name}: row {record} (line {reader.line_num}): "
-                                 f"{len(fields)} fields, the header has {expected + 1}")
-
-
-def _check_field_counts(path: Path, delimiter: str, expected: int, block: int = 1 << 24) -> None:
-    """Stop at the first record with more or fewer fields than the header (the parser would
-    silently drop or blank them). Counts delimiter bytes per line in blocks; a file with a
-    quote character is checked by ``_check_quoted_field_counts`` instead; blank lines are
-    skipped, as the parser skips them."""
-    sep, newline, quote = ord(delimiter), ord("\n"), ord('"')
-    line_no, record, carry = 0, 0, b""
-    with path.open("rb") as fh:
-        while True:
-            chunk = fh.read(block)
-            buf = carry + chunk
-            if not buf:
-                break
-            arr = np.frombuffer(buf, dtype=np.uint8)
-            ends = np.flatnonzero(arr == newline)
-            if not chunk:  # last line without a newline
-                ends = np.append(ends, len(arr))
-            if len(ends) == 0:
-                carry = buf
-                continue
-            starts = np.concatenate(([0], ends[:-1] + 1))
-            seps = np.concatenate(([0], np.cumsum(arr == sep)))
-            quotes = np.concatenate(([0], np.cumsum(arr == quote)))
-            count = seps[ends] - seps[starts]
-            quoted = (quotes[ends] - quotes[starts]) > 0
-            blank = np.array([not buf[a:b].strip() for a, b in zip(starts, ends)]) if (ends - starts < 3).any() \
-                else np.zeros(len(ends), dtype=bool)
-            numbers = line_no + 1 + np.arange(len(ends))
-            records = record + np.cumsum(~blank) - (1 if line_no == 0 else 0)  # the header is line 1
-            wrong = (count != expected) & ~quoted & ~blank & (numbers > 1)
-            if wrong.any():
-                i = int(np.flatnonzero(wrong)[0])
-                raise InputError(f"{path.name}: row {int(records[i])} (line {int(numbers[i])}): "
-                                 f"{int(count[i]) + 1} fields, the header has {expected + 1}")
-            line_no += len(ends)
-            record = int(records[-1]) if len(records) else record
-            carry = buf[ends[-1] + 1:] if chunk else b""
-            if not chunk:
-                break
-
-
 def _detect_delimiter(path: Path, first_line: str, delimiters: list[str]) -> str:
     counts = {d: first_line.count(d) for d in delimiters}
     best = max(counts, key=counts.get)
@@ -253,41 +186,21 @@ def _detect_delimiter(path: Path, first_line: str, delimiters: list[str]) -> str
     return best
 
 
-def _read_delimited(path: Path, spec: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    # utf-8-sig: a byte order mark (Excel's "CSV UTF-8") is not part of the first column's name.
-    for encoding in ("utf-8-sig", "latin-1"):  # latin-1 reads any byte: the fallback never fails
-        try:
-            with path.open(encoding=encoding, newline="") as fh:
-                first = fh.readline().rstrip("\r\n")
-            break
-        except UnicodeDecodeError:
-            continue
+def _read_delimited(path: Path, spec: dict[str, Any], encoding: str = "utf-8"
+                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """A delimited Child File through the project's one reader (``pipeline.io.read_table``:
+    every record counted and checked, values kept as text, a byte-order mark dropped), with the
+    delimiter detected from the header line and only the mapped columns kept."""
+    head = path.read_bytes()[:1 << 16]
+    first = head.decode(encoding, errors="replace").removeprefix("\ufeff").split("\n", 1)[0].rstrip("\r")
     if not first.strip():
         raise InputError(f"{path.name}: line 1: empty header")
     delimiter = _detect_delimiter(path, first, spec["delimiters"])
     header = [h.strip().strip('"') for h in first.split(delimiter)]
     columns = _resolve_columns(path, header, spec, "header (line 1)")
-    if _has_quote(path):
-        _check_quoted_field_counts(path, delimiter, first.count(delimiter), encoding)
-    else:
-        _check_field_counts(path, delimiter, first.count(delimiter))
     wanted = {c for c in columns.values() if c is not None}
-    try:
-        # Categories: a column of codes holds a few distinct strings, not one object per cell.
-        frame = pd.read_csv(path, sep=delimiter, dtype="category", keep_default_na=False, na_filter=False,
-                            encoding=encoding, usecols=lambda c: c.strip().strip('"') in wanted,
-                            engine="c")
-    except UnicodeDecodeError:
-        # The header was UTF-8 but a later row is not: read the file as latin-1 (any byte).
-        encoding = "latin-1"
-        frame = pd.read_csv(path, sep=delimiter, dtype="category", keep_default_na=False, na_filter=False,
-                            encoding=encoding, usecols=lambda c: c.strip().strip('"') in wanted,
-                            engine="c")
-    except pd.errors.ParserError as err:
-        line = re.search(r"line (\d+)", str(err))
-        where = f"row {int(line.group(1)) - 1}" if line else "rows"
-        raise InputError(f"{path.name}: {where}: wrong number of fields ({str(err).strip().splitlines()[-1]})") \
-            from None
+    frame = read_table(path, encoding=encoding, delimiter=delimiter, categorical=True,
+                       columns=lambda c: c.strip().strip('"') in wanted)
     frame.columns = [c.strip().strip('"') for c in frame.columns]
     text = pd.DataFrame({logical: (_strip(frame[col]) if col is not None else "")
                          for logical, col in columns.items()}, index=frame.index)
@@ -434,7 +347,7 @@ def _years_before(day: pd.Series, years: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 
 def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False,
-         spec: dict[str, Any] | None = None, min_count: int | None = None) -> Adapted:
+         spec: dict[str, Any] | None = None, min_count: int | None = None, encoding: str = "utf-8") -> Adapted:
     """Read every Child File in ``input_dir`` into the canonical tables (rules: module docstring).
 
     ``dayfirst`` is accepted for the adapter interface and ignored: slash dates are month first.
@@ -451,7 +364,7 @@ def read(input_dir: Path, *, dayfirst: bool = False, progress: bool = False,
     parts, file_metrics = [], []
     for index, (path, ext) in enumerate(files):
         t0 = time.perf_counter()
-        text, info = (_read_stat(path, spec, ext) if ext in _STAT_READERS else _read_delimited(path, spec))
+        text, info = (_read_stat(path, spec, ext) if ext in _STAT_READERS else _read_delimited(path, spec, encoding))
         text = text.reset_index(drop=True)
         text["_file"] = index
         text["_row"] = np.arange(1, len(text) + 1)
