@@ -335,3 +335,15 @@ def test_a_long_but_possible_duration_is_kept():
     spec = {"id": "id", "cluster": None, "duration": "t", "duration_unit": "years", "event": "e", "covariates": []}
     _, rejected, _ = clean.clean_analysis_table(raw, spec, Path("t.csv"), key=b"k")
     assert rejected.empty                                 # 100 years <= 120
+
+
+@pytest.mark.parametrize("text, stray", [
+    (b'a,b\n1,2\n', None), (b'"a","b"\n"1","2"\n', None), (b'a,b\n"x, ""y""",2\n', None),
+    (b'a,b\n"",""\n', None), (b'a,b\nx"y,2\n', 5), (b'a,b\n"x"y,2\n', 6), (b'a,b\n""x,2\n', 5),
+])
+def test_stray_quote_positions(text, stray):
+    """RFC 4180 by hand: an opening quote follows a delimiter or a line start, a closing one
+    precedes a delimiter or a line end, a doubled quote is one quote inside a quoted value."""
+    from pipeline.io import stray_quote
+
+    assert stray_quote(text) == stray
