@@ -44,7 +44,8 @@ EXCEL_EPOCH = np.datetime64("1899-12-30", "D")
 # A time and a zone may follow the date; the date is read as written (the record's own zone).
 _ISO = re.compile(r"^\d{4}-\d{2}-\d{2}(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?$")
 #: Year-only or month-only values: partial dates, never Excel serials or a guessed day.
-_PARTIAL = re.compile(r"^(?:1[89]\d{2}|2[01]\d{2})(?:[-/]\d{1,2})?$|^\d{1,2}[-/](?:1[89]\d{2}|2[01]\d{2})$")
+_PARTIAL = re.compile(r"^(?:1[89]\d{2}|2[01]\d{2})(?:\.0+|[-/](?:0?[1-9]|1[0-2]))?$"
+                      r"|^(?:0?[1-9]|1[0-2])[-/](?:1[89]\d{2}|2[01]\d{2})$")
 #: Spellings of "no value" that real extracts carry (case-insensitive; ``clean.missing_values``).
 MISSING_VALUES = ("NULL", "N/A", "NA", "NaN", "#N/A", "None")
 #: Dates systems write for "unknown" or "no end" (``clean.sentinel_dates``): read as missing.
@@ -113,6 +114,18 @@ def as_text(series: pd.Series) -> pd.Series:
     if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
         s = s.map(str, na_action="ignore")  # Parquet ints, bools, mixed objects
     return s
+
+
+def _calendar_text(value: str, dayfirst: bool) -> str | None:
+    """An ISO or slash date's calendar date as YYYY-MM-DD text (any time or zone dropped), for
+    comparing with the sentinel dates: 31/12/9999 and 9999-12-31 00:00:00 are 9999-12-31."""
+    if _ISO.match(value):
+        return value[:10]
+    if _SLASH.match(value):
+        a, b, year = value.split("/")
+        day, month = (a, b) if dayfirst else (b, a)
+        return f"{year}-{int(month):02d}-{int(day):02d}"
+    return None
 
 
 def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, np.ndarray]]:
@@ -227,8 +240,8 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
         codes, uniques = pd.factorize(original, use_na_sentinel=True)
         counts_u = np.bincount(codes[codes >= 0], minlength=len(uniques))
         trimmed = [u.strip() for u in uniques]
-        said_missing = np.array([v.lower() in missing or (f.kind == "date" and v in sentinel_dates)
-                                 for v in trimmed], dtype=bool)
+        said_missing = np.array([v.lower() in missing or (f.kind == "date" and _calendar_text(v, dayfirst)
+                                                          in sentinel_dates) for v in trimmed], dtype=bool)
         stripped_u = np.array([None if (not v or gone) else v for v, gone in zip(trimmed, said_missing)] + [None],
                               dtype=object)
         changed = int(counts_u[np.array([u != v for u, v in zip(uniques, trimmed)], dtype=bool)].sum()) \
@@ -548,7 +561,8 @@ def main() -> None:
             paths = {t: Path(inp["dir"]) / f"({inp['source']}: {t})" for t in raw}
         else:
             paths = {t: config.input_path(params, t) for t in ("children", "referrals", "plans")}
-            raw = {t: read_table(p, encoding=inp["encoding"]) for t, p in paths.items()}
+            # An authority with no plans in the window is real: only the plans table may be empty.
+            raw = {t: read_table(p, encoding=inp["encoding"], allow_empty=t == "plans") for t, p in paths.items()}
         big = len(raw["referrals"]) >= 500_000
         kept, rejects, metrics = clean_extract(
             raw, paths, extract_date=extract_date, dayfirst=bool(inp["dayfirst"]),

@@ -53,6 +53,8 @@ def model_problem(time: pd.Series | np.ndarray, event: pd.Series | np.ndarray) -
     reason = survival_problem(time, event)
     if reason is None and not np.asarray(event).astype(bool).any():
         return "no events: every row is censored"
+    if reason is None and len(np.asarray(time)) < 2:
+        return "fewer than two rows"
     return reason
 
 

@@ -211,7 +211,8 @@ TEXT_SUFFIXES = (".csv", ".txt", ".tab", ".tsv", ".dat")
 
 
 def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",",
-               columns: Callable[[str], bool] | None = None, categorical: bool = False) -> pd.DataFrame:
+               columns: Callable[[str], bool] | None = None, categorical: bool = False,
+               allow_empty: bool = False) -> pd.DataFrame:
     """Read a CSV (every column as text) or Parquet table; bad files raise ``InputError``.
 
     CSV values are kept as raw strings, from the first byte (a UTF-8 byte-order mark is not
@@ -257,7 +258,12 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
         text = text.removeprefix("\ufeff")
         if not text.strip():
             raise InputError(f"{path}: empty file (no header, no rows)")
-        header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=delimiter))
+        if "\r" in text and "\n" not in text:   # classic Mac line ends (Excel "CSV (Macintosh)"): lines, not values
+            text = text.replace("\r", "\n")
+        try:
+            header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=delimiter))
+        except csv.Error as err:
+            raise InputError(f"{path}: header (line 1): not readable as CSV ({err})") from None
         seen: dict[str, int] = {}
         for position, name in enumerate(header, start=1):
             if name in seen:
@@ -269,7 +275,8 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
         try:
             table = pacsv.read_csv(
                 io.BytesIO(data),
-                parse_options=pacsv.ParseOptions(delimiter=delimiter),
+                # Quoted values may hold line breaks: without this, pyarrow's 1 MiB blocks can cut one.
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values='"' in text),
                 convert_options=pacsv.ConvertOptions(
                     column_types={name: pa.string() for name in header},
                     include_columns=[name for name in header if columns(name)] if columns else None,
@@ -283,7 +290,7 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
                              "the file's structure is broken (check quoting)")
     else:
         raise InputError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
-    if len(df) == 0:
+    if len(df) == 0 and not allow_empty:
         raise InputError(f"{path}: empty table (a header but no rows)")
     return df
 

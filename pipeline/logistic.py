@@ -175,6 +175,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     X_dev, reference = design_matrix(dev, s["covariates"], s.get("categorical", []))
     if problem is None and X_dev.shape[1] == 0:
         problem = "no covariate varies in the development rows"
+    if problem is None and X_dev.shape[1] + 1 >= len(dev):
+        problem = "as many model parameters as development rows (a categorical covariate with a level per row?)"
     if problem is not None:
         return not_estimated(problem, s, outcome_counts, {"method": split, **split_counts})
     X_val, _ = design_matrix(val, s["covariates"], s.get("categorical", []), reference)

@@ -422,8 +422,10 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
             tables["parametric_models"], tables["parametric_predictions"] = parametric(
                 positive, X, s["parametric"], s["horizons_months"], s.get("reference_profiles", {}))
             metrics["parametric_best_by_aic"] = tables["parametric_models"].iloc[0]["model"]
-        except (ValueError, np.linalg.LinAlgError, ConvergenceError) as err:
-            record(metrics, "parametric_models", str(err).splitlines()[0])
+        except (ValueError, np.linalg.LinAlgError, ConvergenceError, AttributeError, ZeroDivisionError) as err:
+            # lifelines' fits fail in several ways on a handful of rows: say which, in one line
+            first = next((line.strip().rstrip(":") for line in str(err).splitlines() if line.strip()), "")
+            record(metrics, "parametric_models", f"the fit failed ({type(err).__name__}{': ' + first if first else ''})")
         if zero.any():
             metrics["parametric_zero_durations"] = {
                 "rows": int(zero.sum()) if zero.sum() >= min_count else None,

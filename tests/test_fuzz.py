@@ -135,6 +135,13 @@ def test_corrupted_extract(tmp_path, source, params, corruption):
     for name in ("children", "referrals", "plans"):
         data = (folder / f"{name}.csv").read_bytes()
         (tmp_path / "in" / f"{name}.csv").write_bytes(corrupt(corruption, data, rng) if name == target else data)
+    # Rows each file really holds: the source's, but for a repeated header line (one row more)
+    # and a file cut at a line end (its complete lines, header excluded).
+    cut = (tmp_path / "in" / f"{target}.csv").read_bytes().count(b"\n") - 1
+    rows_expected = {name: len(frame) + (name == target and corruption == "header_repeated_as_a_row")
+                     for name, frame in truth.items()}
+    if corruption == "cut_at_a_line_end":
+        rows_expected[target] = cut
     p = with_changes(params, input={**params["input"], "source": "extract", "dir": "in"},
                      calibration={**params["calibration"], "bootstrap_replicates": 5},
                      errors={**params["errors"], "bootstrap_replicates": 5})
@@ -149,6 +156,7 @@ def test_corrupted_extract(tmp_path, source, params, corruption):
     for name, frame in truth.items():
         t = m["tables"][name]
         assert t["rows_in"] == t["rows_kept"] + t["rows_rejected"], (corruption, name, t)
+        assert t["rows_in"] == rows_expected[name], (corruption, name, t)    # no row lost or invented
         kept = pd.read_parquet(tmp_path / f"data/clean/{name}.parquet")
         original = frame.copy()
         for column in [c for c in original.columns if c.endswith("_id")]:

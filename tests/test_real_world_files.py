@@ -347,3 +347,40 @@ def test_stray_quote_positions(text, stray):
     from pipeline.io import stray_quote
 
     assert stray_quote(text) == stray
+
+
+@pytest.mark.parametrize("value", ["31/12/9999", "9999-12-31 00:00:00", "9999-12-31T00:00:00Z"])
+def test_sentinels_in_other_spellings(tmp_path, value):
+    proc = run_clean(tmp_path, {**GOOD, "plans.csv": PLANS.replace("2020-04-01", value)})
+    assert proc.returncode == 0, proc.stderr
+    assert rejects(tmp_path) == [] and kept(tmp_path, "plans")["end_date"].isna().all()   # an open plan
+
+
+def test_a_year_from_a_float_column_is_partial(tmp_path):
+    rows = ["C1,F1,LA01,M,2015-01-01,WHITE,0", "C2,F2,LA01,F,2006.0,WHITE,0", "C3,F3,LA01,F,2020-13,WHITE,0",
+            *[f"C{i},F{i},LA01,F,2016-01-01,WHITE,0" for i in range(4, 7)]]
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": children_file(rows)})
+    assert proc.returncode == 0, proc.stderr
+    assert rejects(tmp_path) == [("children", "2", "date_of_birth", "2006.0", "partial_date"),
+                                 ("children", "3", "date_of_birth", "2020-13", "unparseable_date")]
+
+
+def test_quoted_values_with_line_breaks_beyond_the_readers_block_size(tmp_path):
+    # A free-text column (ignored by clean) holding commas, doubled quotes and line breaks, in a
+    # file larger than pyarrow's 1 MiB parse block: every row read, every value intact.
+    note = '"a note, with a comma\nand a ""quoted"" second line' + " x" * 200 + '"'
+    rows = [REF_ROW.replace("R1,", f"R{i},") + "," + note for i in range(1, 3001)]
+    text = REF_HEADER + ",note\n" + "\n".join(rows) + "\n"
+    assert len(text) > 1.2 * 2**20
+    proc = run_clean(tmp_path, {**GOOD, "referrals.csv": text})
+    assert proc.returncode == 0, proc.stderr
+    m = metrics(tmp_path)["tables"]["referrals"]
+    assert (m["rows_in"], m["rows_kept"], m["rows_rejected"]) == (3000, 3000, 0)
+    assert m["ignored_columns"] == ["note"]
+
+
+def test_classic_mac_line_ends_and_an_empty_plans_table(tmp_path):
+    proc = run_clean(tmp_path, {**GOOD, "children.csv": CHILDREN.replace("\n", "\r"),
+                                "plans.csv": PLANS.splitlines()[0] + "\n"})
+    assert proc.returncode == 0, proc.stderr
+    assert metrics(tmp_path)["tables"]["plans"]["rows_in"] == 0 and len(kept(tmp_path, "children")) == 1
