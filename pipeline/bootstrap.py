@@ -27,6 +27,8 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from pipeline.config import seed_sequence
+
 Fit = Callable[..., Any]                               # fit(X, y, weight, start=None) -> model
 Score = Callable[[Any, np.ndarray, np.ndarray, np.ndarray], dict[str, float]]
 
@@ -37,11 +39,11 @@ def family_multiplicity(rng: np.random.Generator, family_code: np.ndarray, n_fam
     return drawn[family_code]
 
 
-def family_draws(family: np.ndarray, replicates: int, seed: int, stream: int) -> Iterator[np.ndarray]:
+def family_draws(family: np.ndarray, replicates: int, seed: int, stream: str) -> Iterator[np.ndarray]:
     """Each replicate's family multiplicity per row, for the percentile intervals of the
-    calibration and errors stages (each its own ``stream``, so their draws are independent)."""
+    calibration and errors stages (each its own named ``stream``, so their draws are independent)."""
     code = pd.factorize(np.asarray(family))[0]
-    for child in np.random.SeedSequence(seed, spawn_key=[stream]).spawn(replicates):
+    for child in seed_sequence(seed, stream).spawn(replicates):
         yield family_multiplicity(np.random.default_rng(child), code, int(code.max()) + 1)
 
 
@@ -70,7 +72,7 @@ def optimism(X: np.ndarray, y: np.ndarray, weight: np.ndarray, family: np.ndarra
     family_code = pd.factorize(np.asarray(family))[0]
     model = fit(X, y, weight)
     apparent = score(model, X, y, weight)
-    seeds = np.random.SeedSequence(seed).spawn(replicates)
+    seeds = seed_sequence(seed, "optimism_bootstrap").spawn(replicates)
     per_task = max(1, -(-replicates // (10 * max(n_jobs, 1))))
     chunks = [seeds[i:i + per_task] for i in range(0, replicates, per_task)]
     tasks = Parallel(n_jobs=n_jobs, return_as="generator")(

@@ -32,6 +32,7 @@ from scipy import special, stats
 from pipeline.disclosure import complementary_suppression
 from pipeline.lowess import distinct, lowess, lowess_distinct
 from pipeline.nonparametric import DAYS_PER_MONTH
+from pipeline.config import seed_sequence
 from pipeline.schema import group_columns
 
 
@@ -207,7 +208,7 @@ def c_interval_bootstrap(p: np.ndarray, y: np.ndarray, weights: np.ndarray, fami
     replicates: DeLong's variance has no weighted form, so IPCW results use this."""
     from pipeline.bootstrap import family_draws
 
-    draws = [c_statistic(p, y, weights * times) for times in family_draws(family, replicates, seed, stream=5)]
+    draws = [c_statistic(p, y, weights * times) for times in family_draws(family, replicates, seed, stream="c_interval")]
     lower, upper = np.quantile(draws, [0.025, 0.975])
     return float(lower), float(upper)
 
@@ -230,7 +231,7 @@ def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replic
 
     out = pd.DataFrame({"predicted": grid, "observed": on_grid(w), "ideal": grid})
     if family is not None and replicates:
-        draws = np.array([on_grid(w * times) for times in family_draws(family, replicates, seed, stream=3)])
+        draws = np.array([on_grid(w * times) for times in family_draws(family, replicates, seed, stream="calibration_curve_band")])
         out["lower"], out["upper"] = np.quantile(draws, [0.025, 0.975], axis=0)
     return out
 
@@ -348,7 +349,7 @@ def recalibration(pred: pd.DataFrame, seed: int) -> pd.DataFrame:
     of the validation families and assessed, with the original, on the other half."""
     from sklearn.isotonic import IsotonicRegression
 
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=[7]))
+    rng = np.random.default_rng(seed_sequence(seed, "recalibration_split"))
     families = pred["family"].unique()
     fit_half = np.isin(pred["family"], rng.choice(families, size=len(families) // 2, replace=False))
     a, b = pred[fit_half], pred[~fit_half]

@@ -56,8 +56,16 @@ def input_path(params: dict[str, Any], table: str) -> Path:
     return Path(inp["dir"]) / name
 
 
+def seed_sequence(seed: int, stream: str) -> np.random.SeedSequence:
+    """The seed of one named random step. Stable across Python runs (unlike hash()): the name's
+    bytes are the spawn key, so two steps share a stream only if they share a name, and no
+    name (two or more characters) meets a child of ``SeedSequence(seed).spawn()``, whose keys
+    are single numbers."""
+    if len(stream) < 2:
+        raise ValueError(f"random stream names have two or more characters: {stream!r}")
+    return np.random.SeedSequence(int(seed), spawn_key=[int(b) for b in stream.encode("utf-8")])
+
+
 def rng(params: dict[str, Any], stream: str) -> np.random.Generator:
     """An independent, reproducible random stream for one named step."""
-    # Stable across Python runs (unlike hash()): the stream name's bytes seed the spawn key.
-    key = [int(b) for b in stream.encode("utf-8")]
-    return np.random.default_rng(np.random.SeedSequence(int(params["seed"]), spawn_key=key))
+    return np.random.default_rng(seed_sequence(int(params["seed"]), stream))

@@ -180,7 +180,7 @@ def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicate
 
     y = pred["y"].to_numpy().astype(bool)
     w0 = pred["weight"].to_numpy(dtype=float) if "weight" in pred else np.ones(len(pred))
-    draws = [w0 * times for times in family_draws(pred["family"].to_numpy(), replicates, seed, stream=11)]
+    draws = [w0 * times for times in family_draws(pred["family"].to_numpy(), replicates, seed, stream="group_rates")]
 
     def rates(mask: np.ndarray, w: np.ndarray) -> np.ndarray:
         return rate_values({"tp": np.float64(w[mask & flags & y].sum()), "fp": np.float64(w[mask & flags & ~y].sum()),

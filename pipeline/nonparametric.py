@@ -81,6 +81,25 @@ def kaplan_meier(time, event) -> pd.DataFrame:
     return out
 
 
+def nelson_aalen(time, event) -> pd.DataFrame:
+    """Nelson-Aalen cumulative hazard H(t) = sum d_i / n_i at each distinct time, with R's
+    ``survfit`` standard error sqrt(sum d_i / n_i^2) (``std.chaz``; lifelines' variance differs
+    in the tail) and a 95% interval on the log scale, H exp(+-1.96 se / H) (missing where H = 0).
+    """
+    t = np.asarray(time, dtype=float)
+    e = np.asarray(event).astype(bool)
+    times, inverse = np.unique(t, return_inverse=True)
+    deaths = np.bincount(inverse, weights=e, minlength=len(times))
+    leaving = np.bincount(inverse, minlength=len(times))
+    at_risk = len(t) - np.concatenate([[0], np.cumsum(leaving)[:-1]])
+    hazard = np.cumsum(deaths / at_risk)
+    se = np.sqrt(np.cumsum(deaths / at_risk**2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        spread = np.where(hazard > 0, np.exp(1.959963984540054 * se / hazard), np.nan)
+    return pd.DataFrame({"time_days": times, "at_risk": at_risk, "events": deaths, "cumulative_hazard": hazard,
+                         "cumhaz_se": se, "cumhaz_lower": hazard / spread, "cumhaz_upper": hazard * spread})
+
+
 def step_read(times, values, at, before: float, after_last: str = "hold") -> np.ndarray:
     """A right-continuous step function (``values[i]`` from ``times[i]`` on; times sorted)
     read at each of ``at``: ``before`` ahead of the first time; past the last time the last

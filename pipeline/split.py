@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipeline.config import seed_sequence
+
 CLUSTER = "family_id"
 
 
@@ -46,7 +48,7 @@ def random_cluster_split(df: pd.DataFrame, validation_share: float, seed: int, f
     if not 0 < validation_share < 1:
         raise ValueError(f"logistic.validation_share must lie strictly between 0 and 1, not {validation_share}")
     code, clusters = pd.factorize(df[family])
-    rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=[13]))
+    rng = np.random.default_rng(seed_sequence(seed, "validation_split"))
     chosen = rng.choice(len(clusters), size=max(1, round(validation_share * len(clusters))), replace=False)
     validate = np.isin(code, chosen)
     dev, val = df[~validate], df[validate]

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import LogLogisticAFTFitter, LogNormalAFTFitter, NelsonAalenFitter, WeibullAFTFitter
+from lifelines import LogLogisticAFTFitter, LogNormalAFTFitter, WeibullAFTFitter
 from lifelines.exceptions import ConvergenceError
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import concordance_index
@@ -52,7 +52,7 @@ from pipeline.disclosure import complementary_at_risk, complementary_suppression
 from pipeline.estimable import ZERO_DURATION_DAYS, empty, model_problem, record, survival_problem
 from pipeline.io import write_csv, write_json
 from pipeline.settings import survival_settings
-from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, step_read
+from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, nelson_aalen, step_read
 
 REPORTS = Path("reports/survival")
 #: Tables only some inputs have (recurrent referrals and competing ends need case-level
@@ -120,11 +120,10 @@ def with_groups(df: pd.DataFrame) -> pd.DataFrame:
 def km_table(time: pd.Series, event: pd.Series, min_count: int) -> pd.DataFrame:
     """KM and Nelson-Aalen at each distinct time, cut where fewer than min_count are at risk."""
     out = kaplan_meier(time, event)
-    na = NelsonAalenFitter(nelson_aalen_smoothing=False).fit(time, event)  # d/n, as R's survfit
+    na = nelson_aalen(time, event).set_index("time_days")      # variance as R's survfit (std.chaz)
     at = out["time_days"].to_numpy()
-    out["cumulative_hazard"] = na.cumulative_hazard_.iloc[:, 0].reindex(at).to_numpy()
-    out["cumhaz_lower"] = na.confidence_interval_.iloc[:, 0].reindex(at).to_numpy()
-    out["cumhaz_upper"] = na.confidence_interval_.iloc[:, 1].reindex(at).to_numpy()
+    for column in ("cumulative_hazard", "cumhaz_lower", "cumhaz_upper"):
+        out[column] = na[column].reindex(at).to_numpy()
     out = out[(out["time_days"] > 0) & (out["at_risk"] >= min_count)]
     out.insert(1, "time_months", (out["time_days"] / DAYS_PER_MONTH).round(3))
     out["cumulative_rereport"] = 1 - out["survival"]

@@ -84,3 +84,21 @@ def test_a_weighted_replicate_is_the_repeated_rows():
     b = logistic.score_model(repeated, X[rows], y[rows], w[rows])
     for k in a:
         assert a[k] == pytest.approx(b[k], rel=1e-8), k
+
+
+def test_named_streams_never_meet_the_bootstrap_replicates():
+    """A named stream's seed differs from every optimism replicate's (the old hand-numbered
+    spawn_key=[7] recalibration split was bootstrap replicate 8's stream)."""
+    import pytest as _pytest
+
+    from pipeline.config import seed_sequence
+
+    names = ["optimism_bootstrap", "c_interval", "calibration_curve_band", "recalibration_split", "group_rates",
+             "validation_split", "faults"]
+    seed = 20261122
+    replicate_states = {tuple(child.generate_state(4)) for child in seed_sequence(seed, "optimism_bootstrap").spawn(200)}
+    replicate_states |= {tuple(child.generate_state(4)) for child in np.random.SeedSequence(seed).spawn(200)}
+    named = [tuple(seed_sequence(seed, n).generate_state(4)) for n in names]
+    assert len(set(named)) == len(names) and not set(named) & replicate_states
+    with _pytest.raises(ValueError):
+        seed_sequence(seed, "7")

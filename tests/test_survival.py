@@ -188,3 +188,26 @@ def test_stage_outputs_are_complete(stage_output, params):
     cs = tables["cause_specific_hazard_ratios"]
     main = tables["hazard_ratios"].set_index("covariate")["coef"]
     np.testing.assert_allclose(cs[cs["cause"] == "re_referral"].set_index("covariate")["coef"], main)
+
+
+def test_nelson_aalen_standard_error_equals_r_survfit():
+    """R 4.2.2, survival 3.4-0:
+      t <- c(1,2,2,3,4,4,4,5,6,7,8,8,9,10,12); e <- c(1,1,0,1,1,1,0,1,0,1,1,1,0,1,0)
+      f <- survfit(Surv(t, e) ~ 1); f$cumhaz; f$std.chaz
+    (std.chaz = sqrt(sum d / n^2); lifelines' Nelson-Aalen variance differs in the tail)."""
+    from pipeline.nonparametric import nelson_aalen
+
+    t = [1, 2, 2, 3, 4, 4, 4, 5, 6, 7, 8, 8, 9, 10, 12]
+    e = [1, 1, 0, 1, 1, 1, 0, 1, 0, 1, 1, 1, 0, 1, 0]
+    na = nelson_aalen(t, e)
+    assert na["time_days"].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12]
+    assert na["at_risk"].tolist() == [15, 14, 12, 11, 8, 7, 6, 5, 3, 2, 1]
+    np.testing.assert_allclose(na["cumulative_hazard"], [
+        0.0666666666667, 0.1380952380952, 0.2214285714286, 0.4032467532468, 0.5282467532468, 0.5282467532468,
+        0.6949134199134, 1.0949134199134, 1.0949134199134, 1.5949134199134, 1.5949134199134], atol=1e-12)
+    np.testing.assert_allclose(na["cumhaz_se"], [
+        0.0666666666667, 0.0977061168033, 0.1284170148587, 0.1817136630115, 0.2205557873307, 0.2205557873307,
+        0.2764464380361, 0.3955030127607, 0.3955030127607, 0.6375128493629, 0.6375128493629], atol=1e-12)
+    # the interval is log-symmetric: H exp(+-1.96 se / H)
+    np.testing.assert_allclose(np.log(na["cumhaz_upper"]) - np.log(na["cumulative_hazard"]),
+                               1.959963984540054 * na["cumhaz_se"] / na["cumulative_hazard"], rtol=1e-12)
