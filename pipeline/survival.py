@@ -79,7 +79,7 @@ TABLES = {
                             "upper", "at_risk"],
     "logrank": ["variable", "groups", "chisq", "df", "p"],
     "hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z", "p"],
-    "ph_tests": ["covariate", "chisq", "df", "p", "violated", "advice"],
+    "ph_tests": ["covariate", "chisq", "df", "p", "p_holm", "violated", "advice"],
     "plot_curves": ["time_months", "cumulative_rereport", "cumulative_lower", "cumulative_upper"],
 }
 AFT = {"weibull": WeibullAFTFitter, "lognormal": LogNormalAFTFitter, "loglogistic": LogLogisticAFTFitter}
@@ -206,20 +206,36 @@ def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], 
 
 # -- Cox ----------------------------------------------------------------------------------
 def ph_advice(table: pd.DataFrame, alpha: float) -> pd.DataFrame:
-    """Add a verdict and plain-language advice to a cox.zph-style table."""
+    """Add a verdict and plain-language advice to a cox.zph-style table, global test first.
+
+    A covariate is flagged only when the global test rejects at ``alpha`` and its own test
+    still does after Holm's adjustment across the covariates (``p_holm``; Holm 1979): with
+    20 terms each tested at 0.05, some term would otherwise be flagged in most samples where
+    proportional hazards hold exactly.
+    """
+    from statsmodels.stats.multitest import multipletests
+
     out = table.copy()
-    out["violated"] = out["p"] < alpha
+    terms = out.index != "GLOBAL"
+    out["p_holm"] = np.nan
+    if terms.any():
+        out.loc[terms, "p_holm"] = multipletests(out.loc[terms, "p"].to_numpy(), method="holm")[1]
+    global_rejects = bool((out.loc[~terms, "p"] < alpha).any())
+    out["violated"] = np.where(terms, global_rejects & (out["p_holm"] < alpha), out["p"] < alpha)
     advice = []
     for name, row in out.iterrows():
         if name == "GLOBAL":
             advice.append("Some hazard ratios change over follow-up: read them as averages over time."
                           if row["violated"] else "No evidence overall that hazard ratios change over follow-up.")
         elif row["violated"]:
-            advice.append(f"The hazard ratio for {name} changes over follow-up (p = {row['p']:.3g}): "
+            advice.append(f"The hazard ratio for {name} changes over follow-up (Holm-adjusted p = {row['p_holm']:.3g}): "
                           "stratify on it, split follow-up into periods, or add an interaction with time; "
                           "its single hazard ratio is an average over follow-up.")
+        elif global_rejects:
+            advice.append("No evidence, after adjusting for the number of tests, that this hazard ratio changes.")
         else:
-            advice.append("No evidence that this hazard ratio changes over follow-up.")
+            advice.append("No evidence that this hazard ratio changes over follow-up (the global test does not "
+                          "reject, so no covariate is tested on its own).")
     out["advice"] = advice
     return out
 

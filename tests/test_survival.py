@@ -139,6 +139,24 @@ def test_ph_advice_names_the_violation():
     out = survival.ph_advice(table, 0.05)
     assert out.loc["age", "violated"] and "changes over follow-up" in out.loc["age", "advice"]
     assert not out.loc["sex", "violated"]
+    # Holm by hand: sorted p 0.002, 0.75 -> 0.002 x 2 = 0.004; max(0.75 x 1, 0.004) = 0.75
+    assert out.loc["age", "p_holm"] == pytest.approx(0.004) and out.loc["sex", "p_holm"] == pytest.approx(0.75)
+
+
+def test_ph_advice_global_test_first_and_holm():
+    # Global test does not reject: no covariate flagged, even one with p = 0.01 on its own.
+    quiet = pd.DataFrame({"chisq": [6.6, 0.1, 0.2, 6.9], "df": [1, 1, 1, 3], "p": [0.01, 0.75, 0.65, 0.075]},
+                         index=pd.Index(["a", "b", "c", "GLOBAL"], name="covariate"))
+    out = survival.ph_advice(quiet, 0.05)
+    assert not out["violated"].any() and "global test does not reject" in out.loc["a", "advice"]
+    # Global rejects. Holm by hand, 3 tests: sorted 0.001 x 3 = 0.003 (d); 0.03 x 2 = 0.06 (a);
+    # max(0.75 x 1, 0.06) = 0.75 (b). a (0.03 on its own) is not flagged; d is.
+    loud = pd.DataFrame({"chisq": [4.7, 0.1, 11.0, 16.0], "df": [1, 1, 1, 3], "p": [0.03, 0.75, 0.001, 0.001]},
+                        index=pd.Index(["a", "b", "d", "GLOBAL"], name="covariate"))
+    out = survival.ph_advice(loud, 0.05)
+    assert out["violated"].to_dict() == {"a": False, "b": False, "d": True, "GLOBAL": True}
+    assert out.loc["a", "p_holm"] == pytest.approx(0.06) and out.loc["d", "p_holm"] == pytest.approx(0.003)
+    assert out.loc["b", "p_holm"] == pytest.approx(0.75)
 
 
 @pytest.fixture(scope="module")
