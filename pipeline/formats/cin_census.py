@@ -382,17 +382,8 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
                 counts["referrals"]["in"] += 1
                 plan_refdate = max(refdate, -1)   # an unreadable referral date links no plan
                 cin_path = f"{child_path}/{cin_tag}[{r_no}]"
-                if not cid:
-                    counts["referrals"]["rejected"] += 1
-                    recs.rejects.append(("referrals", file_no, f"{name}:{cin_path}", id_tag, "", "child_rejected"))
-                elif refdate == -1:
-                    counts["referrals"]["rejected"] += 1
-                    recs.rejects.append(("referrals", file_no, f"{name}:{cin_path}", refdate_tag, "", "missing_value"))
-                elif refdate == -2:
-                    counts["referrals"]["rejected"] += 1
-                    recs.rejects.append(("referrals", file_no, f"{name}:{cin_path}", refdate_tag, refdate_raw,
-                                         "unparseable_date"))
-                else:
+                if not _unkeyed(recs, counts, "referrals", file_no, f"{name}:{cin_path}", cid, id_tag,
+                                refdate, refdate_tag, refdate_raw):
                     for col, v in (("file", file_no), ("pos", n_child), ("sub", r_no), ("key", key),
                                    ("refdate", refdate), ("source", source), ("closure", closure), ("nfa", nfa),
                                    ("cinplan", cinplan), ("cpp", 1 if plans else 0), ("mask", mask),
@@ -417,17 +408,8 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
                             nprev = int(v) if v.isdigit() else -1
                     counts["plans"]["in"] += 1
                     plan_path = f"{cin_path}/{plan_tag}[{p_no}]"
-                    if not cid:
-                        counts["plans"]["rejected"] += 1
-                        recs.rejects.append(("plans", file_no, f"{name}:{plan_path}", id_tag, "", "child_rejected"))
-                    elif start == -1:
-                        counts["plans"]["rejected"] += 1
-                        recs.rejects.append(("plans", file_no, f"{name}:{plan_path}", pstart_tag, "", "missing_value"))
-                    elif start == -2:
-                        counts["plans"]["rejected"] += 1
-                        recs.rejects.append(("plans", file_no, f"{name}:{plan_path}", pstart_tag, start_raw,
-                                             "unparseable_date"))
-                    else:
+                    if not _unkeyed(recs, counts, "plans", file_no, f"{name}:{plan_path}", cid, id_tag,
+                                    start, pstart_tag, start_raw):
                         for col, v in (("file", file_no), ("pos", n_child), ("sub", r_no), ("subsub", p_no),
                                        ("key", key), ("refdate", plan_refdate), ("start", start), ("end", end),
                                        ("category", cat), ("nprev", nprev)):
@@ -450,6 +432,20 @@ def _read_xml(path: Path, file_no: int, recs: _Records, values: _Values, maps: _
         recs.add(kind, arrays)
     info["counts"] = counts
     recs.files.append(info)
+
+
+def _unkeyed(recs: "_Records", counts: dict, kind: str, file_no: int, location: str, child_id: str,
+             id_tag: str, date_code: int, date_tag: str, date_raw: str) -> bool:
+    """Reject (and count) a referral or plan that cannot be keyed: its child has no LAchildID
+    (``child_rejected``), or its key date (an interned code, ``key_date``) is missing (-1) or
+    unreadable (-2)."""
+    if child_id and date_code >= 0:
+        return False
+    why = (("child_rejected", id_tag, "") if not child_id else ("missing_value", date_tag, "") if date_code == -1
+           else ("unparseable_date", date_tag, date_raw))
+    counts[kind]["rejected"] += 1
+    recs.rejects.append((kind, file_no, location, why[1], why[2], why[0]))
+    return True
 
 
 # --------------------------------------------------------------------------------------
