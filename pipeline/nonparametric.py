@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from pipeline.schema import DAYS_PER_YEAR
+
 
 def aalen_johansen(time, event_type, cause, alpha: float = 0.05) -> pd.DataFrame:
     """Cumulative incidence F_j(t) of ``cause`` with competing events (Aalen and Johansen 1978).
@@ -61,7 +63,7 @@ def aalen_johansen(time, event_type, cause, alpha: float = 0.05) -> pd.DataFrame
                          "lower": np.fmin(one, two), "upper": np.fmax(one, two)})
 
 
-DAYS_PER_MONTH = 365.25 / 12  # 30.4375: months in every report and horizon (schema.DAYS_PER_YEAR / 12)
+DAYS_PER_MONTH = DAYS_PER_YEAR / 12  # 30.4375: months in every report and horizon
 
 
 def kaplan_meier(time, event) -> pd.DataFrame:

@@ -213,7 +213,7 @@ AGE_BANDS = ((0, 1, "under_1"), (1, 5, "1_4"), (5, 10, "5_9"), (10, 16, "10_15")
 
 DAYS_PER_YEAR = 365.25
 #: Days in one unit of a prepared table's durations (``input.analysis_table.duration_unit``);
-#: a month is a twelfth of a year, as ``nonparametric.DAYS_PER_MONTH``.
+#: a month is a twelfth of a year (``nonparametric.DAYS_PER_MONTH``, defined from the same constant).
 DURATION_UNITS = {"days": 1.0, "weeks": 7.0, "months": DAYS_PER_YEAR / 12, "years": DAYS_PER_YEAR}
 
 
