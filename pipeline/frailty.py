@@ -485,19 +485,19 @@ def frailty_sentence(variance: float, p: float, alpha: float = 0.05) -> str:
 
 
 def fit_shared_frailty(X: pd.DataFrame, duration, event, cluster: pd.Series, strata=None, ties: str = "efron",
-                       true_log_hr: pd.Series | None = None, alpha: float = 0.05) -> tuple[pd.DataFrame, dict]:
+                       true_log_hr: pd.Series | None = None, alpha: float = 0.05, min_count: int = 10
+                       ) -> tuple[pd.DataFrame, dict]:
     """The survival stage's frailty model: the hazard-ratio table (with the true hazard ratio
-    beside each estimate when ``true_log_hr`` is given) and its metrics. Raises ValueError
-    with a one-line reason when the fit fails."""
+    beside each estimate when ``true_log_hr`` is given) and its metrics (the number of clusters
+    withheld below ``min_count``). Raises ValueError with a one-line reason when the fit fails."""
     model = GammaFrailtyCox(ties=ties).fit(X, duration, event, cluster, strata=strata)
     table = model.summary(alpha)
     result = {
         "distribution": "gamma", "variance": round(float(model.theta_), 6),
         "lr_statistic": round(float(model.lr_statistic_), 4), "p": float(model.lr_p_), "test": TEST_RULE,
-        "clusters": int(model.n_clusters_),
-        "clusters_of_two_or_more_rows": int((pd.Series(cluster).value_counts() >= 2).sum()),
+        "clusters": int(model.n_clusters_) if model.n_clusters_ >= min_count else None,
         "i_loglik": float(model.loglik_), "cox_partial_loglik": float(model.loglik_cox_),
-        "fits": model.n_iter_[0], "newton_steps": model.n_iter_[1], "converged": model.converged_,
+        "iterations": model.n_iter_[0], "converged": model.converged_,
         "sentence": frailty_sentence(model.theta_, model.lr_p_, alpha),
         "method": "penalised partial likelihood, variance by R's I-likelihood search; equals R's "
                   "coxph(Surv(time, event) ~ x + strata(s) + frailty(cluster, distribution = 'gamma'))",
