@@ -14,7 +14,7 @@ import pytest
 from lifelines import LogLogisticAFTFitter, LogNormalAFTFitter, WeibullAFTFitter
 
 from pipeline import config, simulate, survival
-from pipeline.episodes import derive_rereport
+from pipeline.derive import derive_rereport
 from pipeline.nonparametric import aalen_johansen
 
 SMALL = pd.read_csv(Path(__file__).parent / "data" / "cox_small.csv")
