@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from lifelines.datasets import load_rossi
 
-from pipeline import clean, derive, settings, survival
+from pipeline import clean, derive, design, settings, survival
 from pipeline.cli import InputError
 from pipeline.errors import headline
 from pipeline.schema import CHILDREN, FACTORS, REFERRALS
@@ -170,7 +170,7 @@ def test_rejects_name_the_adapter_source_location():
 
 def test_reference_profiles_take_categorical_levels():
     X = pd.DataFrame({"age": [1.0], "sex[M]": [0.0], "sex[U]": [0.0]})
-    assert survival.profile_row(X.columns, "p", {"age": 30, "sex": "M"}) == {"age": 30.0, "sex[M]": 1.0, "sex[U]": 0.0}
-    assert survival.profile_row(X.columns, "p", {"sex": "F"}) == {"age": 0.0, "sex[M]": 0.0, "sex[U]": 0.0}  # reference
+    assert design.profile_row(X.columns, "p", {"age": 30, "sex": "M"}) == {"age": 30.0, "sex[M]": 1.0, "sex[U]": 0.0}
+    assert design.profile_row(X.columns, "p", {"sex": "F"}) == {"age": 0.0, "sex[M]": 0.0, "sex[U]": 0.0}  # reference
     with pytest.raises(InputError, match="reference profile 'p' names 'county'"):
-        survival.profile_row(X.columns, "p", {"county": 1})
+        design.profile_row(X.columns, "p", {"county": 1})
