@@ -407,6 +407,11 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
             try:
                 tables["competing_cif"], tables["cause_specific_hazard_ratios"], metrics["competing_events"] = \
                     competing(df, X, s, min_count)
+                rr = tables["competing_cif"][tables["competing_cif"]["cause"] == "re_referral"]
+                # The project's one observed risk by a horizon (competing ends a "no"), beside 1 - KM.
+                metrics["cumulative_incidence"] = {
+                    f"{m:g}_months": _rounded(step_read(rr["time_days"], rr["cif"], m * DAYS_PER_MONTH, 0.0, "nan")[0])
+                    for m in s["horizons_months"]}
             except InputError as err:
                 record(metrics, "competing_risks", str(err))
             say("competing risks done")
@@ -430,6 +435,10 @@ def plot_curves(tables: dict[str, pd.DataFrame], months: float = 72, step: float
             c = cif[cif["cause"] == cause]
             out[f"cif_{cause}"] = step_read(c["time_days"], c["cif"], days, 0.0, "nan")
     return pd.DataFrame(out)
+
+
+def _rounded(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 4)
 
 
 def _read(cum: pd.DataFrame, months: float) -> float | None:
