@@ -57,7 +57,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
     Year-based figures use the 12 months to the extract date, so a window of several years
     gives every counted referral or plan its full history, as in the national returns.
     """
-    from pipeline.episodes import derive_rereport, episode_starts, order_by_child, to_days
+    from pipeline.derive import derive_rereport, episode_starts, order_by_child, to_days
     from pipeline.schema import DAYS_PER_YEAR, age_in_years
 
     extract = pd.Timestamp(extract_date)

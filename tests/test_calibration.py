@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.calibration import lowess_calibration, val_prob
+from pipeline.scoring import lowess_calibration, val_prob
 
 D = pd.read_csv(Path(__file__).parent / "data" / "valprob_small.csv")
 
@@ -156,7 +156,7 @@ def test_survival_calibration_of_true_and_distorted_risks():
 
 def test_delong_ci_matches_proc():
     # r <- roc(d$y, d$p, direction="<"); ci.auc(r, method="delong"); var(r, method="delong")  (pROC 1.18.0)
-    from pipeline.calibration import delong_auc
+    from pipeline.scoring import delong_auc
     auc, var, lo, hi = delong_auc(D["p"], D["y"])
     assert auc == pytest.approx(0.736027637121, rel=1e-10)
     assert var == pytest.approx(0.000888071739871, rel=1e-9)
@@ -187,7 +187,7 @@ def test_weighted_newton_and_auc_match_statsmodels_and_sklearn():
     from scipy import special
     from sklearn.metrics import roc_auc_score
 
-    from pipeline.calibration import c_statistic, logistic_recalibration
+    from pipeline.scoring import c_statistic, logistic_recalibration
 
     rng = np.random.default_rng(9)
     p = 1 / (1 + np.exp(-rng.normal(-1, 1, 2000)))
@@ -207,7 +207,7 @@ def test_ipcw_calibration_recovers_truth_where_dropping_censored_rows_does_not()
     independent censoring before H. Weighted by inverse probability of censoring, the true
     risks look calibrated; scoring only rows with a known status, unweighted, they do not
     (rows censored early are mostly non-events, so dropping them inflates the event rate)."""
-    from pipeline.logistic import binary_outcome
+    from pipeline.outcome import binary_outcome
 
     rng = np.random.default_rng(12)
     n, horizon = 40_000, 365.0
@@ -234,7 +234,7 @@ def test_recalibration_newton_survives_hard_cases():
     import statsmodels.api as sm
     from scipy import special
 
-    from pipeline.calibration import logistic_recalibration
+    from pipeline.scoring import logistic_recalibration
 
     rng = np.random.default_rng(21)
     lp = rng.normal(0, 2.5, 4000)
