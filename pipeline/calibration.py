@@ -19,8 +19,10 @@ from pipeline import cox_model
 from pipeline.disclosure import complementary_suppression
 from pipeline.nonparametric import DAYS_PER_MONTH
 from pipeline.config import seed_sequence
+from pipeline.outcome import COMPETING_ENDS
 from pipeline.schema import group_columns
 from pipeline.scoring import c_statistic, logistic_recalibration, lowess_calibration, val_prob
+from pipeline.time_dependent import horizon_scores
 
 
 def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10,
@@ -212,7 +214,8 @@ TABLES = {
     "recalibration": ["method", "observed_expected", "citl", "slope", "ici", "e90", "brier", "c"],
     "deciles": ["tenth", "n", "observed_events", "mean_predicted", "observed_rate", "expected_events"],
     "curve": ["predicted", "observed", "ideal", "lower", "upper"],
-    "cox_calibration": ["horizon_months", "ici", "e50", "e90", "mean_predicted", "mean_observed"],
+    "cox_calibration": ["horizon_months", "ici", "e50", "e90", "mean_predicted", "mean_observed", "auc", "auc_lower",
+                        "auc_upper", "brier", "brier_lower", "brier_upper", "null_brier", "ipa"],
     "cox_curves": ["predicted", "observed", "ideal", "horizon_months"],
     "cox_km_by_tenth": ["tenth", "n", "mean_predicted", "observed_km", "observed_lower", "observed_upper",
                         "horizon_months"],
@@ -258,13 +261,16 @@ def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str
 
 
 def cox_calibration(risks: pd.DataFrame, min_count: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The Cox model's calibration at each horizon of ``COX_MONTHS`` on the validation families."""
+    """The Cox model's calibration at each horizon of ``COX_MONTHS`` on the validation families,
+    with AUC(t), Brier(t), the null model's Brier and IPA (``pipeline.time_dependent``)."""
     surv_rows, curves, tenths = [], [], []
     for m in COX_MONTHS:
         horizon = m * DAYS_PER_MONTH
         summary, grid = survival_calibration(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
                                              risks["event"].to_numpy(), horizon)
-        surv_rows.append({"horizon_months": m, **summary})
+        competing = risks["event_type"].isin(COMPETING_ENDS) if "event_type" in risks else None
+        surv_rows.append({"horizon_months": m, **summary, **horizon_scores(  # AUC(t), Brier(t), IPA as Score
+            risks[f"risk_{m}m"], risks["time_days"], risks["event"], horizon, competing)})
         curves.append(grid.assign(horizon_months=m))
         tenths.append(km_by_risk_tenth(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
                                        risks["event"].to_numpy(), horizon, min_count).assign(horizon_months=m))

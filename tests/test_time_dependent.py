@@ -208,3 +208,32 @@ def test_null_risk_is_kaplan_meier_or_aalen_johansen():
     status = np.array([1, 0, 1, 2, 1, 1, 0, 0, 1, 2, 1, 0])
     assert null_risk(HAND["time"], status == 1, 5, status == 2) == pytest.approx(43 / 120, abs=1e-12)
     assert null_risk(HAND["time"], HAND["status"], 0.5) == 0.0
+
+
+def test_calibration_stage_reports_them_per_horizon():
+    """cox_calibration adds AUC(t) with its interval, Brier(t), the null Brier and IPA to each
+    horizon's row, entering care or turning 18 counting as a competing end (a known "no")."""
+    from pipeline.calibration import COX_MONTHS, TABLES, cox_calibration
+    from pipeline.nonparametric import DAYS_PER_MONTH
+
+    rng = np.random.default_rng(5)
+    n = 600
+    x = rng.normal(size=n)
+    event_time = rng.exponential(400 / np.exp(0.8 * x))
+    end_time, end_kind = rng.exponential(1500, n), rng.choice(["entered_care", "age_18", "extract_date"], n)
+    time = np.ceil(np.minimum(event_time, end_time))
+    risks = pd.DataFrame({f"risk_{m}m": 1 - np.exp(-m * DAYS_PER_MONTH * np.exp(0.8 * x) / 400) for m in COX_MONTHS})
+    risks["time_days"], risks["event"] = time, (event_time <= end_time).astype(np.int8)
+    risks["event_type"] = np.where(risks["event"] == 1, "re_referral", end_kind)
+    risks["family"] = np.arange(n)
+    tables, metrics = cox_calibration(risks, min_count=10)
+    table = tables["cox_calibration"]
+    assert list(table.columns) == TABLES["cox_calibration"]
+    row = table.set_index("horizon_months").loc[12]
+    competing = risks["event_type"].isin(["entered_care", "age_18"])
+    a = ipcw_auc(risks["risk_12m"], time, risks["event"], 12 * DAYS_PER_MONTH, competing)
+    b = ipcw_brier(risks["risk_12m"], time, risks["event"], 12 * DAYS_PER_MONTH, competing)
+    assert (row["auc"], row["auc_lower"], row["auc_upper"]) == pytest.approx((a["auc"], a["lower"], a["upper"]))
+    assert (row["brier"], row["null_brier"], row["ipa"]) == pytest.approx((b["brier"], b["null_brier"], b["ipa"]))
+    assert 0.6 < row["auc"] < 0.8 and 0 < row["ipa"] < 0.3      # a real, modest signal
+    assert metrics["12_months"]["ipa"] == pytest.approx(round(b["ipa"], 4))
