@@ -154,7 +154,8 @@ def _weights(cg: _Censoring, case, control_early, control_late, horizon) -> tupl
     before = case | control_early
     weight = np.zeros(len(case))
     weight[before] = 1 / cg.g_before[before]
-    weight[control_late] = 1 / g_t                        # > 0 whenever some T > t
+    if control_late.any():                                # then G(t) > 0 (G reaches 0 only when nobody is left)
+        weight[control_late] = 1 / g_t
     point = np.where(control_late, m_t, cg.index - 1)      # G(T_i-): the distinct time before T_i
     return weight, point
 
@@ -175,14 +176,15 @@ def ipcw_auc(risk, time, event, horizon: float, competing=None, alpha: float = 0
     follow-up ended in a competing end (counts as a control when before the horizon).
     ``conservative=True`` leaves out the censoring term (Score's ``conservative = TRUE``).
     Returns ``auc``, ``se``, ``lower``, ``upper`` and the counts of ``cases``, ``controls``
-    and rows ``censored_before_horizon``; NaN measures when there is no case or no control.
+    and rows ``censored_before_horizon``; NaN measures when there is no case or no control,
+    or the horizon is past the last follow-up time (Score does not compute those).
     """
     risk, time, event, competing = _check(risk, time, event, competing, horizon)
     case, control_early, control_late = _status_at(time, event, competing, horizon)
     control = control_early | control_late
     counts = {"cases": int(case.sum()), "controls": int(control.sum()),
               "censored_before_horizon": int((~case & ~control).sum())}
-    if not case.any() or not control.any():
+    if not case.any() or not control.any() or horizon > time.max():
         return {"auc": np.nan, "se": np.nan, "lower": np.nan, "upper": np.nan, **counts}
     n = len(time)
     cg = _Censoring(time, ~event & ~competing)
@@ -246,11 +248,14 @@ def ipcw_brier(risk, time, event, horizon: float, competing=None, alpha: float =
     ``riskRegression::Score(..., metrics = "brier", summary = "ipa", cens.model = "km")``.
 
     Returns ``brier``, ``se``, ``lower``, ``upper`` (Wald, cut to [0, 1]), ``null_brier``,
-    ``null_se``, ``null_risk`` and ``ipa``. Arguments as :func:`ipcw_auc`.
+    ``null_se``, ``null_risk`` and ``ipa``; all NaN past the last follow-up time (as Score).
+    Arguments as :func:`ipcw_auc`.
     """
     risk, time, event, competing = _check(risk, time, event, competing, horizon)
     if np.any((risk < 0) | (risk > 1)):
         raise ValueError("predicted risks must lie between 0 and 1 for the Brier score")
+    if horizon > time.max():
+        return dict.fromkeys(("brier", "se", "lower", "upper", "null_brier", "null_se", "null_risk", "ipa"), np.nan)
     case, control_early, control_late = _status_at(time, event, competing, horizon)
     cg = _Censoring(time, ~event & ~competing)
     brier, se = _brier(risk, time, case, control_early, control_late, cg, horizon, conservative)

@@ -189,6 +189,10 @@ def test_no_case_or_no_control_gives_nan_not_an_error():
     assert np.isnan(a["auc"]) and np.isnan(a["se"]) and a["cases"] == 0
     a = ipcw_auc([0.1, 0.2, 0.3], [1.0, 2.0, 3.0], [1, 1, 1], 4)       # nobody is event-free at 4
     assert np.isnan(a["auc"]) and a["controls"] == 0
+    # Past the last follow-up time Score computes nothing ("No evaluation time before end of
+    # followup"): NaN here too (and no division by G = 0).
+    assert np.isnan(ipcw_brier([0.2, 0.5], [1.0, 2.0], [1, 0], 3)["brier"])
+    assert np.isnan(ipcw_auc([0.2, 0.5, 0.3], [1.0, 2.0, 2.5], [1, 0, 0], 3, [False, False, True])["auc"])
 
 
 def test_bad_input_is_refused():
