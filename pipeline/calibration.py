@@ -19,8 +19,10 @@ from pipeline import cox_model
 from pipeline.disclosure import complementary_suppression
 from pipeline.nonparametric import DAYS_PER_MONTH
 from pipeline.config import seed_sequence
+from pipeline.outcome import COMPETING_ENDS
 from pipeline.schema import group_columns
 from pipeline.scoring import c_statistic, logistic_recalibration, lowess_calibration, val_prob
+from pipeline.time_dependent import horizon_scores
 
 
 def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10,
@@ -131,7 +133,6 @@ def observed_by_risk_tenth(risk: np.ndarray, rows: pd.DataFrame, horizon: float,
     time = rows["time_days"].to_numpy(dtype=float)
     cause = np.where(rows["event"].to_numpy() == 1, 1, 0)
     if "event_type" in rows:
-        from pipeline.outcome import COMPETING_ENDS
 
         cause = np.where(rows["event_type"].isin(COMPETING_ENDS).to_numpy(), 2, cause)
     out = []
@@ -233,7 +234,8 @@ TABLES = {
     "deciles": ["tenth", "n", "observed_events", "mean_predicted", "observed_rate", "expected_events"],
     "curve": ["predicted", "observed", "ideal", "lower", "upper"],
     "cox_calibration": ["horizon_months", "ici", "e50", "e90", "citl", "slope", "mean_predicted", "mean_observed",
-                        "observed_expected"],
+                        "observed_expected", "auc", "auc_lower", "auc_upper", "brier", "brier_lower", "brier_upper",
+                        "null_brier", "ipa"],
     "cox_curves": ["predicted", "observed", "ideal", "horizon_months"],
     "cox_by_tenth": ["tenth", "n", "mean_predicted", "observed", "observed_lower", "observed_upper", "horizon_months"],
 }
@@ -284,12 +286,15 @@ def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str
 def cox_calibration(risks: pd.DataFrame, months: list[float], min_count: int
                     ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The Cox model's calibration at each horizon (``calibration.cox_horizons_months``) on
-    the validation families."""
+    the validation families, with AUC(t), Brier(t), the null model's Brier and IPA
+    (``pipeline.time_dependent``, as riskRegression's Score)."""
     surv_rows, curves, tenths = [], [], []
     for m in months:
         horizon = m * DAYS_PER_MONTH
         summary, grid = survival_calibration(risks[risk_column(m)].to_numpy(), risks, horizon)
-        surv_rows.append({"horizon_months": m, **summary})
+        competing = risks["event_type"].isin(COMPETING_ENDS) if "event_type" in risks else None
+        surv_rows.append({"horizon_months": m, **summary, **horizon_scores(  # AUC(t), Brier(t), IPA as Score
+            risks[risk_column(m)], risks["time_days"], risks["event"], horizon, competing)})
         curves.append(grid.assign(horizon_months=m))
         tenths.append(observed_by_risk_tenth(risks[risk_column(m)].to_numpy(), risks, horizon, min_count
                                              ).assign(horizon_months=m))

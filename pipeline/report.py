@@ -510,6 +510,10 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} replicates of whole {units})</h3>"
          f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation {units})</h3>{table_html(recal)}"
          f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{not_estimated(cal, 'cox_calibration')}"
+         f"<p>With each horizon: AUC(t) (cases: {words.outcome} by t; controls: the rest whose status at t is known, "
+         f"a competing end counting as a control), the Brier score, the null model's (everyone given the "
+         f"Kaplan-Meier/Aalen-Johansen risk) and IPA = 1 - Brier / null Brier; censoring by inverse probability "
+         f"weights, 95% intervals from the influence function, as R's riskRegression::Score.</p>"
          f"{table_html(cox_cal)}"),
         ("subgroups", "Subgroups: calibration and error rates",
          f"{table_html(subgroups)}<h3>Error rates at the headline rule, by group (differences and ratios against "
