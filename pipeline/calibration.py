@@ -133,7 +133,6 @@ def observed_by_risk_tenth(risk: np.ndarray, rows: pd.DataFrame, horizon: float,
     time = rows["time_days"].to_numpy(dtype=float)
     cause = np.where(rows["event"].to_numpy() == 1, 1, 0)
     if "event_type" in rows:
-
         cause = np.where(rows["event_type"].isin(COMPETING_ENDS).to_numpy(), 2, cause)
     out = []
     for d in range(1, 11):
