@@ -54,7 +54,10 @@ from lifelines.utils import concordance_index
 
 from pipeline import config
 from pipeline.cli import InputError, stage_entry
+from pipeline import cox_model
 from pipeline.cox import CoxConvergenceWarning, CoxInputError, CoxPH, check_input
+from pipeline.cox_model import fit_cox
+from pipeline.design import design_matrix, profile_row, with_groups
 from pipeline.disclosure import complementary_at_risk, complementary_suppression
 from pipeline.estimable import ZERO_DURATION_DAYS, empty, model_problem, record, survival_problem
 from pipeline.fit_warnings import FitWarnings
@@ -102,35 +105,6 @@ ANALYSIS_TABLE = "data/analysis/rereport.parquet"
 
 
 # -- design ------------------------------------------------------------------------------
-def design_matrix(df: pd.DataFrame, numeric: list[str], categorical: list[str],
-                  reference: dict[str, str] | None = None) -> tuple[pd.DataFrame, dict[str, str]]:
-    """Numeric covariates as they are; each categorical as 0/1 indicators named
-    ``var[level]``, leaving out the reference level (default: the commonest)."""
-    missing = [c for c in (*numeric, *categorical) if c not in df.columns]
-    if missing:
-        raise InputError(f"params.yaml: survival covariate '{missing[0]}' is not a column of the analysis table")
-    cols = {c: df[c].astype(float).to_numpy() for c in numeric}
-    ref = dict(reference or {})
-    for var in categorical:
-        values = df[var].astype(str)
-        if values.empty:   # no rows: no levels, no indicators (and no commonest level)
-            continue
-        ref.setdefault(var, values.value_counts().sort_index().idxmax())
-        for level in sorted(values.unique()):
-            if level != ref[var]:
-                cols[f"{var}[{level}]"] = (values == level).to_numpy(dtype=float)
-    X = pd.DataFrame(cols, index=df.index)
-    constant = [c for c in X.columns if X[c].nunique() < 2]
-    return X.drop(columns=constant), ref
-
-
-def with_groups(df: pd.DataFrame) -> pd.DataFrame:
-    if "prior_referrals" in df and "prior_referrals_band" not in df:
-        df = df.assign(prior_referrals_band=np.where(df["prior_referrals"] >= 3, "3+",
-                                                     df["prior_referrals"].astype(str)))
-    return df
-
-
 # -- description --------------------------------------------------------------------------
 def km_table(time: pd.Series, event: pd.Series, min_count: int) -> pd.DataFrame:
     """KM and Nelson-Aalen at each distinct time, cut where fewer than min_count are at risk."""
@@ -264,21 +238,6 @@ def truth_for(columns: list[str], truth: dict[str, Any] | None) -> pd.Series:
     return pd.Series([effects.get(c, 0.0 if "[" in c else np.nan) for c in columns], index=columns)
 
 
-def fit_cox(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], event: pd.Series | None = None,
-            what: str = "Cox model of re-referral") -> CoxPH:
-    if X.shape[1] == 0:
-        raise InputError(f"{what}: no covariate varies in these rows")
-    try:
-        return CoxPH(ties=s["ties"]).fit(
-            X, df["time_days"], df["event"] if event is None else event,
-            strata=df[s["strata"]] if s.get("strata") else None,
-            cluster=df[s["cluster"]] if s.get("cluster") else None)
-    except ValueError as err:
-        # No row count in the message: it becomes a metrics status, and a small count must not leak.
-        reason = err.reason if isinstance(err, CoxInputError) else str(err)
-        raise InputError(f"{what} with covariates {', '.join(X.columns)}: {reason}") from None
-
-
 def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataFrame:
     out = model.summary().rename(columns={"se": "robust_se" if model.robust_se_ is not None else "se"})
     if truth is not None:
@@ -290,22 +249,6 @@ def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataF
 
 
 # -- parametric ---------------------------------------------------------------------------
-def profile_row(columns: pd.Index, name: str, profile: dict[str, Any]) -> dict[str, float]:
-    """A reference profile as a design row: numeric covariates take their value, a
-    categorical one (``{sex: F}``) its level's indicator; covariates not named are 0 (numeric)
-    or the reference level."""
-    row = dict.fromkeys(columns, 0.0)
-    for key, value in profile.items():
-        if key in row:
-            row[key] = float(value)
-        elif f"{key}[{value}]" in row:
-            row[f"{key}[{value}]"] = 1.0
-        elif not any(c.startswith(f"{key}[") for c in columns) and key not in columns:
-            raise InputError(f"params.yaml: reference profile '{name}' names '{key}', not a model covariate")
-        # else: the reference level of a categorical covariate (all its indicators 0)
-    return row
-
-
 def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_months: list[float],
                profiles: dict[str, dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
     data = X.assign(time_days=df["time_days"].to_numpy(), event=df["event"].to_numpy())
@@ -497,6 +440,11 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
             try:
                 tables["competing_cif"], tables["cause_specific_hazard_ratios"], metrics["competing_events"] = \
                     competing(df, X, s, min_count, log)
+                rr = tables["competing_cif"][tables["competing_cif"]["cause"] == "re_referral"]
+                # The project's one observed risk by a horizon (competing ends a "no"), beside 1 - KM.
+                metrics["cumulative_incidence"] = {
+                    f"{m:g}_months": _rounded(step_read(rr["time_days"], rr["cif"], m * DAYS_PER_MONTH, 0.0, "nan")[0])
+                    for m in s["horizons_months"]}
             except InputError as err:
                 record(metrics, "competing_risks", str(err))
             say("competing risks done")
@@ -523,10 +471,32 @@ def plot_curves(tables: dict[str, pd.DataFrame], months: float = 72, step: float
     return pd.DataFrame(out)
 
 
+def _rounded(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 4)
+
+
 def _read(cum: pd.DataFrame, months: float) -> float | None:
     row = cum[(cum["variable"] == "all") & (cum["horizon_months"] == months)]
     value = row["cumulative_rereport"].iloc[0] if len(row) else np.nan
     return None if pd.isna(value) else round(float(value), 4)
+
+
+FULL_NAME = "full-data Cox model (the hazard ratios reported)"
+DEVELOPMENT_NAME = "development Cox model (the predictions calibration and error rates score)"
+
+
+def development_model(df: pd.DataFrame, s: dict[str, Any], params: dict[str, Any]
+                      ) -> tuple[CoxPH | None, dict[str, str], str | None]:
+    """The development model (``pipeline.cox_model``), or None and why it could not be fitted."""
+    try:
+        dev, _, _ = cox_model.development_rows(df, params["logistic"], int(params["seed"]))
+        problem = model_problem(dev["time_days"], dev["event"])
+        if problem is not None:
+            return None, {}, f"development rows: {problem}"
+        model, reference = cox_model.fit_development(dev, s)
+        return model, reference, None
+    except (InputError, ValueError) as err:
+        return None, {}, str(err)
 
 
 def main() -> None:
@@ -543,20 +513,22 @@ def main() -> None:
         tables.setdefault(name, pd.DataFrame(columns=columns))
     for name, table in tables.items():
         write_csv(table, REPORTS / f"{name}.csv")
+    log = FitWarnings(FIT_WARNINGS)
+    with log.fitting("cox_development"):
+        development, dev_reference, why = development_model(df, s, params)
+    metrics["warnings"] += log.records
     write_json(metrics, Path("metrics/survival.json"))
     if model is None:   # the declared model outputs still exist, and say why they hold no model
-        write_json({"status": metrics["status"], "names": [], "coef": [], "ties": s["ties"],
-                    "strata_column": s.get("strata"), "covariates": s["covariates"],
-                    "categorical": s.get("categorical", [])}, Path("models/cox.json"))
+        cox_model.save_not_estimated(cox_model.FULL, metrics["status"], s, FULL_NAME)
         write_csv(empty(["stratum", "time", "cumhaz"]), Path("models/cox_baseline.csv"))
     else:
-        write_json({"names": model.names_, "coef": model.coef_.tolist(),
-                    "robust_vcov": None if model.robust_var_ is None else model.robust_var_.tolist(),
-                    "model_vcov": model.var_.tolist(), "center": model._center.tolist(), "ties": model.ties,
-                    "strata_column": s.get("strata"), "reference_levels": metrics["cox"]["reference_levels"],
-                    "covariates": s["covariates"], "categorical": s.get("categorical", [])},
-                   Path("models/cox.json"))
+        cox_model.save(model, s, metrics["cox"]["reference_levels"], cox_model.FULL, FULL_NAME, "every index referral")
         write_csv(model.baseline_cumulative_hazard_, Path("models/cox_baseline.csv"))
+    if development is None:
+        cox_model.save_not_estimated(cox_model.DEVELOPMENT, why, s, DEVELOPMENT_NAME)
+    else:
+        cox_model.save(development, s, dev_reference, cox_model.DEVELOPMENT, DEVELOPMENT_NAME,
+                       "the development families of the validation split")
     print(f"survival: {metrics['n']:,} index referrals, {metrics['events']:,} re-referrals" +
           (f"; concordance {metrics['cox']['concordance']}" if model is not None else "") +
           (f"; truth in 95% CI for {metrics['truth_recovery']['true_value_in_95ci']} of "

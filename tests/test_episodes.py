@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline.episodes import (derive_cpp_durations, derive_rereport, eighteenth_birthday_days,
+from pipeline.derive import (derive_cpp_durations, derive_rereport, eighteenth_birthday_days,
                                episode_starts, to_days)
 from pipeline.schema import FACTORS
 
