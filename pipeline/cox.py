@@ -52,11 +52,12 @@ a duration since an origin and a negative one is a dating error.
 Convergence (as R's ``coxph.fit``, survival 3.5-3; R's messages, with the covariate named;
 ``CoxConvergenceWarning``, also kept in ``warnings_``): Newton-Raphson with step-halving
 (also when exp(x'beta) overflows) stops when the log partial likelihood changes by at most
-``tol`` (relative, without a halved step) and no coefficient moves by 1e-8. Before that:
+``tol`` (relative) and no coefficient moves by 1e-8. Before that:
 
-* if the log-likelihood has converged while a coefficient is still moving, the likelihood
-  is monotone (separation: among those at risk, a covariate's level predicts every event;
-  Bryson and Johnson 1981) and the estimate is infinite. R's test, applied at that point:
+* if the log-likelihood has converged after a full (not halved) step while a coefficient
+  is still moving, the likelihood is monotone (separation: among those at risk, a
+  covariate's level predicts every event; Bryson and Johnson 1981) and the estimate is
+  infinite. R's test, applied at that point:
   the next Newton step |I^-1 U|_j exceeds both eps = 1e-9 and toler.inf * |beta_j|
   (toler.inf = sqrt(eps)). The fit stops there, as R's does, and warns "Loglik converged
   before variable  j (name); coefficient may be infinite." (Iterating on would only grow
@@ -385,10 +386,12 @@ class CoxPH:
                     halvings += 1
             if not np.isfinite(new_loglik):
                 raise ValueError("the log partial likelihood overflowed: a covariate takes extreme values")
-            loglik_converged = halvings == 0 and abs(new_loglik - loglik) <= self.tol * abs(loglik)
+            loglik_converged = abs(new_loglik - loglik) <= self.tol * abs(loglik)
             converged = loglik_converged and np.max(np.abs(step)) < 1e-8
             beta, loglik, U, info = new, new_loglik, new_U, new_info
-            infinite = self._infinite(beta, U, info) if loglik_converged and not converged else None
+            # R's coxfit6 judges convergence only after a full (not halved) step
+            monotone = loglik_converged and halvings == 0 and not converged
+            infinite = self._infinite(beta, U, info) if monotone else None
             if converged or (infinite is not None and infinite.any()):
                 break
         self.n_iter_ = it
