@@ -101,11 +101,15 @@ def survival_calibration(risk: np.ndarray, rows: pd.DataFrame, horizon: float
     hazard (competing ends censored) predicts the risk in a world without competing ends,
     so it overstates the real risk where competing ends are common: the calibration shows it.
     """
+    from pipeline.estimable import binary_problem
     from pipeline.outcome import binary_outcome
 
     risk = np.clip(np.asarray(risk, dtype=float), 1e-8, 1 - 1e-8)
     known, _ = binary_outcome(rows.reset_index(drop=True).assign(_risk=risk), horizon, "ipcw")
     p, y, w = known["_risk"].to_numpy(), known["y"].to_numpy(), known["weight"].to_numpy()
+    problem = binary_problem(y[w > 0], f"validation rows with a known status at {horizon:g} days")
+    if problem is not None:
+        raise ValueError(problem)
     v = val_prob(p, y, w, intervals=False)
     observed = float((y * w).sum() / len(rows))
     smooth = lowess_calibration(p, y, w)
