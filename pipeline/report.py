@@ -172,6 +172,10 @@ def _later_figures(root: Path, words: Labels, units: str, plt: Any) -> dict[str,
     hr = read_csv(root / "reports/survival/hazard_ratios.csv")
     if not hr.empty:
         out.update(_forest(hr, words, units, plt))
+    path = root / "reports/survival/schoenfeld.csv"
+    schoenfeld = read_csv(path) if path.exists() else pd.DataFrame()   # (outputs made before it existed)
+    if not schoenfeld.empty:
+        out.update(_schoenfeld(schoenfeld, hr, plt))
     open_share = read_csv(root / "reports/durations/plot_open_share.csv")
     if not open_share.empty:
         out.update(_durations(open_share, plt))
@@ -205,6 +209,54 @@ def _forest(hr: pd.DataFrame, words: Labels, units: str, plt: Any) -> dict[str, 
     ax.legend(loc="lower right", fontsize=8)
     out["forest"] = figure_uri(fig)
     return out
+
+
+def _schoenfeld(table: pd.DataFrame, hr: pd.DataFrame, plt: Any) -> dict[str, str]:
+    """One figure per flagged term, as R's plot(cox.zph(fit)): beta(t) smoothed with its band,
+    binned means of the scaled residuals (no individual residual), the Cox estimate."""
+    out = {}
+    coef = dict(zip(hr["covariate"], hr["coef"])) if "coef" in hr else {}
+    for term, rows in table.groupby("term", sort=False):
+        curve, bins = rows[rows["part"] == "curve"], rows[rows["part"] == "bin"]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.fill_between(curve["time_km"], curve["lower"], curve["upper"], alpha=0.3, label="band (2 SE, as R)")
+        ax.plot(curve["time_km"], curve["smooth"], label="smoothed beta(t)")
+        ax.plot(bins["time_km"], bins["scaled_residual"], "o", label="mean scaled residual, binned events")
+        if term in coef:
+            ax.axhline(coef[term], ls="--", color="C3", lw=1, label="Cox estimate (an average over time)")
+        ax.axhline(0, color="grey", lw=0.8)
+        ticks = curve.iloc[np.linspace(0, len(curve) - 1, min(6, len(curve))).astype(int)]
+        ax.set_xticks(ticks["time_km"], [f"{m:.1f}" for m in ticks["time_months"]])
+        ax.set(xlabel="months since the origin (spaced as 1 - Kaplan-Meier)", ylabel="log hazard ratio",
+               title=f"Does the hazard ratio for {term} change over follow-up?")
+        ax.legend(fontsize=8)
+        out[f"schoenfeld:{term}"] = figure_uri(fig)
+    return out
+
+
+def ph_section(surv: dict[str, Any], ph: pd.DataFrame, figs: dict[str, str]) -> str:
+    """The Cox fits' warnings, then the proportional-hazards check: a scaled-Schoenfeld figure
+    per flagged term, or one sentence when none is flagged."""
+    warned = surv.get("warnings", [])
+    parts = [("<p class='warning'><strong>Model warnings</strong> (a coefficient that may be infinite has no "
+              "finite estimate: its hazard ratio and interval are not to be read):</p><ul>"
+              + "".join(f"<li>{html.escape(w['model'].replace('_', ' '))}: {html.escape(w['message'])}</li>"
+                        for w in warned) + "</ul>") if warned else ""]
+    if ph.empty:
+        return parts[0] + not_estimated(surv, "ph_tests")
+    flagged = [k for k in figs if k.startswith("schoenfeld:")]
+    if flagged:
+        parts.append("<h3>Hazard ratios that change over follow-up (scaled Schoenfeld residuals)</h3>"
+                     "<p>Each flagged term (the global test rejects and the term's Holm-adjusted test does): its "
+                     "log hazard ratio over follow-up, smoothed as R's <code>plot(cox.zph(fit))</code>; the Cox "
+                     "estimate is its average. Points are means of bins of at least the disclosure threshold of "
+                     "events; no individual residual is shown.</p>")
+        parts += [image(figs, key, f"Scaled Schoenfeld residuals for {key.split(':', 1)[1]}") for key in flagged]
+    else:
+        parts.append("<p>No term flagged: the proportional-hazards tests (global test first, then each term "
+                     "after Holm's adjustment) give no evidence that a hazard ratio changes over follow-up, so no "
+                     "scaled-Schoenfeld plot is drawn (reports/survival/ph_tests.csv).</p>")
+    return "".join(parts)
 
 
 def _durations(open_share: pd.DataFrame, plt: Any) -> dict[str, str]:
@@ -499,7 +551,8 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
         ("hazard-ratios", f"Hazard ratios (Cox model; {html.escape(strata_words(params, surv))}; "
                           f"robust CIs by {cluster_word(params, clean)})",
          f"{image(figs, 'forest', 'Forest plot of hazard ratios')}{not_estimated(surv, 'cox')}"
-         f"{not_estimated(surv, 'parametric_models')}{table_html(hr[hr_cols])}"),
+         f"{not_estimated(surv, 'parametric_models')}{table_html(hr[hr_cols])}"
+         f"{ph_section(surv, csv('reports/survival/ph_tests.csv'), figs)}"),
         ("durations", "Plan durations for planners", durations_html),
         ("banded-durations", "Plan durations from published counts", banded_html),
         ("odds-ratios", f"Logistic model: odds ratios (95% CIs robust by {cluster_word(params, clean)})",
@@ -586,6 +639,8 @@ because a count is below {min_count}, or not defined.</p>
         "## How often this model is wrong", "", err["statement"], "",
         table_markdown(first), "", WARNING, "",
         *(["**Synthetic data**: the embedded synthetic default, not real children.", ""] if synthetic else []),
+        *(["## Model warnings", "", *(f"- survival, {w['model'].replace('_', ' ')}: {w['message']}"
+                                      for w in surv.get("warnings", [])), ""] if surv.get("warnings") else []),
         *(["## Could not be estimated", "", *(f"- {stage}: {m['status']}" for stage, m in (
             ("survival", surv), ("logistic", logi), ("calibration", cal), ("errors", err)) if m.get("status")), ""]
           if any(m.get("status") for m in (surv, logi, cal, err)) else []),
