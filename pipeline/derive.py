@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cli import InputError
-from pipeline.schema import DURATION_UNITS, FACTORS, NO_SERVICE_OUTCOMES, age_band, age_in_years
+from pipeline.schema import DURATION_UNITS, FACTORS, NO_SERVICE_OUTCOMES, age_band, age_in_years, years_before
 
 _DAY_NS = 86_400_000_000_000
 
@@ -84,16 +84,17 @@ def dfe_rereferral_share(start_code: np.ndarray, start_day: np.ndarray, extract_
                          ) -> tuple[float, int]:
     """England's published re-referral measure (DfE, Characteristics of children in need):
     of the referrals in the 12 months to the extract date, the share that came within 12
-    months (365 days) of the child's previous referral. Referrals are episode starts (a
+    months (on or before the same calendar date a year later) of the child's previous referral. Referrals are episode starts (a
     second report of the same incident is not a referral here). Returns the share (NaN with
     no referral in the year) and the number of referrals in the year.
 
     A backward-looking share of referrals: not a child's risk of being re-referred, which
     the Kaplan-Meier and Aalen-Johansen curves estimate forward from each episode's end."""
     has_prev = np.r_[False, start_code[1:] == start_code[:-1]]
-    gap = np.r_[0, np.diff(start_day)]
-    in_year = start_day > to_days(pd.Series([pd.Timestamp(extract_date) - pd.Timedelta(days=365)]))[0]
-    share = float((has_prev & (gap <= 365))[in_year].mean()) if in_year.any() else float("nan")
+    previous = pd.Series(pd.to_datetime(np.r_[start_day[:1], start_day[:-1]], unit="D"))
+    within_year = start_day <= to_days(previous + pd.DateOffset(years=1))
+    in_year = start_day > to_days(pd.Series([years_before(pd.Timestamp(extract_date))]))[0]
+    share = float((has_prev & within_year)[in_year].mean()) if in_year.any() else float("nan")
     return share, int(in_year.sum())
 
 

@@ -59,10 +59,10 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
     """
     from pipeline.derive import (derive_rereport, dfe_rereferral_share, episode_start_days, order_by_child,
                                  to_days)
-    from pipeline.schema import DAYS_PER_YEAR, age_in_years
+    from pipeline.schema import DAYS_PER_YEAR, age_in_years, years_before
 
     extract = pd.Timestamp(extract_date)
-    year_start = extract - pd.Timedelta(days=365)
+    year_start = years_before(extract)
     s_code, s_day = episode_start_days(referrals, same_episode_days)
     has_prev = np.r_[False, s_code[1:] == s_code[:-1]]
     rereferral_share, referrals_in_year = dfe_rereferral_share(s_code, s_day, extract)
@@ -84,7 +84,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
         at_risk = np.clip(t - lo, 0, hi - lo).sum()
         events = ((rereport["event"] == 1) & (t > lo) & (t <= hi)).sum()
         hazards[f"{lo}-{hi}"] = round(float(1000 * DAYS_PER_YEAR * events / at_risk), 2)
-    first_year = s_day[~has_prev] <= to_days(pd.Series([extract - pd.Timedelta(days=5 * 365)]))[0]
+    first_year = s_day[~has_prev] <= to_days(pd.Series([years_before(extract, 5)]))[0]
     child_has_second = np.bincount(s_code, minlength=s_code.max() + 1)[s_code[~has_prev]] > 1
     return {
         "rereferral_within_12_months_share": round(rereferral_share, 4),

@@ -457,6 +457,40 @@ def banded_section(root: Path) -> str:
             f"</p>{table_html(pd.DataFrame(rows))}")
 
 
+def outcome_figures(epi: dict[str, Any], surv: dict[str, Any], err: dict[str, Any], cal: dict[str, Any],
+                    words: Labels) -> pd.DataFrame:
+    """The "re-referred within a year" figures the stages give (25.5%, 29.3%, 30.0% and 22.6% on
+    the default), side by side with what each counts, so readers see why they differ."""
+    def share(value: Any) -> str:
+        return WITHHELD if value is None else f"{100 * float(value):.1f}%"
+
+    rows = []
+    dfe = epi.get("dfe_rereferral_within_12_months")
+    if dfe:
+        rows.append(("DfE's published measure", share(dfe.get("share")),
+                     "of the referrals in the final 12 months, the share within 12 months of the child's previous "
+                     "one: backward-looking, counts referrals not children's risk"))
+    km = surv.get("cumulative_rereport", {}).get("12_months")
+    if km is not None:
+        rows.append(("1 - Kaplan-Meier at 12 months (all index episodes)", share(km),
+                     "entering care and turning 18 censored: the risk if no child ever left that way (overstates)"))
+    aj = surv.get("cumulative_incidence", {}).get("12_months")
+    if aj is not None:
+        rows.append(("Aalen-Johansen at 12 months (all index episodes)", share(aj),
+                     "entering care or turning 18 first counts as not re-referred: the project's observed risk"))
+    cox12 = cal.get("cox", {}).get("12_months", {})
+    if cox12.get("mean_observed") is not None:
+        rows.append(("Aalen-Johansen at 12 months (validation families)", share(cox12["mean_observed"]),
+                     "the same definition on the later families the models are judged on"))
+    events = err.get("at_default_rule", {}).get("events_per_1000")
+    if events is not None:
+        rows.append((f"headline: {words.outcome} within {float(err.get('horizon_days', 0)):g} days (validation)",
+                     share(events / 1000),
+                     "the same definition, among validation rows with the whole horizon of possible follow-up "
+                     "(later cohorts; per 1,000 rounded)"))
+    return pd.DataFrame(rows, columns=["figure", "value", "what it counts"])
+
+
 def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     """(report.html, summary.md) from the pipeline's outputs under ``root``."""
     def metrics(name: str) -> dict[str, Any]:
@@ -514,6 +548,7 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
                     f"{logi.get('outcome', {}).get('handling', '')}"),
         ("validation split", split_words),
     ], columns=["", "value"])
+    figures_table = outcome_figures(epi, surv, err, cal, words)
     hr = csv("reports/survival/hazard_ratios.csv")
     hr_cols = [c for c in ("covariate", "hr", "hr_lower", "hr_upper", "p", "true_hr") if c in hr]
     odds = csv("reports/logistic/odds_ratios.csv")[["term", "or", "or_lower", "or_upper", "p"]]
@@ -545,7 +580,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"<p>Every row read is kept or quarantined with its reason; rows in = kept + rejected for every table. "
          f"Rejected rows are never imputed; what a route estimates (an NCANDS birth date, say) is stated "
          f"below.</p>{source}{table_html(reconciliation)}{table_html(reasons)}"),
-        ("cohort", "Cohort", table_html(cohort)),
+        ("cohort", "Cohort", table_html(cohort) + (
+            f"<h3>How many {html.escape(words.have_outcome)} within a year? Each figure and what it counts</h3>"
+            f"{table_html(figures_table)}" if len(figures_table) else "")),
         ("km", f"Time to {words.outcome} (Kaplan-Meier)",
          image(figs, "km", f"Kaplan-Meier cumulative {words.outcome}") + not_estimated(surv, "survival_curves")),
         ("hazard-ratios", f"Hazard ratios (Cox model; {html.escape(strata_words(params, surv))}; "

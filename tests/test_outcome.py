@@ -49,3 +49,18 @@ def test_ipcw_share_equals_aalen_johansen_with_many_ties():
         share = (known["y"] * known["weight"]).sum() / n
         np.testing.assert_allclose(share, step_read(aj["time"], aj["cif"], horizon, 0.0)[0], rtol=1e-12)
         np.testing.assert_allclose(known["weight"].sum(), n, rtol=1e-12)
+
+
+def test_report_reconciles_the_within_a_year_figures():
+    """Each figure the stages give is listed with its definition; a figure a route lacks is left out."""
+    from pipeline.report import outcome_figures
+    from pipeline.settings import Labels
+
+    table = outcome_figures({"dfe_rereferral_within_12_months": {"share": 0.2264}},
+                            {"cumulative_rereport": {"12_months": 0.3001}, "cumulative_incidence": {"12_months": 0.2926}},
+                            {"horizon_days": 365, "at_default_rule": {"events_per_1000": 255}},
+                            {"cox": {"12_months": {"mean_observed": 0.264}}}, Labels())
+    assert table["value"].tolist() == ["22.6%", "30.0%", "29.3%", "26.4%", "25.5%"]
+    assert "censored" in table["what it counts"].iloc[1] and "not re-referred" in table["what it counts"].iloc[2]
+    prepared = outcome_figures({}, {"cumulative_rereport": {"12_months": 0.3}}, {}, {}, Labels())
+    assert prepared["figure"].tolist() == ["1 - Kaplan-Meier at 12 months (all index episodes)"]
