@@ -81,6 +81,7 @@ ties, Breslow, non-sparse) in ``tests/test_frailty.py``.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -90,7 +91,7 @@ from scipy.sparse import csgraph
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from pipeline.cox import CoxPH, _prepare, _Stratum
+from pipeline.cox import CoxConvergenceWarning, CoxPH, _prepare, _Stratum, check_input
 
 #: R's default: clusters above this number get the sparse (diagonal) frailty information.
 SPARSE_ABOVE = 5
@@ -363,14 +364,9 @@ class GammaFrailtyCox:
         n, p = X.shape
         self.names_ = list(names) if names is not None else [f"x{i}" for i in range(p)]
         stop = np.asarray(duration, dtype=float)
-        event = np.asarray(event).astype(bool)
-        if not (len(stop) == len(event) == len(cluster) == n) or (strata is not None and len(strata) != n):
-            raise ValueError("X, duration, event, cluster and strata must have one entry per row")
-        if not (np.isfinite(X).all() and np.isfinite(stop).all()):
-            raise ValueError("covariates and durations must be finite numbers")
+        # the Cox model's rules and messages (pipeline.cox.check_input): CoxInputError, a ValueError
+        event = check_input(X, stop, event, self.names_, strata=strata, cluster=cluster)
         codes, self.clusters_ = pd.factorize(np.asarray(cluster), sort=True)
-        if (codes < 0).any():
-            raise ValueError("cluster has missing values")
         q = len(self.clusters_)
         self._events_per_cluster = np.bincount(codes, weights=event, minlength=q)
         labels = np.zeros(n, dtype=np.int64) if strata is None else pd.factorize(np.asarray(strata))[0]
@@ -420,6 +416,8 @@ class GammaFrailtyCox:
             else:
                 theta = _next_theta(thetas, ll)
                 if theta is None:
+                    warnings.warn("Two fits tie for the largest I-likelihood: the search for the frailty variance "
+                                  "stopped there.", CoxConvergenceWarning, stacklevel=3)
                     break
             near = fits[int(np.argmin(np.abs(np.asarray(thetas) - theta)))]   # warm start
             fits.append(self._fit_at(theta, near["beta"], near["omega"]))
@@ -439,6 +437,13 @@ class GammaFrailtyCox:
         self.lr_p_ = boundary_lr_p(self.lr_statistic_)
         self.n_iter_ = (len(fits), int(sum(f["steps"] for f in fits)))
         self.converged_ = bool(done and all(f["converged"] for f in fits))
+        unconverged = [f"{f['theta']:.4g}" for f in fits if not f["converged"]]
+        if unconverged:    # R: "Inner loop failed to coverge for iterations ..."
+            warnings.warn(f"The penalised fit did not converge in {self.inner_max} Newton-Raphson steps at frailty "
+                          f"variance {', '.join(unconverged)}.", CoxConvergenceWarning, stacklevel=3)
+        if self.theta is None and not done and len(fits) >= self.outer_max:
+            warnings.warn(f"The search for the frailty variance stopped after {self.outer_max} fits (outer_max) "
+                          f"before the I-likelihood settled.", CoxConvergenceWarning, stacklevel=3)
         self.n_obs_, self.n_events_, self.n_clusters_ = n, int(event.sum()), q
         for attr in ("_strata", "_index", "_dense_strata"):    # the sorted copies are not needed after fit
             self.__dict__.pop(attr, None)

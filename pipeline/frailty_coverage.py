@@ -32,7 +32,8 @@ from threadpoolctl import threadpool_limits
 
 from pipeline import config, simulate, survival
 from pipeline.cox import CoxPH
-from pipeline.episodes import derive_rereport
+from pipeline.derive import derive_rereport
+from pipeline.design import design_matrix
 from pipeline.frailty import GammaFrailtyCox
 
 Z95 = stats.norm.ppf(0.975)
@@ -48,7 +49,7 @@ def replicate(params: dict[str, Any], seed: int, n_children: int, frailty_varian
                             extract_date=config.extract_date(p))
     df = df.reset_index(drop=True)
     s = p["survival"]
-    X, _ = survival.design_matrix(df, s["covariates"], s.get("categorical", []))
+    X, _ = design_matrix(df, s["covariates"], s.get("categorical", []))
     truth = survival.truth_for(list(X.columns), extract.truth)
     strata = df[s["strata"]] if s.get("strata") else None
     cox = CoxPH(ties=s["ties"]).fit(X, df["time_days"], df["event"], strata=strata, cluster=df[s["cluster"]])
