@@ -15,10 +15,12 @@ the number of earlier referrals, absorbs part of it).
 
     PPL(beta, omega) = PL(beta, omega) - nu sum_g (exp(omega_g) - omega_g),
 
-PL the Cox partial likelihood (Efron or Breslow ties, as ``pipeline.cox``) of the linear
-predictor x_j' beta + omega_g(j). PL does not change when every omega_g moves by the same
-constant; the penalty is smallest over such shifts when mean_g exp(omega_g) = 1, so omega
-is recentred there after each step (as R). Maximised by Newton-Raphson on (omega, beta)
+PL the Cox partial likelihood (Efron or Breslow ties, as ``pipeline.cox``; right-censored
+data, no entry times) of the linear predictor x_j' beta + omega_g(j). PL does not change
+when the omegas of a set of clusters that makes up whole strata move by one constant; the
+penalty is smallest over such shifts when exp(omega) averages 1 over the set, so omega is
+recentred there after each step (R recentres over all clusters at once: the same maximum,
+more steps). Maximised by Newton-Raphson on (omega, beta)
 with R's "sparse" information when there are more than 5 clusters: the omega-omega block
 of minus the PPL Hessian is replaced by its diagonal
 
@@ -39,10 +41,14 @@ delta_j b_k(j)) the expected count of row j (a_k = sum_l 1/S0_kl, b_k = sum_l (l
     C_g = sum_{j in g} [x_j E_j - w_j (sum_{k: j at risk} B_k - delta_j C_k(j))],
           B_k = sum_l xbar_kl / S0_kl,  C_k = sum_l (l/d_k) xbar_kl / S0_kl,
     sum_kl m_gkl^2 = sum over pairs j, j' of g in one stratum of w_j w_j' G0(min(t_j, t_j'))
-                     - Efron terms for g's tied events,   G0(t) = sum_{t_k <= t} sum_l 1/S0_kl^2,
+                     + sum over g's event times k of [D0_kg^2 c2_k - 2 S0_kg D0_kg c1_k],
 
-the pair sum being sum_j w_j G0(t_j) (2 T_j - w_j), T_j the sum of w over j and the later
-rows of its cluster and stratum (one sort by cluster and time, a grouped suffix sum).
+G0(t) = sum_{t_k <= t} c0_k, c_r,k = sum_l (l/d_k)^r / S0_kl^2 (Efron's pseudo-risk-sets,
+S0_kl^(g) = S0_kg - (l/d_k) D0_kg, with S0_kg and D0_kg the sums of w over g's rows at risk
+and over g's events at t_k; Breslow: c1 = c2 = 0). The pair sum is sum_j w_j G0(t_j)
+(2 T_j - w_j), T_j the sum of w over j and the later rows of its cluster and stratum (one
+sort by cluster and time, a grouped suffix sum). Newton-Raphson stops when half the
+Newton decrement, U' H^-1 U / 2, is below 1e-13 (1 + |PPL|).
 With 5 clusters or fewer the omega-omega block is exact (cluster indicators as extra
 penalised columns), as R's non-sparse term. At the solution
 
@@ -58,8 +64,8 @@ R's ``frailty(..., method="em")`` (Therneau and Grambsch 2000, sec. 9.6; Thernea
                  + sum_g [d_g + nu log nu - (nu + d_g) log(nu + d_g)
                           + log Gamma(nu + d_g) - log Gamma(nu)],
 
-the marginal (frailty-integrated) log-likelihood with the baseline hazard profiled out;
-L_I(theta) -> PL of the plain Cox model as theta -> 0. theta is searched as R does (so the
+R's "I-likelihood" (the marginal likelihood of the EM method, Therneau et al. 2003, with the
+frailties integrated out); L_I(theta) -> PL of the plain Cox model as theta -> 0. theta is searched as R does (so the
 reported theta is R's): theta = 0 (the plain Cox model), theta = 1, then 2 (or 1/2 if
 L_I(1) < L_I(0) + 1), then successive parabolic interpolation on sqrt(theta) through the
 best point and its neighbours (a golden-section-like step when the parabola's vertex falls
@@ -401,7 +407,7 @@ class GammaFrailtyCox:
         self.loglik_cox_ = cox.loglik_
         fits = [{"theta": 0.0, "beta": cox.coef_, "omega": np.zeros(q), "pl": cox.loglik_,
                  "i_loglik": cox.loglik_, "var": cox.var_, "var2": cox.var_, "df": 0.0, "steps": cox.n_iter_,
-                 "converged": True}]
+                 "converged": cox.converged_}]   # (CoxPH warns for itself when it does not converge)
         done = False
         if self.theta is not None:
             fits = [fits[0]] if self.theta == 0 else [self._fit_at(self.theta, cox.coef_, np.zeros(q))]
@@ -437,7 +443,7 @@ class GammaFrailtyCox:
         self.lr_p_ = boundary_lr_p(self.lr_statistic_)
         self.n_iter_ = (len(fits), int(sum(f["steps"] for f in fits)))
         self.converged_ = bool(done and all(f["converged"] for f in fits))
-        unconverged = [f"{f['theta']:.4g}" for f in fits if not f["converged"]]
+        unconverged = [f"{f['theta']:.4g}" for f in fits if not f["converged"] and f["theta"] > 0]
         if unconverged:    # R: "Inner loop failed to coverge for iterations ..."
             warnings.warn(f"The penalised fit did not converge in {self.inner_max} Newton-Raphson steps at frailty "
                           f"variance {', '.join(unconverged)}.", CoxConvergenceWarning, stacklevel=3)
