@@ -60,6 +60,7 @@ import warnings
 import numpy as np
 import pandas as pd
 from scipy import special, stats
+from scipy.linalg import blas
 
 DISTRIBUTIONS = ("weibull", "lognormal", "loglogistic")
 #: Mean and variance of W for each distribution (moment-matched starting values).
@@ -74,17 +75,15 @@ class AFTConvergenceWarning(UserWarning):
     """The AFT fit stopped before the log-likelihood converged (estimates unreliable)."""
 
 
-def _g_terms(z: np.ndarray, event: np.ndarray, dist: str, derivatives: bool = True):
+def _g_terms(z: np.ndarray, event: np.ndarray, dist: str):
     """Per-row g(z), g'(z), g''(z) (see the module docstring); event is 0/1 float."""
     with np.errstate(over="ignore", invalid="ignore"):   # a trial step may overflow: loglik -> -inf, halved
         if dist == "weibull":
             e = np.exp(z)
             g = event * z - e
-            return (g, event - e, -e) if derivatives else g
+            return g, event - e, -e
         if dist == "loglogistic":
             g = event * z - (1 + event) * np.logaddexp(0, z)
-            if not derivatives:
-                return g
             p = special.expit(z)
             return g, event - (1 + event) * p, -(1 + event) * p * (1 - p)
         ev = event.astype(bool)
@@ -93,8 +92,6 @@ def _g_terms(z: np.ndarray, event: np.ndarray, dist: str, derivatives: bool = Tr
         g[ev] = -0.5 * z[ev] ** 2 - _LOG_SQRT_2PI
         log_surv = special.log_ndtr(-z[cens])
         g[cens] = log_surv
-        if not derivatives:
-            return g
         g1, g2 = np.empty_like(z), np.empty_like(z)
         g1[ev], g2[ev] = -z[ev], -1.0
         mills = np.exp(-0.5 * z[cens] ** 2 - _LOG_SQRT_2PI - log_surv)
@@ -130,61 +127,57 @@ class AFTRegression:
         self.max_iter = max_iter
 
     # -- likelihood ----------------------------------------------------------------------
-    def _loglik(self, Z: np.ndarray, theta: np.ndarray) -> float:
-        """Log-likelihood at a trial point (a wild step may overflow: -inf, then halved)."""
+    def _point(self, Z: np.ndarray, theta: np.ndarray) -> tuple[float, tuple]:
+        """Log-likelihood at theta and the per-row terms (z, g', g'') its derivatives need.
+        A wild trial step may overflow: the log-likelihood is then -inf and the step halved."""
         tau = theta[-1]
         with np.errstate(over="ignore", invalid="ignore"):
             z = (self._y - Z @ theta[:-1]) * np.exp(-tau)
-            g = _g_terms(z, self._event, self.distribution, derivatives=False)
-            value = float(g.sum() - self._n_events * tau - self._sum_event_y)
-        return value if np.isfinite(value) else -np.inf
+            g, g1, g2 = _g_terms(z, self._event, self.distribution)
+            loglik = float(g.sum() - self._n_events * tau - self._sum_event_y)
+        return (loglik if np.isfinite(loglik) else -np.inf), (z, g1, g2, np.exp(-tau))
 
-    def _loglik_score_info(self, Z: np.ndarray, theta: np.ndarray):
-        """Log-likelihood, score and observed information -H in theta = (b, tau)."""
+    def _score_info(self, Z: np.ndarray, terms: tuple) -> tuple[np.ndarray, np.ndarray]:
+        """Score and observed information -H in theta = (b, tau) (module docstring)."""
+        z, g1, g2, inv_sigma = terms
         k = Z.shape[1]
-        tau = theta[-1]
-        inv_sigma = np.exp(-tau)
-        z = (self._y - Z @ theta[:-1]) * inv_sigma
-        g, g1, g2 = _g_terms(z, self._event, self.distribution)
-        loglik = float(g.sum() - self._n_events * tau - self._sum_event_y)
+        both = Z.T @ np.column_stack([g1, g2 * z + g1])     # one pass over Z for both sums
         score = np.empty(k + 1)
-        score[:k] = -(Z.T @ g1) * inv_sigma
+        score[:k] = -both[:, 0] * inv_sigma
         score[k] = -float(g1 @ z) - self._n_events
         info = np.empty((k + 1, k + 1))
-        info[:k, :k] = -_weighted_crossprod(Z, g2) * inv_sigma ** 2
-        cross = -(Z.T @ (g2 * z + g1)) * inv_sigma
-        info[:k, k] = info[k, :k] = cross
+        info[:k, :k] = _weighted_crossprod(Z, -g2) * inv_sigma ** 2
+        info[:k, k] = info[k, :k] = -both[:, 1] * inv_sigma
         info[k, k] = -float(g2 @ (z * z) + g1 @ z)
-        return loglik, score, info
+        return score, info
 
     def _newton(self, Z: np.ndarray, theta: np.ndarray, max_iter: int, what: str):
-        """Newton-Raphson with step-halving from ``theta``; returns (theta, loglik, score,
-        info, iterations, converged)."""
-        loglik, score, info = self._loglik_score_info(Z, theta)
+        """Newton-Raphson with step-halving from ``theta``; returns (theta, loglik, info,
+        iterations, converged)."""
+        loglik, terms = self._point(Z, theta)
         if not np.isfinite(loglik):
             raise ValueError(f"{what}: the starting values give a non-finite log-likelihood")
+        score, info = self._score_info(Z, terms)
         converged = False
         it = 0
         for it in range(1, max_iter + 1):
             step = _newton_step(info, score)
-            new = theta + step
-            new_loglik = self._loglik(Z, new)
+            new_loglik, new_terms = self._point(Z, theta + step)
             halvings = 0
             while new_loglik < loglik - 1e-12 * abs(loglik) and halvings < 30:
                 step = step / 2
-                new = theta + step
-                new_loglik = self._loglik(Z, new)
+                new_loglik, new_terms = self._point(Z, theta + step)
                 halvings += 1
             if new_loglik < loglik - 1e-12 * abs(loglik):
                 # No ascent along the Newton direction: at the maximum to rounding, or stuck.
                 converged = abs(new_loglik - loglik) <= self.tol * abs(loglik)
                 break
             converged = halvings == 0 and abs(new_loglik - loglik) <= self.tol * abs(new_loglik)
-            theta = new
-            loglik, score, info = self._loglik_score_info(Z, theta)
+            theta, loglik = theta + step, new_loglik
+            score, info = self._score_info(Z, new_terms)
             if converged:
                 break
-        return theta, loglik, score, info, it, converged
+        return theta, loglik, info, it, converged
 
     # -- public API ----------------------------------------------------------------------
     def fit(self, X, duration, event, cluster=None, names=None) -> "AFTRegression":
@@ -193,47 +186,50 @@ class AFTRegression:
         robust variance."""
         if isinstance(X, pd.DataFrame):
             names = list(X.columns) if names is None else names
-            X = X.to_numpy(dtype=float)
-        X = np.asarray(X, dtype=float)
-        if X.ndim == 1:
-            X = X[:, None]
-        n, p = X.shape
+            columns = [X.iloc[:, j].to_numpy(dtype=float) for j in range(X.shape[1])]
+        else:
+            X = np.asarray(X, dtype=float)
+            columns = list((X[:, None] if X.ndim == 1 else X).T)
+        n, p = len(np.asarray(duration)), len(columns)
         self.names_ = ["(Intercept)", *(list(names) if names is not None else [f"x{i}" for i in range(p)])]
         t = np.asarray(duration, dtype=float)
         event = np.asarray(event, dtype=float)
-        if t.shape != (n,) or event.shape != (n,):
+        if event.shape != (n,) or any(c.shape != (n,) for c in columns):
             raise ValueError("X, duration and event must have the same number of rows")
         if not np.all(np.isfinite(t) & (t > 0)):
             raise ValueError("every duration must be positive and finite for a parametric AFT fit")
         if not np.all((event == 0) | (event == 1)):
             raise ValueError("event must be 0 or 1")
-        if not np.all(np.isfinite(X)):
-            raise ValueError("covariates must be finite")
         if event.sum() == 0:
             raise ValueError("no events: an AFT model cannot be fitted")
         self._y, self._event = np.log(t), event
         self._n_events, self._sum_event_y = float(event.sum()), float(event @ self._y)
 
-        # Centre and scale the columns that are not 0/1 (conditioning at a million rows).
-        binary = np.all((X == 0) | (X == 1), axis=0)
-        center = np.where(binary, 0.0, X.mean(axis=0)) if n else np.zeros(p)
-        scale = np.where(binary, 1.0, X.std(axis=0)) if n else np.ones(p)
-        constant = scale == 0
-        if constant.any():
-            raise ValueError(f"covariate {self.names_[1 + int(np.argmax(constant))]} is constant")
-        Z = np.empty((n, p + 1))
+        # The design with an intercept, column-major (BLAS and column passes read it
+        # contiguously), columns that are not 0/1 centred and scaled (as R; conditioning).
+        Z = np.empty((n, p + 1), order="F")
         Z[:, 0] = 1.0
-        np.divide(X - center, scale, out=Z[:, 1:])
+        center, scale = np.zeros(p), np.ones(p)
+        for j, column in enumerate(columns):
+            if not np.all(np.isfinite(column)):
+                raise ValueError(f"covariate {self.names_[1 + j]} has a missing or infinite value")
+            if not np.all((column == 0) | (column == 1)):
+                center[j], scale[j] = column.mean(), column.std()
+                if scale[j] == 0:
+                    raise ValueError(f"covariate {self.names_[1 + j]} is constant")
+            np.subtract(column, center[j], out=Z[:, 1 + j])
+            Z[:, 1 + j] /= scale[j]
+        del columns
 
         # Intercept-and-scale model, from the moments of log t, then the full model from it.
         mean_w, var_w = _W_MOMENTS[self.distribution]
         sd_y = float(np.std(self._y)) or 1.0
         sigma0 = sd_y / np.sqrt(var_w)
         start = np.array([self._y.mean() - sigma0 * mean_w, np.log(sigma0)])
-        null, loglik_null, *_, null_ok = self._newton(Z[:, :1], start, 100, "intercept-only AFT model")
+        null, loglik_null, _, _, null_ok = self._newton(Z[:, :1], start, 100, "intercept-only AFT model")
         self.loglik_null_ = loglik_null
         theta0 = np.concatenate([[null[0]], np.zeros(p), [null[1]]])
-        theta, loglik, score, info, it, converged = self._newton(Z, theta0, self.max_iter, "AFT model")
+        theta, loglik, info, it, converged = self._newton(Z, theta0, self.max_iter, "AFT model")
         if not (converged and null_ok):
             start = "" if null_ok else "; nor did its intercept-only start"
             warnings.warn(f"{self.distribution} AFT fit did not converge in {it} Newton iterations "
@@ -308,13 +304,15 @@ class AFTRegression:
 
 
 def _weighted_crossprod(Z: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Z' diag(w) Z, in row blocks (no n x k temporary)."""
+    """Z' diag(w) Z for w >= 0, as (sqrt(w) Z)'(sqrt(w) Z) by BLAS syrk in row blocks (no
+    n x k temporary; syrk is several times faster than a general product here)."""
     k = Z.shape[1]
-    out = np.zeros((k, k))
+    upper = np.zeros((k, k))
+    root = np.sqrt(np.maximum(w, 0.0))   # g'' <= 0 for all three; max() guards rounding
     for lo in range(0, len(Z), _BLOCK_ROWS):
-        block = Z[lo:lo + _BLOCK_ROWS]
-        out += (block * w[lo:lo + _BLOCK_ROWS, None]).T @ block
-    return out
+        block = np.asfortranarray(Z[lo:lo + _BLOCK_ROWS] * root[lo:lo + _BLOCK_ROWS, None])
+        upper += blas.dsyrk(1.0, block, trans=1)   # upper triangle of block' block
+    return np.triu(upper) + np.triu(upper, 1).T
 
 
 def _newton_step(info: np.ndarray, score: np.ndarray) -> np.ndarray:
