@@ -50,6 +50,10 @@ scaled inside the fit (as R does; estimates are mapped back exactly). Non-conver
 an ``AFTConvergenceWarning``. Durations must be positive (the survival stage moves exact
 zeros to ``estimable.ZERO_DURATION_DAYS`` before fitting).
 
+Cost: a Newton step is O(n k^2), one BLAS ``syrk`` of sqrt(-g'') x over row blocks plus a
+few passes over n; about 5 steps from the intercept-only start. 1.34M rows x 20 covariates:
+about 6 s a fit on 2 shared cores (lifelines 39-93 s; ``python -m pipeline.bench --only aft``).
+
 Checked against R 4.2.2 ``survival`` 3.5-3 ``survreg`` in ``tests/test_aft.py``.
 """
 
