@@ -151,7 +151,7 @@ def bench_bootstrap(n: int = 800_000, p: int = 20, replicates: int = 200, seed: 
     on each replicate and on the original rows; sibling pairs as families."""
     import numpy as np
 
-    from pipeline import bootstrap, logistic
+    from pipeline import bootstrap, logistic_model as logistic
 
     rng = np.random.default_rng(seed)
     X = synthetic_design(n, p, rng)

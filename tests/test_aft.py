@@ -187,3 +187,16 @@ def test_recovers_simulated_weibull_truth():
     m = AFTRegression("weibull").fit(X, np.minimum(t, c), (t <= c).astype(int))
     truth = np.array([2, 0.5, -0.3, np.log(0.8)])
     assert np.all(np.abs(np.append(m.coef_, m.log_scale_) - truth) < 4 * m.se_)
+
+
+def test_stage_keeps_a_non_convergence_warning_in_its_metrics_log(monkeypatch):
+    from functools import partial
+
+    from pipeline.fit_warnings import FitWarnings
+
+    monkeypatch.setattr(survival, "AFT", {"loglogistic": partial(AFTRegression, "loglogistic", max_iter=1)})
+    log = FitWarnings(survival.FIT_WARNINGS)
+    df = pd.DataFrame({"time_days": ROSSI["week"], "event": ROSSI["arrest"]})
+    survival.parametric(df, ROSSI[COVARIATES], ["loglogistic"], [1.0], {}, log)
+    assert [r["model"] for r in log.records] == ["loglogistic_aft"]
+    assert "did not converge in 1 Newton iterations" in log.records[0]["message"]

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import config, simulate, survival
-from pipeline.episodes import derive_rereport
+from pipeline import config, design, simulate, survival
+from pipeline.derive import derive_rereport
 from pipeline.nonparametric import aalen_johansen
 
 SMALL = pd.read_csv(Path(__file__).parent / "data" / "cox_small.csv")
@@ -113,7 +113,7 @@ def test_aalen_johansen_equals_lifelines_without_ties():
 
 def test_design_matrix_reference_is_commonest_level():
     df = pd.DataFrame({"a": [1, 0, 1], "sex": ["F", "M", "M"], "const": [1, 1, 1]})
-    X, ref = survival.design_matrix(df, ["a", "const"], ["sex"])
+    X, ref = design.design_matrix(df, ["a", "const"], ["sex"])
     assert ref == {"sex": "M"} and list(X.columns) == ["a", "sex[F]"]
 
 
