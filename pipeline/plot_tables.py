@@ -83,12 +83,13 @@ def step_series(curve: pd.DataFrame, name: str, grid_months, value: str, before:
     return long_form(wide, "time_months", [name], value, at_risk_at(curve[time], curve[AT_RISK], days))
 
 
-def wide_form(long: pd.DataFrame, x: str, value: str) -> pd.DataFrame:
-    """A long plot table back in wide form: one column per series (in order of first
-    appearance), NaN where a series has no row."""
+def wide_form(long: pd.DataFrame, x: str, value: str, series: Sequence[str] = ()) -> pd.DataFrame:
+    """A long plot table back in wide form: one column per series (those named in ``series``,
+    in that order, or else every series in order of first appearance), NaN where a series has
+    no row; no rows for an empty table."""
     if long.empty:
-        return pd.DataFrame(columns=[x])
-    order = list(dict.fromkeys(long[SERIES]))
-    wide = long.pivot(index=x, columns=SERIES, values=value)[order].reset_index()
+        return pd.DataFrame(columns=[x, *series])
+    names = list(series) if series else list(dict.fromkeys(long[SERIES]))
+    wide = long.pivot(index=x, columns=SERIES, values=value).reindex(columns=names).reset_index()
     wide.columns.name = None
     return wide
