@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline.plot_tables import wide_form
 from pipeline.settings import Labels, labels
 
 WITHHELD = "\u2014"   # shown for a withheld (small count) or undefined value
@@ -135,27 +136,56 @@ def error_table(rules: pd.DataFrame, default_rule: str) -> pd.DataFrame:
     return out
 
 
-def figures(root: Path, words: Labels = Labels(), units: str = "families") -> dict[str, str]:
+def figures(root: Path, words: Labels = Labels(), units: str = "families", min_count: int | None = None
+            ) -> dict[str, str]:
     """The report's figures as data URIs; ``words`` and ``units`` name the outcome and the
-    resampled clusters as the input has them."""
+    resampled clusters as the input has them; ``min_count`` the disclosure threshold (named
+    under the Kaplan-Meier figure's numbers at risk)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = {}
-    curves = read_csv(root / "reports/survival/plot_curves.csv")
-    if curves.empty:
+    long = read_csv(root / "reports/survival/plot_curves.csv")
+    if long.empty:
         return {**out, **_later_figures(root, words, units, plt)}
-    fig, ax = plt.subplots(figsize=(7, 4))
+    curves = wide_form(long, "time_months", "share", ("cumulative_rereport", "cumulative_lower", "cumulative_upper"))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     ax.fill_between(curves["time_months"], curves["cumulative_lower"], curves["cumulative_upper"], alpha=0.3,
                     label="95% CI")
     ax.plot(curves["time_months"], curves["cumulative_rereport"], label="Kaplan-Meier")
     ax.set(xlabel="months since the episode ended" if words == Labels() else "months since the origin",
            ylabel=f"share with a {words.outcome}", title=f"Cumulative {words.outcome} (1 - Kaplan-Meier)")
     ax.legend()
+    if "at_risk" in long:
+        at_risk_row(ax, long[long["series"] == "cumulative_rereport"].set_index("time_months")["at_risk"], min_count)
     out["km"] = figure_uri(fig)
     return {**out, **_later_figures(root, words, units, plt)}
+
+
+def at_risk_row(ax: Any, at_risk: pd.Series, min_count: int | None, every: float = 12) -> None:
+    """Numbers at risk under the x axis at each year (a risk table, as R's survminer
+    ``risk.table`` or lifelines' ``add_at_risk_counts``): ``at_risk`` indexed by month, from the
+    plot table; past the curve's end fewer than ``min_count`` remain and the count is withheld
+    (shown as WITHHELD)."""
+    end = float(at_risk.index.max())
+    ticks = np.arange(0, every * np.ceil(end / every) + every / 2, every)
+    counts = [at_risk.get(t) for t in ticks]
+    labels = [WITHHELD if c is None or pd.isna(c) or str(c) == "withheld" else f"{int(float(c)):,}" for c in counts]
+    ax.set_xticks(ticks)
+    ax.set_xlim(0, ticks[-1])
+    row = ax.twiny()
+    row.set_xlim(ax.get_xlim())
+    row.set_xticks(ticks, labels)
+    row.xaxis.set_ticks_position("bottom")
+    row.xaxis.set_label_position("bottom")
+    row.spines["bottom"].set_position(("outward", 36))
+    for spine in row.spines.values():
+        spine.set_visible(False)
+    row.tick_params(axis="x", length=0, labelsize=8)
+    withheld = f" ({WITHHELD}: fewer than {min_count}, withheld)" if WITHHELD in labels and min_count else ""
+    row.set_xlabel(f"number at risk{withheld}", fontsize=8)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -178,13 +208,14 @@ def _later_figures(root: Path, words: Labels, units: str, plt: Any) -> dict[str,
         out.update(_schoenfeld(schoenfeld, hr, plt))
     open_share = read_csv(root / "reports/durations/plot_open_share.csv")
     if not open_share.empty:
-        out.update(_durations(open_share, plt))
+        out.update(_durations(wide_form(open_share, "time_months", "open_share"), plt))
     cal = read_csv(root / "reports/calibration/curve.csv")
     dec = read_csv(root / "reports/calibration/deciles.csv")
     if not cal.empty:
         out.update(_calibration(cal, dec, units, plt))
     dca = read_csv(root / "reports/errors/decision_curve.csv")
-    fpfn = read_csv(root / "reports/errors/plot_fp_fn.csv")
+    fpfn = wide_form(read_csv(root / "reports/errors/plot_fp_fn.csv"), "threshold", "per_1000",
+                     ("false_positives_per_1000", "false_negatives_per_1000"))
     if not dca.empty:
         out.update(_decision(dca, fpfn, plt))
     return out
@@ -531,7 +562,7 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     counts = epi.get("counts", {})
     unit = cluster_word(params, clean)
     units = UNIT_PLURALS[unit]
-    figs = figures(root, words, units)
+    figs = figures(root, words, units, min_count)
     split_words = "; ".join(f"{k.replace('_', ' ').replace('families', units)} {v}"
                             for k, v in logi.get("split", {}).items())
     cohort = pd.DataFrame([
