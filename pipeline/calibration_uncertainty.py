@@ -80,6 +80,9 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
 from pipeline.bootstrap import family_draws
 from pipeline.calibration import logistic_recalibration, weighted_quantile
 from pipeline.config import seed_sequence
@@ -99,7 +102,10 @@ def _z(level: float) -> float:
 def _variance(scores: np.ndarray, information: np.ndarray, cluster: np.ndarray | None) -> np.ndarray:
     """Model-based inverse information, or the cluster-robust sandwich with the G/(G-1)
     factor (R ``vcovCL``'s default for a glm)."""
-    bread = np.linalg.inv(information)
+    try:
+        bread = np.linalg.inv(information)
+    except np.linalg.LinAlgError:
+        return np.full(information.shape, np.nan)
     if cluster is None:
         return bread
     codes = pd.factorize(np.asarray(cluster))[0]
@@ -167,20 +173,46 @@ def percentile_interval(draws: pd.DataFrame, level: float = LEVEL) -> dict[str, 
     return {f"{m}_{side}": float(q[m].iloc[i]) for m in draws.columns for i, side in enumerate(("lower", "upper"))}
 
 
+def _one_thread(function: Callable, shared: tuple, chunk: np.ndarray) -> list:
+    with threadpool_limits(limits=1):
+        return function(*shared, chunk)
+
+
+def in_chunks(function: Callable[..., list], shared: tuple, replicates: np.ndarray, n_jobs: int = 1) -> list:
+    """``function(*shared, rows)`` over chunks of ``replicates`` (one row each), results in
+    order. With ``n_jobs`` > 1 the chunks run in parallel (joblib, one BLAS thread each, as
+    the optimism bootstrap); the replicates are drawn before, so results do not depend on
+    the number of workers."""
+    if n_jobs <= 1 or len(replicates) < 2:
+        return function(*shared, replicates)
+    chunks = np.array_split(replicates, min(len(replicates), 2 * n_jobs))
+    parts = Parallel(n_jobs=n_jobs)(delayed(_one_thread)(function, shared, c) for c in chunks)
+    return [r for part in parts for r in part]
+
+
+def _reweighted_errors(p: np.ndarray, y: np.ndarray, w: np.ndarray, multiplicities: np.ndarray) -> list:
+    return [smoothed_errors(p, y, w * times) for times in multiplicities]
+
+
+def _redrawn_errors(p: np.ndarray, w: np.ndarray, outcomes: np.ndarray) -> list:
+    return [smoothed_errors(p, y.astype(float), w) for y in outcomes]
+
+
 def error_intervals(p, y, weights, family, replicates: int, seed: int, stream: str,
-                    level: float = LEVEL) -> dict[str, float]:
+                    level: float = LEVEL, n_jobs: int = 1) -> dict[str, float]:
     """Family-bootstrap percentile intervals of ICI, E50 and E90 (``ici_lower`` ...)."""
     p, y, w = (np.asarray(a, dtype=float) for a in (p, y, weights))
-    draws = pd.DataFrame([smoothed_errors(p, y, w * times) for times in family_draws(family, replicates, seed, stream)])
-    return percentile_interval(draws, level)
+    multiplicities = np.array(list(family_draws(family, replicates, seed, stream)))
+    return percentile_interval(pd.DataFrame(in_chunks(_reweighted_errors, (p, y, w), multiplicities, n_jobs)), level)
 
 
-def noise_floor_draws(p, weights, replicates: int, seed: int, stream: str) -> pd.DataFrame:
+def noise_floor_draws(p, weights, replicates: int, seed: int, stream: str, n_jobs: int = 1) -> pd.DataFrame:
     """ICI, E50 and E90 of ``replicates`` outcome sets drawn from the predictions themselves
     (y* ~ Bernoulli(p)): a perfectly calibrated model at this n, risks and weights."""
     p, w = np.asarray(p, dtype=float), np.asarray(weights, dtype=float)
     rng = np.random.default_rng(seed_sequence(seed, stream))
-    return pd.DataFrame([smoothed_errors(p, (rng.random(len(p)) < p).astype(float), w) for _ in range(replicates)])
+    outcomes = np.array([rng.random(len(p)) < p for _ in range(replicates)])
+    return pd.DataFrame(in_chunks(_redrawn_errors, (p, w), outcomes, n_jobs))
 
 
 def reading(observed: float, floor_p95: float) -> str:
@@ -201,7 +233,8 @@ def floor_summary(observed: dict[str, float], draws: pd.DataFrame) -> dict[str, 
     return out
 
 
-def binary_uncertainty(p, y, weights, family, replicates: int, seed: int, stream: str) -> dict[str, Any]:
+def binary_uncertainty(p, y, weights, family, replicates: int, seed: int, stream: str, n_jobs: int = 1
+                       ) -> dict[str, Any]:
     """Everything above for one set of binary predictions: Wald intervals (robust by
     family), bootstrap intervals of ICI/E50/E90 (stream ``{stream}/interval``) and the noise
     floor (stream ``{stream}/noise_floor``). Flat ``*_lower``/``*_upper`` keys plus
@@ -210,8 +243,9 @@ def binary_uncertainty(p, y, weights, family, replicates: int, seed: int, stream
     out: dict[str, Any] = wald_intervals(p, y, w, cluster=family)
     observed = smoothed_errors(p, y, w)
     out.update(observed)
-    out.update(error_intervals(p, y, w, family, replicates, seed, f"{stream}/interval"))
-    out["noise_floor"] = floor_summary(observed, noise_floor_draws(p, w, replicates, seed, f"{stream}/noise_floor"))
+    out.update(error_intervals(p, y, w, family, replicates, seed, f"{stream}/interval", n_jobs=n_jobs))
+    out["noise_floor"] = floor_summary(observed, noise_floor_draws(p, w, replicates, seed, f"{stream}/noise_floor",
+                                                                   n_jobs=n_jobs))
     return out
 
 
@@ -241,12 +275,16 @@ def survival_slope(risk, time, event, horizon: float, cluster=None, level: float
     """Calibration slope at the horizon: the coefficient of cloglog(predicted risk) =
     log(-log(1 - risk)) in a Cox model of the outcome with follow-up cut at h (perfect: 1;
     for a proportional-hazards prediction cloglog(risk) = lp + log H0(h), so this is the
-    slope of the linear predictor). Wald interval, robust by ``cluster`` when given."""
+    slope of the linear predictor). Wald interval, robust by ``cluster`` when given; NaN
+    when the model cannot be fitted."""
     from pipeline.cox import CoxPH
 
     risk, time, event = (np.asarray(a, dtype=float) for a in (risk, time, event))
     x = np.log(-np.log(1 - np.clip(risk, 1e-8, 1 - 1e-8)))
-    model = CoxPH().fit(x[:, None], np.minimum(time, horizon), (event == 1) & (time <= horizon), cluster=cluster)
+    try:
+        model = CoxPH().fit(x[:, None], np.minimum(time, horizon), (event == 1) & (time <= horizon), cluster=cluster)
+    except ValueError:                            # no events by h, or one distinct prediction
+        return {"slope": np.nan, "slope_lower": np.nan, "slope_upper": np.nan}
     row = model.summary(robust=cluster is not None, alpha=1 - level).iloc[0]
     z = _z(level)
     return {"slope": float(row["coef"]), "slope_lower": float(row["coef"] - z * row["se"]),
@@ -300,9 +338,32 @@ def survival_errors(risk, time, event, horizon: float) -> dict[str, float]:
     return {"ici": summary["ici"], "e50": summary["e50"], "e90": summary["e90"]}
 
 
+def _or_nan(score: SurvivalScore, *args) -> dict[str, float]:
+    """A replicate the scoring cannot fit (no events drawn, coinciding knots) scores NaN,
+    and the percentiles are of the replicates that scored (pandas skips NaN)."""
+    try:
+        return score(*args)
+    except (ValueError, np.linalg.LinAlgError):
+        return {"ici": np.nan, "e50": np.nan, "e90": np.nan}
+
+
+def _resampled_survival(values: np.ndarray, time: np.ndarray, event: np.ndarray, horizons: list[float],
+                        score: SurvivalScore, multiplicities: np.ndarray) -> list:
+    rows = np.arange(len(time))
+    out = []
+    for times in multiplicities:
+        take = np.repeat(rows, times)             # the Cox fit takes no weights: a drawn family's rows repeated
+        out.append([_or_nan(score, values[take, j], time[take], event[take], h) for j, h in enumerate(horizons)])
+    return out
+
+
+def _simulated_survival(values: np.ndarray, horizons: list[float], score: SurvivalScore, simulated: np.ndarray) -> list:
+    return [[_or_nan(score, values[:, j], t_obs, e_obs, h) for j, h in enumerate(horizons)] for t_obs, e_obs in simulated]
+
+
 def survival_uncertainty(risks: pd.DataFrame, horizons: dict[str, float], time, event, family,
                          replicates: int, seed: int, stream: str,
-                         score: SurvivalScore = survival_errors) -> dict[str, dict[str, Any]]:
+                         score: SurvivalScore = survival_errors, n_jobs: int = 1) -> dict[str, dict[str, Any]]:
     """Per risk column (``horizons``: column -> horizon in days): O/E, slope, ICI/E50/E90
     with intervals and the noise floor (module docstring). One bootstrap draw of families
     serves every horizon (stream ``{stream}/interval``), one simulated data set too
@@ -310,28 +371,75 @@ def survival_uncertainty(risks: pd.DataFrame, horizons: dict[str, float], time, 
     time, event = np.asarray(time, dtype=float), np.asarray(event).astype(int)
     family = np.asarray(family)
     columns = list(horizons)
+    days = [horizons[c] for c in columns]
     values = risks[columns].to_numpy(dtype=float)
     out: dict[str, dict[str, Any]] = {}
     for j, c in enumerate(columns):
-        out[c] = {**survival_observed_expected(values[:, j], time, event, horizons[c]),
-                  **survival_slope(values[:, j], time, event, horizons[c], cluster=family),
-                  **score(values[:, j], time, event, horizons[c])}
-    boot: dict[str, list] = {c: [] for c in columns}
-    rows = np.arange(len(time))
-    for times in family_draws(family, replicates, seed, f"{stream}/interval"):
-        take = np.repeat(rows, times)
-        for j, c in enumerate(columns):
-            boot[c].append(score(values[take, j], time[take], event[take], horizons[c]))
+        out[c] = {**survival_observed_expected(values[:, j], time, event, days[j]),
+                  **survival_slope(values[:, j], time, event, days[j], cluster=family),
+                  **score(values[:, j], time, event, days[j])}
+    multiplicities = np.array(list(family_draws(family, replicates, seed, f"{stream}/interval")))
+    boot = in_chunks(_resampled_survival, (values, time, event, days, score), multiplicities, n_jobs)
     rng = np.random.default_rng(seed_sequence(seed, f"{stream}/noise_floor"))
-    order = np.argsort([horizons[c] for c in columns])
-    floor: dict[str, list] = {c: [] for c in columns}
+    order = np.argsort(days)
+    simulated = []
     for _ in range(replicates):
-        t_event = calibrated_event_times(values[:, order], np.array([horizons[columns[k]] for k in order]), rng)
+        t_event = calibrated_event_times(values[:, order], np.asarray(days)[order], rng)
         censor = censoring_times(time, event, rng)
-        t_obs, e_obs = np.minimum(t_event, censor), (t_event <= censor).astype(int)
-        for j, c in enumerate(columns):
-            floor[c].append(score(values[:, j], t_obs, e_obs, horizons[c]))
-    for c in columns:
-        out[c].update(percentile_interval(pd.DataFrame(boot[c])))
-        out[c]["noise_floor"] = floor_summary(out[c], pd.DataFrame(floor[c]))
+        simulated.append((np.minimum(t_event, censor), (t_event <= censor).astype(float)))
+    floor = in_chunks(_simulated_survival, (values, days, score), np.array(simulated), n_jobs)
+    for j, c in enumerate(columns):
+        out[c].update(percentile_interval(pd.DataFrame([b[j] for b in boot])))
+        out[c]["noise_floor"] = floor_summary(out[c], pd.DataFrame([f[j] for f in floor]))
     return out
+
+
+# -- what the calibration stage writes -------------------------------------------------------
+
+#: How each interval is made, for the metrics and the intervals table.
+WALD = "Wald, variance robust by family (sandwich)"
+BOOTSTRAP = "95% percentile of {replicates} family-bootstrap replicates"
+INTERVAL_METHODS = {"observed_expected": WALD + "; log scale, Poisson-type estimating equation",
+                    "citl": WALD, "slope": WALD, "ici": BOOTSTRAP, "e50": BOOTSTRAP, "e90": BOOTSTRAP}
+
+
+def with_intervals(values: dict[str, Any], found: dict[str, Any], flat: bool = True,
+                   names: dict[str, str] | None = None) -> dict[str, Any]:
+    """``values`` (measure -> estimate, in order) with each measure's ``_lower`` and
+    ``_upper`` from ``found`` right after it, then the noise floor: flat columns
+    (``flat_floor``) or the nested ``noise_floor`` entry. ``names``: measure in ``values`` ->
+    its name in ``found`` (``val_prob`` calls ICI ``eavg``)."""
+    names = names or {}
+    out: dict[str, Any] = {}
+    for k, v in values.items():
+        out[k] = v
+        source = names.get(k, k)
+        if f"{source}_lower" in found:
+            out[f"{k}_lower"], out[f"{k}_upper"] = found[f"{source}_lower"], found[f"{source}_upper"]
+    if "noise_floor" in found:
+        if flat:
+            out.update(flat_floor(found["noise_floor"]))
+        else:
+            out["noise_floor"] = {m: {k: v for k, v in d.items() if k != "observed"} for m, d in found["noise_floor"].items()}
+    return out
+
+
+def interval_table(validation: dict[str, Any], replicates: int, c_method: str) -> pd.DataFrame:
+    """One row per measure of the validation metrics (``with_intervals(..., flat=False)``,
+    ICI as ``eavg``): value, 95% interval, how it was made, and the noise floor."""
+    floor = validation.get("noise_floor", {})
+    rows = []
+    for measure, key in (("observed_expected", "observed_expected"), ("citl", "citl"), ("slope", "slope"),
+                         ("ici", "eavg"), ("e50", "e50"), ("e90", "e90"), ("c", "c")):
+        method = c_method if measure == "c" else INTERVAL_METHODS[measure].format(replicates=replicates)
+        f = floor.get(measure, {})
+        rows.append({"measure": measure, "value": validation.get(key), "lower": validation.get(f"{key}_lower"),
+                     "upper": validation.get(f"{key}_upper"), "interval": method,
+                     "noise_floor_p50": f.get("floor_p50"), "noise_floor_p95": f.get("floor_p95"),
+                     "reading": f.get("reading", "")})
+    return pd.DataFrame(rows)
+
+
+def rounded(row: dict[str, Any], digits: int = 4) -> dict[str, Any]:
+    """Numbers rounded for the metrics file; text (a reading) as it is."""
+    return {k: round(float(v), digits) if isinstance(v, (int, float, np.floating)) else v for k, v in row.items()}

@@ -321,3 +321,52 @@ def test_survival_slope_and_noise_floor_tell_calibrated_from_distorted():
         assert g["observed_expected_lower"] <= 1 <= g["observed_expected_upper"]
         assert g["ici_lower"] <= g["ici_upper"] and g["noise_floor"]["ici"]["reading"] == cu.WITHIN
         assert b["noise_floor"]["ici"]["reading"] == cu.BEYOND
+
+
+# -- the stage and the report --------------------------------------------------------------
+
+def test_subgroup_calibration_adds_intervals_and_floor_and_still_withholds_small_groups():
+    """Two LAs: LA01 calibrated, LA02 predicted 1.5 times its risk; LA99 with 2 rows is
+    withheld (no measures, no floor), and so are the counts of the next smallest, LA01
+    (complementary suppression, as before), not its measures."""
+    from pipeline.calibration import subgroup_calibration
+
+    rng = np.random.default_rng(11)
+    n = 2400
+    true = special.expit(rng.normal(-1.5, 0.7, n))
+    la = np.where(np.arange(n) < 1199, "LA01", "LA02")
+    la[:2] = "LA99"
+    pred = pd.DataFrame({"p": np.where(la == "LA02", np.minimum(true * 1.5, 0.99), true),
+                         "y": (rng.random(n) < true).astype(int), "weight": 1.0, "family": np.arange(n) // 2,
+                         "la_code": la})
+    out = subgroup_calibration(pred, min_count=10, replicates=40, seed=1).set_index("level")
+    assert out.loc["LA01", "ici_reading"] == cu.WITHIN and out.loc["LA02", "ici_reading"] == cu.BEYOND
+    assert out.loc["LA02", "observed_expected_upper"] < 0.8            # truly 1/1.5 = 0.67
+    assert out.loc["LA01", "slope_lower"] < 1 < out.loc["LA01", "slope_upper"]
+    assert np.isnan(out.loc["LA99", "n"]) and np.isnan(out.loc["LA99", "ici_floor_p95"])
+    assert np.isnan(out.loc["LA01", "n"]) and out.loc["LA02", "n"] == 1201
+    assert list(out.columns[:6]) == ["variable", "n", "events", "observed_expected", "observed_expected_lower",
+                                     "observed_expected_upper"]
+
+
+def test_report_shows_intervals_and_says_which_groups_are_beyond_their_floor():
+    from pipeline.report import floor_sentences, with_intervals
+
+    groups = pd.DataFrame({"variable": ["la_code", "la_code"], "level": ["LA01", "LA02"], "n": [500, np.nan],
+                           "ici": [0.02, 0.06], "ici_lower": [0.01, 0.04], "ici_upper": [0.03, 0.08],
+                           "ici_floor_p50": [0.015, 0.02], "ici_floor_p95": [0.025, 0.03],
+                           "ici_reading": [cu.WITHIN, cu.BEYOND], "e90": [0.03, 0.05],
+                           "e90_floor_p50": [0.02, 0.03], "e90_floor_p95": [0.04, 0.06],
+                           "e90_reading": [cu.WITHIN, cu.WITHIN]})
+    shown = with_intervals(groups, 3)
+    assert shown.loc[0, "ici"] == "0.020 (0.010\u20130.030)" and shown.loc[1, "ICI vs floor"] == "beyond"
+    assert shown.loc[0, "E90 floor (median / 95th)"] == "0.020 / 0.040" and "ici_lower" not in shown
+    validation = {"eavg": 0.008, "e90": 0.019, "noise_floor": {
+        "ici": {"floor_p50": 0.0074, "floor_p95": 0.0124, "reading": cu.WITHIN},
+        "e90": {"floor_p50": 0.0146, "floor_p95": 0.0275, "reading": cu.WITHIN}}}
+    cox = pd.DataFrame({"horizon_months": [12], "ici": [0.003], "ici_reading": [cu.WITHIN], "e90_reading": [cu.WITHIN]})
+    first, second = floor_sentences(validation, groups, cox)
+    assert "ICI 0.0080 is within what a perfectly calibrated model shows" in first and "95th percentile 0.0124" in first
+    assert second == ("la_code LA02: ICI 0.0600 is beyond what a perfectly calibrated model shows at this size "
+                      "(95th percentile 0.0300).")
+    assert floor_sentences({"eavg": 0.008}, groups, cox) == []
