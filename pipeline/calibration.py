@@ -1,180 +1,28 @@
-"""Calibration of predicted probabilities (the measures of R's ``rms::val.prob``).
-
-``val_prob(p, y)`` returns, for predictions p of a binary outcome y:
-
-* ``intercept``, ``slope``: logistic recalibration ``logit P(y=1) = a + b logit(p)``
-  (perfect: 0, 1); ``citl``: calibration-in-the-large, ``a`` with ``logit(p)`` as offset
-  (Van Calster et al. 2016, level 1);
-* ``emax``, ``e90``, ``eavg``: max, 90th percentile and mean of |p - s(p)| where s is the
-  lowess smooth of y on p (Cleveland; span 2/3, no robustness iterations, as R's
-  ``lowess(p, y, iter = 0)``) read back at each p (``approx(..., ties = mean)``).
-  ``eavg`` is the integrated calibration index (ICI) of Austin and Steyerberg (2019)
-  computed with this smoother;
-* ``e50``: median |p - s(p)|;
-* ``brier`` and ``scaled_brier`` = 1 - Brier / (ybar (1 - ybar)); ``c`` (area under the ROC
-  curve) with its DeLong 95% CI (``c_lower``, ``c_upper``) and ``dxy = 2 (c - 1/2)``;
-* ``spiegelhalter_z`` = sum (y - p)(1 - 2p) / sqrt(sum (1 - 2p)^2 p (1 - p)) and its
-  two-sided p-value;
-* ``observed_expected``: sum y / sum p.
-
-Checked against rms 6.5.0 ``val.prob`` in ``tests/test_calibration.py``.
+"""``calibration`` stage: calibration and discrimination of the logistic and Cox models on
+the validation families (measures in ``pipeline.scoring``, checked against rms ``val.prob``):
+optimism-corrected measures (Harrell's bootstrap, whole families), lowess calibration curve
+with a family-bootstrap band, deciles, subgroups and LAs, recalibration, and the
+development Cox model's calibration at each horizon.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import special, stats
+from scipy import special
 
+from pipeline import cox_model
 from pipeline.disclosure import complementary_suppression
-from pipeline.lowess import distinct, lowess, lowess_distinct
 from pipeline.nonparametric import DAYS_PER_MONTH
 from pipeline.config import seed_sequence
+from pipeline.outcome import COMPETING_ENDS
 from pipeline.schema import group_columns
-
-
-def lowess_calibration(p: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    """s(p_i): R's ``approx(lowess(p, y, iter = 0), xout = p, ties = mean)$y`` (the smooth
-    at each distinct p); with frequency weights, the same on the repeated rows."""
-    return lowess(p, y, weights)
-
-
-def weighted_quantile(values: np.ndarray, weights: np.ndarray, q) -> np.ndarray:
-    """R's default quantile (type 7) of the data with each value repeated ``weights`` times
-    (positions on the cumulative weight; any positive weights), at each probability in q."""
-    order = np.argsort(values, kind="stable")
-    v, w = np.asarray(values, dtype=float)[order], np.asarray(weights, dtype=float)[order]
-    v, w = v[w > 0], w[w > 0]
-    cum = np.cumsum(w)
-    position = (cum[-1] - 1) * np.atleast_1d(np.asarray(q, dtype=float)) + 1   # 1-based, among repeated rows
-    below = v[np.minimum(np.searchsorted(cum, np.floor(position) - 1e-9), len(v) - 1)]
-    above = v[np.minimum(np.searchsorted(cum, np.ceil(position) - 1e-9), len(v) - 1)]
-    return below + (position - np.floor(position)) * (above - below)
-
-
-def logistic_recalibration(lp: np.ndarray, events: np.ndarray, weights: np.ndarray, slope: bool = True
-                           ) -> np.ndarray:
-    """Maximum-likelihood (a, b) of ``logit P(y=1) = a + b lp`` (or a alone, lp as offset,
-    when ``slope`` is False): the two-parameter GLMs of val.prob, by Newton-Raphson from
-    (0, 1) with step halving on the log-likelihood (checked against statsmodels in
-    tests/test_calibration.py). ``events``: weighted count of y = 1 at each lp (y itself when
-    weights are 1), so rows sharing a prediction may be pooled. NaN, with a warning, when
-    there is no finite maximum (separation, a single distinct prediction) or no convergence."""
-    import warnings
-
-    X = np.column_stack([np.ones_like(lp), lp]) if slope else np.ones((len(lp), 1))
-    beta = np.array([0.0, 1.0]) if slope else np.array([0.0])
-
-    def linear(b: np.ndarray) -> np.ndarray:
-        return X @ b if slope else b[0] + lp
-
-    def loglik(b: np.ndarray) -> float:
-        eta = linear(b)
-        return float(np.sum(events * eta - weights * np.logaddexp(0, eta)))
-
-    current = loglik(beta)
-    for _ in range(100):
-        mu = special.expit(linear(beta))
-        gradient = X.T @ (events - weights * mu)
-        hessian = (X * (weights * mu * (1 - mu))[:, None]).T @ X
-        try:
-            step = np.linalg.solve(hessian, gradient)
-        except np.linalg.LinAlgError:
-            break
-        if not np.all(np.isfinite(step)):
-            break
-        for _ in range(40):                      # halve until the likelihood does not fall
-            trial = beta + step
-            value = loglik(trial)
-            if value >= current - 1e-12 * abs(current):
-                break
-            step = step / 2
-        else:
-            break
-        beta, current = trial, value
-        if np.max(np.abs(step)) < 1e-12:
-            return beta
-    warnings.warn("logistic recalibration has no finite maximum or did not converge; NaN returned",
-                  RuntimeWarning, stacklevel=2)
-    return np.full(len(beta), np.nan)
-
-
-def c_statistic(p: np.ndarray, y: np.ndarray, weights: np.ndarray) -> float:
-    """Area under the ROC curve, ties counted 1/2: sum over (event, non-event) pairs of
-    w_i w_j [p_i > p_j] / (W_events W_non-events), from the distinct values of p."""
-    _, _, mass, mass_y = distinct(np.asarray(p, dtype=float), np.asarray(y, dtype=float), np.asarray(weights, dtype=float))
-    return _c_distinct(mass_y, mass - mass_y)
-
-
-def _c_distinct(pos: np.ndarray, neg: np.ndarray) -> float:
-    below = np.cumsum(neg) - neg
-    return float(np.sum(pos * (below + neg / 2)) / (pos.sum() * neg.sum()))
-
-
-def delong_auc(p: np.ndarray, y: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float, float]:
-    """AUC with DeLong, DeLong and Clarke-Pearson (1988) variance and a Wald interval (as
-    pROC's ``ci.auc(method = "delong")``), by midranks in O(n log n) (Sun and Xu 2014).
-    Returns (auc, variance, lower, upper)."""
-    p, y = np.asarray(p, dtype=float), np.asarray(y).astype(bool)
-    pos, neg = p[y], p[~y]
-    m, n = len(pos), len(neg)
-    r_all = stats.rankdata(np.concatenate([pos, neg]))
-    r_pos, r_neg = stats.rankdata(pos), stats.rankdata(neg)
-    v10 = (r_all[:m] - r_pos) / n          # for each positive: share of negatives below (ties 1/2)
-    v01 = 1 - (r_all[m:] - r_neg) / m      # for each negative: share of positives above
-    auc = float(v10.mean())
-    var = float(np.var(v10, ddof=1) / m + np.var(v01, ddof=1) / n)
-    z = stats.norm.ppf(1 - alpha / 2)
-    return auc, var, auc - z * np.sqrt(var), auc + z * np.sqrt(var)
-
-
-def val_prob(p, y, weights=None, intervals: bool = True) -> dict[str, Any]:
-    """Calibration and discrimination of probabilities ``p`` for outcomes ``y`` (0/1).
-
-    ``weights``: frequency weights (a bootstrap replicate's family multiplicities) or
-    inverse-probability-of-censoring weights; every measure is then the weighted one
-    (for integer weights, the measure on the repeated rows). DeLong's interval and
-    Spiegelhalter's z assume unweighted independent rows: NaN when weights are not all 1
-    (the calibration stage then gives C a family-bootstrap interval). ``intervals=False``
-    skips DeLong (inside bootstrap replicates).
-    """
-    p = np.asarray(p, dtype=float)
-    y = np.asarray(y, dtype=float)
-    w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
-    if p.min() <= 0 or p.max() >= 1:
-        raise ValueError("predicted probabilities must lie strictly between 0 and 1")
-    unweighted = bool(np.all(w == 1))
-    used = w > 0
-    p, y, w = p[used], y[used], w[used]
-    # Every measure below is a sum over distinct predictions: one sort serves them all.
-    ux, inverse, mass, events = distinct(p, y, w)
-    lp = special.logit(ux)
-    intercept, slope = logistic_recalibration(lp, events, mass)
-    citl = logistic_recalibration(lp, events, mass, slope=False)[0]
-    error = np.abs(ux - lowess_distinct(ux, mass, events))
-    total = mass.sum()
-    c = _c_distinct(events, mass - events)
-    c_lower = c_upper = z = np.nan
-    if unweighted:
-        if intervals:
-            _, _, c_lower, c_upper = delong_auc(p, y)
-        s = 1 - 2 * p
-        z = float(np.sum((y - p) * s) / np.sqrt(np.sum(s**2 * p * (1 - p))))
-    e50, e90 = weighted_quantile(error, mass, [0.5, 0.9])
-    prevalence = float(events.sum() / total)
-    brier = float(np.sum(mass * ux**2 - 2 * ux * events) / total + prevalence)   # sum w (p - y)^2, y in {0, 1}
-    return {
-        "n": int(len(y)), "events": int(y.sum()),
-        "observed_expected": float(events.sum() / np.sum(mass * ux)),
-        "citl": float(citl), "intercept": float(intercept), "slope": float(slope),
-        "emax": float(error.max()), "e90": float(e90), "eavg": float(np.sum(mass * error) / total), "e50": float(e50),
-        "brier": brier, "scaled_brier": float(1 - brier / (prevalence * (1 - prevalence))),
-        "c": c, "c_lower": float(c_lower), "c_upper": float(c_upper), "dxy": float(2 * (c - 0.5)),
-        "spiegelhalter_z": float(z), "spiegelhalter_p": float(2 * stats.norm.sf(abs(z))),
-    }
+from pipeline.scoring import c_statistic, logistic_recalibration, lowess_calibration, val_prob
+from pipeline.time_dependent import horizon_scores
 
 
 def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10,
@@ -236,81 +84,85 @@ def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replic
     return out
 
 
-def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float
+def survival_calibration(risk: np.ndarray, rows: pd.DataFrame, horizon: float
                          ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Calibration of predicted risks 1 - S(horizon | x) (Austin, Harrell and van Klaveren 2020).
+    """Calibration of predicted risks of re-referral by the horizon, 1 - S(horizon | x).
 
-    Observed risk: a Cox model of the outcome on a restricted cubic spline (3 knots, at the
-    10th, 50th and 90th percentiles) of cloglog(predicted risk), read at the horizon.
-    ICI, E50, E90: mean, median and 90th percentile of |predicted - observed|.
+    Observed risk has one definition throughout the project (``pipeline.outcome``): the
+    status at the horizon with competing ends (entering care, turning 18) a "no", each
+    row weighted by the inverse probability of remaining uncensored, so that the weighted
+    share re-referred is exactly the Aalen-Johansen cumulative incidence (Satten and Datta
+    2001). ``rows``: ``time_days``, ``event`` and (when there are competing ends)
+    ``event_type``.
+
+    On those weighted statuses, the measures of ``val_prob``: calibration-in-the-large and
+    slope (weighted logistic recalibration), and ICI, E50, E90 (mean, median and 90th
+    percentile of |predicted - lowess smooth of the status on the prediction|; Austin and
+    Steyerberg 2019). ``mean_observed`` is the Aalen-Johansen estimate at the horizon and
+    ``observed_expected`` its ratio to the mean predicted risk. A model of the cause-specific
+    hazard (competing ends censored) predicts the risk in a world without competing ends,
+    so it overstates the real risk where competing ends are common: the calibration shows it.
     """
-    from pipeline.cox import CoxPH
-    from pipeline.splines import rcs_basis
+    from pipeline.estimable import binary_problem
+    from pipeline.outcome import binary_outcome
 
     risk = np.clip(np.asarray(risk, dtype=float), 1e-8, 1 - 1e-8)
-    x = np.log(-np.log(1 - risk))
-    knots = np.quantile(x, [0.1, 0.5, 0.9])
-    basis = rcs_basis(x, knots)
-    model = CoxPH().fit(basis, time, event)
-    observed = 1 - model.predict_survival(basis, [horizon])[:, 0]
-    error = np.abs(risk - observed)
+    known, _ = binary_outcome(rows.reset_index(drop=True).assign(_risk=risk), horizon, "ipcw")
+    p, y, w = known["_risk"].to_numpy(), known["y"].to_numpy(), known["weight"].to_numpy()
+    problem = binary_problem(y[w > 0], f"validation rows with a known status at {horizon:g} days")
+    if problem is not None:
+        raise ValueError(problem)
+    v = val_prob(p, y, w, intervals=False)
+    observed = float((y * w).sum() / len(rows))
+    smooth = lowess_calibration(p, y, w)
+    order = np.argsort(p, kind="stable")
     grid = np.quantile(risk, np.linspace(0.01, 0.99, 99))
-    grid_obs = 1 - model.predict_survival(rcs_basis(np.log(-np.log(1 - grid)), knots), [horizon])[:, 0]
-    summary = {"ici": float(error.mean()), "e50": float(np.median(error)), "e90": float(np.quantile(error, 0.9)),
-               "mean_predicted": float(risk.mean()), "mean_observed": float(observed.mean())}
-    return summary, pd.DataFrame({"predicted": grid, "observed": grid_obs, "ideal": grid})
+    summary = {"ici": v["eavg"], "e50": v["e50"], "e90": v["e90"], "citl": v["citl"], "slope": v["slope"],
+               "mean_predicted": float(risk.mean()), "mean_observed": observed,
+               "observed_expected": observed / float(risk.mean())}
+    return summary, pd.DataFrame({"predicted": grid, "observed": np.interp(grid, p[order], smooth[order]),
+                                  "ideal": grid})
 
 
-def km_by_risk_tenth(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float,
-                     min_count: int) -> pd.DataFrame:
-    """Mean predicted risk against Kaplan-Meier observed risk at the horizon, per tenth."""
-    from pipeline.nonparametric import kaplan_meier, step_read
+def observed_by_risk_tenth(risk: np.ndarray, rows: pd.DataFrame, horizon: float, min_count: int) -> pd.DataFrame:
+    """Mean predicted risk against the observed risk (Aalen-Johansen, competing ends a "no";
+    95% CI) at the horizon, per tenth of predicted risk."""
+    from pipeline.nonparametric import aalen_johansen, step_read
 
     tenth = pd.qcut(pd.Series(risk).rank(method="first"), 10, labels=False).to_numpy() + 1
-    rows = []
+    time = rows["time_days"].to_numpy(dtype=float)
+    cause = np.where(rows["event"].to_numpy() == 1, 1, 0)
+    if "event_type" in rows:
+        cause = np.where(rows["event_type"].isin(COMPETING_ENDS).to_numpy(), 2, cause)
+    out = []
     for d in range(1, 11):
         m = tenth == d
-        km = kaplan_meier(time[m], event[m])
-        s, lo, hi = (float(step_read(km["time_days"], km[c], horizon, 1.0)[0])
-                     for c in ("survival", "survival_lower", "survival_upper"))
+        aj = aalen_johansen(time[m], cause[m], 1)
+        observed, lo, hi = (float(step_read(aj["time"], aj[c], horizon, 0.0)[0]) for c in ("cif", "lower", "upper"))
         n = int(m.sum())
-        rows.append({"tenth": d, "n": n if n >= min_count else np.nan, "mean_predicted": float(risk[m].mean()),
-                     "observed_km": 1 - s, "observed_lower": 1 - hi, "observed_upper": 1 - lo})
-    return pd.DataFrame(rows)
+        out.append({"tenth": d, "n": n if n >= min_count else np.nan, "mean_predicted": float(risk[m].mean()),
+                    "observed": observed, "observed_lower": lo, "observed_upper": hi})
+    return pd.DataFrame(out)
 
 
-def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months: list[float]
-                         ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Cox model (survival settings) fitted on the development families, predicted risks
-    1 - S(t | x) for the validation families at each horizon (LA strata baselines)."""
-    from pipeline.settings import survival_settings
-    from pipeline.split import validation_split
-    from pipeline.survival import design_matrix, fit_cox
-
-    s = survival_settings(params, rereport)
-    # The logistic model's split (its grouped k-fold aside: the Cox model is then split in time).
-    single = {**params["logistic"], "split": "temporal" if params["logistic"].get("split") == "grouped_kfold"
-              else params["logistic"].get("split", "temporal")}
-    dev, val, _ = validation_split(rereport, single, int(params["seed"]))
-    X_dev, reference = design_matrix(dev, s["covariates"], s.get("categorical", []))
-    X_val = design_matrix(val, s["covariates"], s.get("categorical", []), reference)[0].reindex(
-        columns=X_dev.columns, fill_value=0.0)
-    model = fit_cox(dev, X_dev, s)
-    days = [m * DAYS_PER_MONTH for m in months]
-    risks = np.full((len(val), len(days)), np.nan)
-    strata = val[s["strata"]].to_numpy() if s.get("strata") else np.full(len(val), None)
-    known = set(model.strata_levels_)
-    for level in pd.unique(strata):
-        rows = np.flatnonzero(strata == level) if level is not None else np.arange(len(val))
-        if level in known:
-            risks[rows] = 1 - model.predict_survival(X_val.iloc[rows], days, stratum=level)
+def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months: list[float],
+                         model_path: Path = cox_model.DEVELOPMENT) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Predicted risks 1 - S(t | x) at each horizon for the validation families, from the
+    development Cox model the survival stage saved (``pipeline.cox_model``; LA strata
+    baselines). Raises ValueError with the saved reason when it could not be estimated."""
+    model, saved = cox_model.load(model_path)
+    if model is None:
+        raise ValueError(saved.get("status", "the development Cox model could not be estimated"))
+    _, val, _ = cox_model.development_rows(rereport, params["logistic"], int(params["seed"]))
+    risks = cox_model.predict_risks(model, saved, val, [m * DAYS_PER_MONTH for m in months])
     keep = ~np.isnan(risks[:, 0])
-    out = pd.DataFrame(risks[keep], columns=[f"risk_{m}m" for m in months])
+    out = pd.DataFrame(risks[keep], columns=[risk_column(m) for m in months])
     out["time_days"], out["event"] = val["time_days"].to_numpy()[keep], val["event"].to_numpy()[keep]
     if "event_type" in val:
         out["event_type"] = val["event_type"].to_numpy()[keep]
     out["family"] = pd.factorize(val["family_id"])[0][keep]          # anonymous: for resampling only
-    return out, {"validation_rows": int(keep.sum()), "rows_in_strata_unseen_in_development": int((~keep).sum())}
+    return out, {"model": saved["name"], "validation_rows": int(keep.sum()),
+                 "rows_in_strata_unseen_in_development": int((~keep).sum())}
 
 
 def subgroup_calibration(pred: pd.DataFrame, min_count: int, replicates: int = 0, seed: int = 0, n_jobs: int = 1
@@ -389,20 +241,24 @@ TABLES = {
     "intervals": ["measure", "value", "lower", "upper", "interval", "noise_floor_p50", "noise_floor_p95", "reading"],
     "deciles": ["tenth", "n", "observed_events", "mean_predicted", "observed_rate", "expected_events"],
     "curve": ["predicted", "observed", "ideal", "lower", "upper"],
-    "cox_calibration": ["horizon_months", "observed_expected", "slope", "ici", "e50", "e90", "mean_predicted",
-                        "mean_observed"],
+    "cox_calibration": ["horizon_months", "ici", "e50", "e90", "citl", "slope", "mean_predicted", "mean_observed",
+                        "observed_expected", "auc", "auc_lower", "auc_upper", "brier", "brier_lower", "brier_upper",
+                        "null_brier", "ipa"],
     "cox_curves": ["predicted", "observed", "ideal", "horizon_months"],
-    "cox_km_by_tenth": ["tenth", "n", "mean_predicted", "observed_km", "observed_lower", "observed_upper",
-                        "horizon_months"],
+    "cox_by_tenth": ["tenth", "n", "mean_predicted", "observed", "observed_lower", "observed_upper", "horizon_months"],
 }
-COX_MONTHS = (6, 12, 24)
+
+
+def risk_column(months: float) -> str:
+    """The column of predicted risk by ``months`` in ``cox_validation.parquet``."""
+    return f"risk_{float(months):g}m"
 
 
 def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str, Any], min_count: int
                          ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The logistic model's calibration on the validation predictions, with the bootstrap
     optimism of its development fit (whole families resampled)."""
-    from pipeline import bootstrap, logistic
+    from pipeline import bootstrap, logistic_model
 
     weights = pred["weight"].to_numpy()
     weighted = not np.all(weights == 1)
@@ -424,7 +280,7 @@ def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str
                "intervals": {k: v.format(replicates=replicates) for k, v in uncertainty.INTERVAL_METHODS.items()}}
     columns = [c for c in dev.columns if c not in ("y", "weight", "family")]
     table = bootstrap.optimism(dev[columns].to_numpy(dtype=float), dev["y"].to_numpy(), dev["weight"].to_numpy(),
-                               dev["family"].to_numpy(), logistic.fit_model, logistic.score_model,
+                               dev["family"].to_numpy(), logistic_model.fit_model, logistic_model.score_model,
                                replicates=replicates, seed=int(params["seed"]),
                                n_jobs=int(c["n_jobs"]), progress=True)
     tables = {"optimism": table.reset_index(), "subgroups": subgroup_calibration(pred, min_count, replicates,
@@ -444,31 +300,30 @@ def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str
     return tables, metrics
 
 
-def cox_calibration(risks: pd.DataFrame, min_count: int, replicates: int = 0, seed: int = 0, n_jobs: int = 1
-                    ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The Cox model's calibration at each horizon of ``COX_MONTHS`` on the validation
-    families, with O/E, slope and intervals and the noise floor (``calibration_uncertainty``;
-    none when ``replicates`` is 0)."""
-    from pipeline.calibration_uncertainty import rounded, survival_uncertainty, with_intervals
+def cox_calibration(risks: pd.DataFrame, months: list[float], min_count: int, replicates: int = 0, seed: int = 0,
+                    n_jobs: int = 1) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The Cox model's calibration at each horizon (``calibration.cox_horizons_months``) on
+    the validation families, with AUC(t), Brier(t), the null model's Brier and IPA
+    (``pipeline.time_dependent``, as riskRegression's Score), and the calibration measures'
+    intervals and noise floor (``calibration_uncertainty``; none when ``replicates`` is 0)."""
+    from pipeline.calibration_uncertainty import horizon_uncertainty, rounded, with_intervals
 
-    found = survival_uncertainty(risks, {f"risk_{m}m": m * DAYS_PER_MONTH for m in COX_MONTHS}, risks["time_days"],
-                                 risks["event"], risks["family"], replicates, seed, "cox_calibration",
-                                 n_jobs=n_jobs) if replicates else {}
     surv_rows, curves, tenths = [], [], []
-    for m in COX_MONTHS:
+    for m in months:
         horizon = m * DAYS_PER_MONTH
-        summary, grid = survival_calibration(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
-                                             risks["event"].to_numpy(), horizon)
-        more = found.get(f"risk_{m}m", {})
-        surv_rows.append({"horizon_months": m, **with_intervals(
-            {**{k: more[k] for k in ("observed_expected", "slope") if k in more}, **summary}, more)})
+        summary, grid = survival_calibration(risks[risk_column(m)].to_numpy(), risks, horizon)
+        competing = risks["event_type"].isin(COMPETING_ENDS) if "event_type" in risks else None
+        found = horizon_uncertainty(risks[risk_column(m)].to_numpy(), risks, horizon, summary["observed_expected"],
+                                    replicates, seed, f"cox_calibration/{m:g}", n_jobs) if replicates else {}
+        surv_rows.append({"horizon_months": m, **with_intervals({**summary, **horizon_scores(  # AUC(t), Brier(t), IPA as Score
+            risks[risk_column(m)], risks["time_days"], risks["event"], horizon, competing)}, found)})
         curves.append(grid.assign(horizon_months=m))
-        tenths.append(km_by_risk_tenth(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
-                                       risks["event"].to_numpy(), horizon, min_count).assign(horizon_months=m))
-    metrics = {f"{r['horizon_months']}_months": rounded({k: v for k, v in r.items() if k != "horizon_months"})
+        tenths.append(observed_by_risk_tenth(risks[risk_column(m)].to_numpy(), risks, horizon, min_count
+                                             ).assign(horizon_months=m))
+    metrics = {f"{r['horizon_months']:g}_months": rounded({k: v for k, v in r.items() if k != "horizon_months"})
                for r in surv_rows}
     return ({"cox_calibration": pd.DataFrame(surv_rows), "cox_curves": pd.concat(curves, ignore_index=True),
-             "cox_km_by_tenth": pd.concat(tenths, ignore_index=True)}, metrics)
+             "cox_by_tenth": pd.concat(tenths, ignore_index=True)}, metrics)
 
 
 def main() -> None:
@@ -477,8 +332,6 @@ def main() -> None:
     Each part that cannot be estimated (no validation predictions because the logistic
     model could not be fitted; a Cox model without events, say) writes its tables with
     their header and no rows, and ``status`` / ``not_estimated`` in the metrics say why."""
-    from pathlib import Path
-
     from pipeline import config
     from pipeline.cli import InputError
     from pipeline.estimable import binary_problem, empty, model_problem, record
@@ -501,16 +354,17 @@ def main() -> None:
         record(metrics, "logistic_calibration", problem)
         tables = {name: empty(TABLES[name]) for name in ("optimism", "subgroups", "recalibration", "deciles", "curve",
                                                          "intervals")}
-    # The Cox model's predicted risks at 6, 12 and 24 months, on the validation families.
+    # The development Cox model's predicted risks at each horizon, on the validation families.
     rereport = pd.read_parquet("data/analysis/rereport.parquet")
-    risk_columns = {f"risk_{m}m": float for m in COX_MONTHS}
+    months = [float(m) for m in params["calibration"]["cox_horizons_months"]]
+    risk_columns = {risk_column(m): float for m in months}
     risks = pd.DataFrame({**{c: pd.Series(dtype=t) for c, t in risk_columns.items()},
                           "time_days": pd.Series(dtype=float), "event": pd.Series(dtype=np.int8),
                           "family": pd.Series(dtype=np.int64)})
     problem = model_problem(rereport["time_days"], rereport["event"])
     if problem is None:
         try:
-            risks, counts = cox_validation_risks(rereport, params, list(COX_MONTHS))
+            risks, counts = cox_validation_risks(rereport, params, months)
             metrics["cox"] = counts
             problem = model_problem(risks["time_days"], risks["event"])
             if problem is not None:
@@ -519,15 +373,16 @@ def main() -> None:
             problem = str(err)
     if problem is None:
         try:
-            found_tables, found = cox_calibration(risks, min_count, int(params["calibration"]["bootstrap_replicates"]),
-                                                  int(params["seed"]), int(params["calibration"]["n_jobs"]))
+            found_tables, found = cox_calibration(risks, months, min_count,
+                                                  int(params["calibration"]["bootstrap_replicates"]), int(params["seed"]),
+                                                  int(params["calibration"]["n_jobs"]))
             tables.update(found_tables)
             metrics["cox"].update(found)
-        except (ValueError, np.linalg.LinAlgError) as err:   # e.g. too few validation rows for the spline fit
+        except (ValueError, np.linalg.LinAlgError) as err:   # e.g. too few validation rows for the smooth
             problem = str(err)
     if problem is not None:
         record(metrics, "cox_calibration", problem)
-        tables.update({name: empty(TABLES[name]) for name in ("cox_calibration", "cox_curves", "cox_km_by_tenth")})
+        tables.update({name: empty(TABLES[name]) for name in ("cox_calibration", "cox_curves", "cox_by_tenth")})
     write_parquet(risks, Path("data/predictions/cox_validation.parquet"))   # for the errors stage
     for name, table in tables.items():
         write_csv(table, Path("reports/calibration") / f"{name}.csv")

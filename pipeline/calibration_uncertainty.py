@@ -59,16 +59,9 @@ Three things, all pure functions of predictions and outcomes:
    (``tests/test_calibration_uncertainty.py`` repeats this on synthetic risks). The floor
    is a reference for reading the observed value, not a correction to it.
 
-Survival (Cox) predictions at a horizon h get the measures of CalibrationCurves
-``valProbSurvival`` that have an interval: O/E = (1 - KM(h)) / mean predicted risk with
-the Poisson-type interval O/E exp(+-z / sqrt(events by h)); the calibration slope, the
-coefficient of cloglog(predicted risk) in a Cox model of the outcome with follow-up cut at
-h (robust SE by family); and ICI/E50/E90 of ``survival_calibration`` with family-bootstrap
-intervals (rows of a drawn family repeated). Their noise floor simulates event times from
-each row's own predicted curve (cumulative hazard linear between the horizons' predicted
-values, ``calibrated_event_times``) and censoring from the observed censoring
-distribution (independent of the outcome, ``censoring_times``), then scores with
-``survival_calibration``.
+The Cox model's predicted risks at a horizon are scored on weighted binary statuses
+(``calibration.survival_calibration``): ``horizon_uncertainty`` applies all of the above to
+those statuses, their weights and families.
 """
 
 from __future__ import annotations
@@ -84,7 +77,7 @@ from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from pipeline.bootstrap import family_draws
-from pipeline.calibration import logistic_recalibration, weighted_quantile
+from pipeline.scoring import logistic_recalibration, weighted_quantile
 from pipeline.config import seed_sequence
 from pipeline.lowess import distinct, lowess_distinct
 
@@ -254,144 +247,33 @@ def flat_floor(floor: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {f"{m}_{k}": v for m, d in floor.items() for k, v in d.items() if k != "observed"}
 
 
-# -- survival predictions ------------------------------------------------------------------
+# -- the Cox model at a horizon ------------------------------------------------------------
 
-def survival_observed_expected(risk, time, event, horizon: float, level: float = LEVEL) -> dict[str, float]:
-    """O/E at the horizon as CalibrationCurves ``valProbSurvival``: observed (1 - Kaplan-Meier
-    at h) over mean predicted risk, interval O/E exp(+-z / sqrt(d)), d events by h."""
-    from pipeline.nonparametric import kaplan_meier, step_read
+def horizon_uncertainty(risk, rows: pd.DataFrame, horizon: float, observed_expected: float, replicates: int,
+                        seed: int, stream: str, n_jobs: int = 1) -> dict[str, Any]:
+    """Intervals and noise floor of the Cox model's calibration at one horizon.
 
-    risk, time, event = (np.asarray(a, dtype=float) for a in (risk, time, event))
-    km = kaplan_meier(time, event)
-    observed = 1 - float(step_read(km["time_days"], km["survival"], horizon, 1.0)[0])
-    ratio = observed / float(risk.mean())
-    d = float(np.sum(event[time <= horizon]))
-    half = _z(level) / np.sqrt(d) if d > 0 else np.nan
-    return {"observed_expected": ratio, "observed_expected_lower": ratio * np.exp(-half),
-            "observed_expected_upper": ratio * np.exp(half)}
+    ``calibration.survival_calibration`` scores predicted risks by the horizon against
+    the statuses of the rows whose status at h is known, weighted by the inverse
+    probability of remaining uncensored (``outcome.binary_outcome``, ``ipcw``; ``rows``
+    holds ``time_days``, ``event``, ``event_type`` and ``family``). These are the same
+    statuses, weights and families: ``binary_uncertainty`` on them gives CITL and slope with
+    Wald intervals (robust by family, which also makes them right for the weights), ICI,
+    E50 and E90 with family-bootstrap intervals (weights held fixed, as for the logistic
+    model's IPCW results) and the noise floor (y* ~ Bernoulli(risk) on the same rows and
+    weights). O/E is reported as Aalen-Johansen over the mean predicted risk of all rows
+    (``observed_expected``); its interval is that value times exp(+-z SE), SE of log O/E
+    from the weighted Poisson-type equation on the known statuses."""
+    from pipeline.outcome import binary_outcome
 
-
-def survival_slope(risk, time, event, horizon: float, cluster=None, level: float = LEVEL) -> dict[str, float]:
-    """Calibration slope at the horizon: the coefficient of cloglog(predicted risk) =
-    log(-log(1 - risk)) in a Cox model of the outcome with follow-up cut at h (perfect: 1;
-    for a proportional-hazards prediction cloglog(risk) = lp + log H0(h), so this is the
-    slope of the linear predictor). Wald interval, robust by ``cluster`` when given; NaN
-    when the model cannot be fitted."""
-    from pipeline.cox import CoxPH
-
-    risk, time, event = (np.asarray(a, dtype=float) for a in (risk, time, event))
-    x = np.log(-np.log(1 - np.clip(risk, 1e-8, 1 - 1e-8)))
-    try:
-        model = CoxPH().fit(x[:, None], np.minimum(time, horizon), (event == 1) & (time <= horizon), cluster=cluster)
-    except ValueError:                            # no events by h, or one distinct prediction
-        return {"slope": np.nan, "slope_lower": np.nan, "slope_upper": np.nan}
-    row = model.summary(robust=cluster is not None, alpha=1 - level).iloc[0]
-    z = _z(level)
-    return {"slope": float(row["coef"]), "slope_lower": float(row["coef"] - z * row["se"]),
-            "slope_upper": float(row["coef"] + z * row["se"])}
-
-
-def calibrated_event_times(risks: np.ndarray, horizons: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Event times drawn from each row's predicted curve: cumulative hazard H(t) linear
-    between H(h_k) = -log(1 - risk_k) at the horizons (0 at time 0), continued beyond the
-    last with the last piece's slope; T = H^-1(E), E ~ Exp(1) (infinite if H stays below E).
-    ``risks``: rows x horizons, non-decreasing along each row."""
-    H = np.column_stack([np.zeros(len(risks)), -np.log1p(-np.clip(risks, 0, 1 - 1e-12))])
-    H = np.maximum.accumulate(H, axis=1)
-    t = np.concatenate([[0.0], np.asarray(horizons, dtype=float)])
-    e = rng.exponential(size=len(risks))
-    piece = np.minimum(np.sum(e[:, None] > H[:, 1:], axis=1), len(t) - 2)   # last piece extends beyond
-    rows = np.arange(len(risks))
-    lo, hi = H[rows, piece], H[rows, piece + 1]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = t[piece] + (e - lo) / (hi - lo) * (t[piece + 1] - t[piece])
-    return np.where(hi > lo, out, np.inf)
-
-
-def censoring_times(time: np.ndarray, event: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A censoring time for every row, drawn independently from the reverse Kaplan-Meier
-    G(t) = P(C > t) of the observed data (censoring, competing events included, as the
-    event): C = the first time with G(C) <= U, U uniform; the largest observed time when G
-    stays above U (follow-up ends there). Then P(C > t) = G(t): the observed amount and
-    timing of censoring, independent of the outcome, as the calibration measures assume.
-    (Keeping censored rows' own times and drawing only the others' made the censoring
-    depend on the covariates through the competing events: Kaplan-Meier of the simulated
-    data then read 24-month risk 0.002 high, 4 standard errors, on the default.)"""
-    time, event = np.asarray(time, dtype=float), np.asarray(event).astype(bool)
-    uniq, inverse = np.unique(time, return_inverse=True)
-    leaving = np.bincount(inverse, minlength=len(uniq))
-    at_risk = len(time) - np.concatenate([[0], np.cumsum(leaving)[:-1]])
-    censored = np.bincount(inverse, weights=~event, minlength=len(uniq))
-    G = np.cumprod(1 - censored / at_risk)                   # P(C > t) at each distinct time
-    position = np.searchsorted(-G, -rng.random(len(time)), side="left")   # first G <= U (G non-increasing)
-    return uniq[np.minimum(position, len(uniq) - 1)]
-
-
-SurvivalScore = Callable[[np.ndarray, np.ndarray, np.ndarray, float], dict[str, float]]
-
-
-def survival_errors(risk, time, event, horizon: float) -> dict[str, float]:
-    """ICI, E50 and E90 of ``calibration.survival_calibration`` (the scoring being bootstrapped)."""
-    from pipeline.calibration import survival_calibration
-
-    summary, _ = survival_calibration(risk, time, event, horizon)
-    return {"ici": summary["ici"], "e50": summary["e50"], "e90": summary["e90"]}
-
-
-def _or_nan(score: SurvivalScore, *args) -> dict[str, float]:
-    """A replicate the scoring cannot fit (no events drawn, coinciding knots) scores NaN,
-    and the percentiles are of the replicates that scored (pandas skips NaN)."""
-    try:
-        return score(*args)
-    except (ValueError, np.linalg.LinAlgError):
-        return {"ici": np.nan, "e50": np.nan, "e90": np.nan}
-
-
-def _resampled_survival(values: np.ndarray, time: np.ndarray, event: np.ndarray, horizons: list[float],
-                        score: SurvivalScore, multiplicities: np.ndarray) -> list:
-    rows = np.arange(len(time))
-    out = []
-    for times in multiplicities:
-        take = np.repeat(rows, times)             # the Cox fit takes no weights: a drawn family's rows repeated
-        out.append([_or_nan(score, values[take, j], time[take], event[take], h) for j, h in enumerate(horizons)])
-    return out
-
-
-def _simulated_survival(values: np.ndarray, horizons: list[float], score: SurvivalScore, simulated: np.ndarray) -> list:
-    return [[_or_nan(score, values[:, j], t_obs, e_obs, h) for j, h in enumerate(horizons)] for t_obs, e_obs in simulated]
-
-
-def survival_uncertainty(risks: pd.DataFrame, horizons: dict[str, float], time, event, family,
-                         replicates: int, seed: int, stream: str,
-                         score: SurvivalScore = survival_errors, n_jobs: int = 1) -> dict[str, dict[str, Any]]:
-    """Per risk column (``horizons``: column -> horizon in days): O/E, slope, ICI/E50/E90
-    with intervals and the noise floor (module docstring). One bootstrap draw of families
-    serves every horizon (stream ``{stream}/interval``), one simulated data set too
-    (``{stream}/noise_floor``)."""
-    time, event = np.asarray(time, dtype=float), np.asarray(event).astype(int)
-    family = np.asarray(family)
-    columns = list(horizons)
-    days = [horizons[c] for c in columns]
-    values = risks[columns].to_numpy(dtype=float)
-    out: dict[str, dict[str, Any]] = {}
-    for j, c in enumerate(columns):
-        out[c] = {**survival_observed_expected(values[:, j], time, event, days[j]),
-                  **survival_slope(values[:, j], time, event, days[j], cluster=family),
-                  **score(values[:, j], time, event, days[j])}
-    multiplicities = np.array(list(family_draws(family, replicates, seed, f"{stream}/interval")))
-    boot = in_chunks(_resampled_survival, (values, time, event, days, score), multiplicities, n_jobs)
-    rng = np.random.default_rng(seed_sequence(seed, f"{stream}/noise_floor"))
-    order = np.argsort(days)
-    simulated = []
-    for _ in range(replicates):
-        t_event = calibrated_event_times(values[:, order], np.asarray(days)[order], rng)
-        censor = censoring_times(time, event, rng)
-        simulated.append((np.minimum(t_event, censor), (t_event <= censor).astype(float)))
-    floor = in_chunks(_simulated_survival, (values, days, score), np.array(simulated), n_jobs)
-    for j, c in enumerate(columns):
-        out[c].update(percentile_interval(pd.DataFrame([b[j] for b in boot])))
-        out[c]["noise_floor"] = floor_summary(out[c], pd.DataFrame([f[j] for f in floor]))
-    return out
+    risk = np.clip(np.asarray(risk, dtype=float), 1e-8, 1 - 1e-8)     # as survival_calibration
+    known, _ = binary_outcome(rows.reset_index(drop=True).assign(_risk=risk), horizon, "ipcw")
+    found = binary_uncertainty(known["_risk"], known["y"], known["weight"], known["family"], replicates, seed,
+                               stream, n_jobs)
+    scale = observed_expected / found["observed_expected"]
+    found.update(observed_expected=observed_expected, observed_expected_lower=found["observed_expected_lower"] * scale,
+                 observed_expected_upper=found["observed_expected_upper"] * scale)
+    return found
 
 
 # -- what the calibration stage writes -------------------------------------------------------

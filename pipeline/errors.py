@@ -247,7 +247,7 @@ def _metric(value: Any, whole: bool) -> int | float | None:
 def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon_days: float, min_count: int,
         seed: int, words: Labels = Labels()) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """All error-rate tables and the headline metrics (pure: predictions and settings in)."""
-    from pipeline.logistic import binary_outcome
+    from pipeline.outcome import binary_outcome
     from pipeline.nonparametric import DAYS_PER_MONTH
 
     p, y = pred["p"].to_numpy(), pred["y"].to_numpy()

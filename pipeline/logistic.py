@@ -1,19 +1,15 @@
 """Logistic models of re-referral within a horizon (core functions; the stage follows).
 
-* ``binary_outcome``: re-referred within H days. A row's status at H is known if it was
-  re-referred by H, followed for H days, or reached a competing end (entering care,
-  turning 18) before H (a known non-event). Rows without H days of possible follow-up
-  are never counted as "no event": they are excluded, or the known rows are weighted by
-  the inverse probability of remaining uncensored (IPCW; Kaplan-Meier of the censoring
-  times, read just before min(T, H)).
+* ``pipeline.outcome.binary_outcome``: re-referred within H days (competing ends a known
+  "no"; rows without H days of possible follow-up excluded or IPCW-weighted).
 * ``pipeline.split``: index dates before the cut-off develop, after it validate, with no
   family on both sides (``temporal``), or a seeded random share of whole clusters validates
   (``random_clusters``; also when the input has no index dates, stated).
   ``grouped_kfold_predictions`` (option): out-of-fold predictions, whole families per fold.
 * ``fit_logit``: statsmodels Logit with family-cluster robust (sandwich) SEs, odds ratios
-  and 95% CIs; ``prediction_pipeline``: the same model as a scikit-learn Pipeline
+  and 95% CIs; ``pipeline.logistic_model.prediction_pipeline``: the same model as a scikit-learn Pipeline
   (optional restricted cubic splines, then ``newton-cholesky`` with no penalty) for
-  prediction. Covariates are coded once (``survival.design_matrix``) and the inference model
+  prediction. Covariates are coded once (``pipeline.design``) and the inference model
   is fitted to the pipeline's own design, so their coefficients agree (tested to 1e-6).
 
 When the table gives no rows of known outcome, or the development or validation rows all
@@ -30,65 +26,15 @@ import numpy as np
 import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
-from sklearn.compose import ColumnTransformer
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
-from sklearn.pipeline import Pipeline
 
-from pipeline.cox import km_left_continuous
+from pipeline.logistic_model import prediction_pipeline
+from pipeline.outcome import binary_outcome
+from pipeline.config import seed_sequence
 from pipeline.estimable import binary_problem, record
 from pipeline.schema import CASE_LEVEL_GROUPS
-from pipeline.split import temporal_split, validation_split  # noqa: F401 - temporal_split re-exported
-from pipeline.splines import RestrictedCubicSpline
-from pipeline.survival import design_matrix
-
-COMPETING_ENDS = ("entered_care", "age_18")
-
-
-def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude",
-                   extract_date: pd.Timestamp | None = None) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Rows with a known status at the horizon, ``y`` (0/1) and ``weight``; and counts.
-
-    ``exclude``: drop rows whose *possible* follow-up (origin to extract date) is shorter
-    than H, whatever happened to them (dropping rows *observed* to be censored early would
-    keep early events and lose late non-events: biased towards events); any other row
-    still censored before H is dropped too, and counted. ``ipcw``: keep every row whose
-    status is known and weight it 1/G(min(T, H)-), G the Kaplan-Meier curve of censoring.
-    """
-    if method not in ("exclude", "ipcw"):
-        raise ValueError("method must be 'exclude' or 'ipcw'")
-    t = df["time_days"].to_numpy(dtype=float)
-    event = df["event"].to_numpy().astype(bool)
-    competing = df["event_type"].isin(COMPETING_ENDS).to_numpy() if "event_type" in df else np.zeros(len(df), bool)
-    y = event & (t <= horizon_days)
-    known = y | (t >= horizon_days) | (competing & (t < horizon_days))
-    weight = np.ones(len(df))
-    counts: dict[str, Any] = {"rows": int(len(df)), "method": method}
-    if method == "exclude":
-        if extract_date is not None and "origin_date" in df:
-            possible = (pd.Timestamp(extract_date) - df["origin_date"]).dt.days.to_numpy()
-            short = possible < horizon_days
-            counts["without_possible_follow_up"] = int(short.sum())
-            counts["censored_before_horizon_otherwise"] = int((~short & ~known).sum())
-            keep = ~short & known
-        else:
-            keep = known
-            counts["censored_before_horizon"] = int((~known).sum())
-        counts["handling"] = (f"rows with less than {horizon_days:g} days of possible follow-up excluded"
-                              if extract_date is not None and "origin_date" in df
-                              else "rows censored before the horizon excluded")
-    else:
-        censored = ~event & ~competing   # administrative censoring (extract date) only
-        # G(s-): Kaplan-Meier of the censoring times, just before s = min(T, H)
-        g = km_left_continuous(np.minimum(t, horizon_days), t, np.full(len(t), -np.inf), censored)
-        weight = np.where(known, 1 / g, 0.0)
-        keep = known
-        counts["censored_before_horizon"] = int((~known).sum())
-        counts["handling"] = "rows censored before the horizon get weight 0; the others 1/G(min(T, H)-)"
-    out = df.loc[keep].assign(y=y[keep].astype(np.int8), weight=weight[keep])
-    counts.update({"kept": int(keep.sum()), "events_within_horizon": int(y[keep].sum())})
-    return out, counts
-
+from pipeline.split import validation_split
+from pipeline.design import design_matrix
 
 def fit_logit(X: pd.DataFrame, y: pd.Series, cluster: pd.Series | None = None,
               weight: np.ndarray | None = None) -> pd.DataFrame:
@@ -108,33 +54,19 @@ def fit_logit(X: pd.DataFrame, y: pd.Series, cluster: pd.Series | None = None,
     return out
 
 
-def sklearn_model() -> LogisticRegression:
-    """The prediction model: unpenalised logistic regression by Newton-Cholesky (matches
-    statsmodels to ~1e-11; the default lbfgs stops ~2e-3 away)."""
-    return LogisticRegression(C=np.inf, solver="newton-cholesky", max_iter=100, tol=1e-10)  # C=inf: no penalty
-
-
 def cox_snell_r2(loglik_model: float, loglik_null: float, n: int) -> float:
     """R^2_CS = 1 - exp(2 (logL_null - logL_model) / n) (Cox and Snell 1989)."""
     return float(1 - np.exp(2 * (loglik_null - loglik_model) / n))
-
-
-def prediction_pipeline(splines: dict[str, int] | None = None) -> Pipeline:
-    """The prediction model as a scikit-learn Pipeline: restricted cubic splines for the
-    columns in ``splines`` (name: number of knots; knots learnt in fit), the other design
-    columns as they are, then ``sklearn_model``."""
-    spline_steps = [(f"rcs_{c}", RestrictedCubicSpline(k), [c]) for c, k in (splines or {}).items()]
-    design = ColumnTransformer(spline_steps, remainder="passthrough", verbose_feature_names_out=False)
-    return Pipeline([("design", design), ("model", sklearn_model())])
 
 
 def grouped_kfold_predictions(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray, family: pd.Series,
                               splines: dict[str, int] | None, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predicted risk for every row, each from the whole pipeline (splines'
     knots included) refitted without the row's family (scikit-learn ``GroupKFold``,
-    families shuffled by ``seed``); and each row's fold."""
+    families shuffled by the named stream "grouped_kfold" of ``seed``); and each row's fold."""
     p, fold = np.full(len(y), np.nan), np.zeros(len(y), dtype=int)
-    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    shuffle = np.random.RandomState(np.random.MT19937(seed_sequence(seed, "grouped_kfold")))   # sklearn's RNG type
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=shuffle)
     for k, (train, test) in enumerate(splitter.split(X, y, groups=family)):
         if np.unique(y[train]).size < 2:
             raise ValueError(f"fold {k + 1} of {folds}: the other folds hold only one outcome; use fewer folds")
@@ -289,26 +221,3 @@ if __name__ == "__main__":
     from pipeline.cli import stage_entry
 
     stage_entry(main)()
-
-
-def fit_model(X: np.ndarray, y: np.ndarray, weight: np.ndarray, start: LogisticRegression | None = None
-              ) -> LogisticRegression:
-    """The modelling step the bootstrap repeats: the prediction model fitted to a design.
-
-    The design (indicator coding, spline knots) is built once, before resampling, as rms's
-    ``validate`` reuses the fitted design matrix; ``start``: a fit to begin from (warm start).
-    """
-    model = sklearn_model()
-    if start is not None:
-        model.set_params(warm_start=True)
-        model.coef_, model.intercept_, model.classes_ = start.coef_.copy(), start.intercept_.copy(), start.classes_
-    return model.fit(X, y, sample_weight=weight)
-
-
-def score_model(model: LogisticRegression, X: np.ndarray, y: np.ndarray, weight: np.ndarray) -> dict[str, float]:
-    """Performance of a fitted model on (weighted) data: C, calibration slope, CITL, Brier, ICI."""
-    from pipeline.calibration import val_prob
-
-    p = np.clip(model.predict_proba(X)[:, 1], 1e-10, 1 - 1e-10)
-    v = val_prob(p, y, weight, intervals=False)
-    return {"c": v["c"], "slope": v["slope"], "citl": v["citl"], "brier": v["brier"], "ici": v["eavg"]}

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import bootstrap, logistic
+from pipeline import bootstrap, logistic_model as logistic
 
 
 def _data(n: int, noise: int, seed: int) -> pd.DataFrame:

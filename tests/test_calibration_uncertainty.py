@@ -264,63 +264,37 @@ def test_binary_uncertainty_gathers_everything():
                          "e90_reading"}
 
 
-# -- survival ------------------------------------------------------------------------------
+# -- the Cox model at a horizon ------------------------------------------------------------
 
-def _survival_data(rng, n=2000, distort=1.0):
-    """Exponential times, rate by a linear predictor; predicted risks at 180, 365, 730 days
-    from the true rates (times ``distort`` on the log-hazard: 1 is perfectly calibrated);
-    uniform censoring over 0-1000 days."""
+def _survival_rows(rng, n=3000, distort=1.0):
+    """Exponential times (rate by a linear predictor), uniform censoring over 0-1000 days,
+    no competing ends; predicted risk by 365 days from the true rates, the linear predictor
+    times ``distort`` (1: perfectly calibrated)."""
     lp = rng.normal(0, 0.8, n)
-    rate = np.exp(-6.5 + lp)
-    t, c = rng.exponential(1 / rate), rng.uniform(0, 1000, n)
-    horizons = {"risk_6m": 180.0, "risk_12m": 365.0, "risk_24m": 730.0}
-    risks = pd.DataFrame({k: 1 - np.exp(-np.exp(-6.5 + distort * lp) * h) for k, h in horizons.items()})
-    return risks, horizons, np.minimum(t, c), (t <= c).astype(int)
+    t, c = rng.exponential(1 / np.exp(-6.5 + lp)), rng.uniform(0, 1000, n)
+    rows = pd.DataFrame({"time_days": np.minimum(t, c), "event": (t <= c).astype(int), "family": np.arange(n) // 2})
+    return 1 - np.exp(-np.exp(-6.5 + distort * lp) * 365.0), rows
 
 
-def test_calibrated_event_times_reproduce_the_predicted_risks():
-    rng = np.random.default_rng(8)
-    risks = np.column_stack([np.full(40_000, 0.1), np.full(40_000, 0.25), np.full(40_000, 0.25)])
-    t = cu.calibrated_event_times(risks, np.array([100.0, 200.0, 400.0]), rng)
-    # by hand: H = 0.105, 0.288, 0.288 at 100, 200, 400 days: P(T <= h) = the risk; flat
-    # hazard after 200 days (the last piece is flat): no event after day 200
-    assert np.mean(t <= 100) == pytest.approx(0.10, abs=0.005) and np.mean(t <= 200) == pytest.approx(0.25, abs=0.006)
-    assert np.mean(np.isfinite(t)) == pytest.approx(0.25, abs=0.006)
-    # half-way through the first piece H is half of 0.105: P(T <= 50) = 1 - exp(-0.0527) = 0.0513
-    assert np.mean(t <= 50) == pytest.approx(1 - np.exp(-0.5 * -np.log(0.9)), abs=0.004)
+def test_horizon_uncertainty_is_on_the_statuses_survival_calibration_scores():
+    from pipeline.calibration import survival_calibration
 
-
-def test_censoring_times_follow_the_reverse_kaplan_meier():
-    """Hand example: times 1..4, events at 1 and 3; censored at 2 and 4. Reverse KM:
-    G(1) = 1, G(2) = 1 - 1/3 = 2/3, G(3) = 2/3, G(4) = 0. So C = 2 with probability 1/3,
-    4 otherwise."""
-    rng = np.random.default_rng(9)
-    draws = np.array([cu.censoring_times(np.array([1.0, 2, 3, 4]), np.array([1, 0, 1, 0]), rng) for _ in range(6000)])
-    assert set(np.unique(draws)) == {2.0, 4.0}
-    assert np.mean(draws == 2) == pytest.approx(1 / 3, abs=0.02)
-
-
-def test_survival_observed_expected_by_hand():
-    """Times 1..6 with events at 1, 2, 4; horizon 3: KM = (5/6)(4/5) = 2/3, observed risk
-    1/3; mean predicted 0.25: O/E = 4/3; two events by the horizon: exp(+-1.96 / sqrt(2))."""
-    out = cu.survival_observed_expected(np.full(6, 0.25), np.arange(1.0, 7), np.array([1, 1, 0, 1, 0, 0]), 3.0)
-    assert out["observed_expected"] == pytest.approx(4 / 3)
-    assert out["observed_expected_upper"] == pytest.approx(4 / 3 * np.exp(Z / np.sqrt(2)))
-
-
-def test_survival_slope_and_noise_floor_tell_calibrated_from_distorted():
     rng = np.random.default_rng(10)
-    good = _survival_data(rng)
-    bad = _survival_data(rng, distort=1.8)
-    family = np.arange(2000) // 2
-    out_good = cu.survival_uncertainty(good[0], good[1], good[2], good[3], family, 25, 1, "test_cox")
-    out_bad = cu.survival_uncertainty(bad[0], bad[1], bad[2], bad[3], family, 25, 1, "test_cox")
-    for c in good[1]:
-        g, b = out_good[c], out_bad[c]
-        assert g["slope_lower"] <= 1 <= g["slope_upper"] and b["slope_upper"] < 0.7     # true slope 1 / 1.8
-        assert g["observed_expected_lower"] <= 1 <= g["observed_expected_upper"]
-        assert g["ici_lower"] <= g["ici_upper"] and g["noise_floor"]["ici"]["reading"] == cu.WITHIN
-        assert b["noise_floor"]["ici"]["reading"] == cu.BEYOND
+    for distort, reading in ((1.0, cu.WITHIN), (1.8, cu.BEYOND)):
+        risk, rows = _survival_rows(rng, distort=distort)
+        summary, _ = survival_calibration(risk, rows, 365.0)
+        found = cu.horizon_uncertainty(risk, rows, 365.0, summary["observed_expected"], 60, 1, "test_cox")
+        for k in ("citl", "slope", "ici", "e50", "e90"):       # the same estimates, now with intervals
+            assert found[k] == pytest.approx(summary[k], rel=1e-9), k
+            assert found[f"{k}_lower"] <= found[f"{k}_upper"]
+        assert found["observed_expected"] == summary["observed_expected"]
+        assert found["observed_expected_lower"] < summary["observed_expected"] < found["observed_expected_upper"]
+        assert found["noise_floor"]["ici"]["reading"] == reading
+        if distort == 1.0:
+            assert found["slope_lower"] <= 1 <= found["slope_upper"]
+            assert found["observed_expected_lower"] <= 1 <= found["observed_expected_upper"]
+        else:                                                   # true slope about 1 / 1.8
+            assert found["slope_upper"] < 0.75
 
 
 # -- the stage and the report --------------------------------------------------------------

@@ -11,3 +11,63 @@ def test_pyflakes_clean():
     proc = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "F,E9", "--output-format",
                            "concise", "pipeline", "tests"], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def _pipeline_imports(path: Path) -> set[str]:
+    """Every ``pipeline.x`` module a file imports (module-level or inside functions)."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pipeline"):
+            if node.module == "pipeline":
+                found |= {f"pipeline.{alias.name}" for alias in node.names}
+            else:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("pipeline.")}
+    return found
+
+
+def test_no_module_imports_a_stage():
+    """Style rule: no stage imports another, and shared code never imports a stage; shared
+    pieces live in modules of their own. The stages are the ``python -m`` commands in dvc.yaml."""
+    import yaml
+
+    stages = {spec["cmd"].split()[-1] for spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()}
+    assert "pipeline.survival" in stages and "pipeline.calibration" in stages   # the rule can bite
+    offenders = []
+    for path in sorted((ROOT / "pipeline").rglob("*.py")):
+        module = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+        for imported in _pipeline_imports(path) & stages - {module}:
+            offenders.append(f"{module} imports {imported}")
+    assert not offenders, offenders
+
+
+def _module_file(module: str) -> Path | None:
+    path = ROOT / Path(*module.split("."))
+    for candidate in (path.with_suffix(".py"), path / "__init__.py"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def test_every_stage_depends_on_the_code_it_runs():
+    """A stage's dvc.yaml deps name every pipeline module it imports, directly or not, so
+    `dvc repro` reruns it when that code changes (a missing dep leaves stale outputs)."""
+    import yaml
+
+    missing = []
+    for name, spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].items():
+        deps = [ROOT / d for d in spec.get("deps", [])]
+        todo, seen = [spec["cmd"].split()[-1]], set()
+        while todo:
+            module = todo.pop()
+            file = _module_file(module)
+            if module in seen or file is None:
+                continue
+            seen.add(module)
+            if not any(file == d or d in file.parents for d in deps):
+                missing.append(f"{name}: {file.relative_to(ROOT)}")
+            todo.extend(_pipeline_imports(file))
+    assert not missing, missing

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import logistic
-from pipeline.survival import design_matrix
+from pipeline import logistic, logistic_model, outcome, split
+from pipeline.design import design_matrix
 
 
 def _rows() -> pd.DataFrame:
@@ -24,13 +24,13 @@ def test_outcome_excludes_rows_without_possible_follow_up():
     row re-referred after 100 days but indexed 200 days before the extract is excluded too."""
     rows = _rows().assign(origin_date=pd.to_datetime(["2024-10-01", "2023-01-01", "2024-09-01",
                                                       "2023-01-01", "2023-01-01"]))
-    out, counts = logistic.binary_outcome(rows, 365, "exclude", extract_date=pd.Timestamp("2025-03-31"))
+    out, counts = outcome.binary_outcome(rows, 365, "exclude", extract_date=pd.Timestamp("2025-03-31"))
     assert out.index.tolist() == [1, 3, 4] and out["y"].tolist() == [0, 0, 0]
     assert counts["without_possible_follow_up"] == 2
 
 
 def test_outcome_without_dates_excludes_rows_censored_before_the_horizon():
-    out, counts = logistic.binary_outcome(_rows(), 365, "exclude")
+    out, counts = outcome.binary_outcome(_rows(), 365, "exclude")
     # 200-day censored row is unknown at 365; care entry at 50 is a known non-event;
     # a re-referral at 500 is after the horizon: 0.
     assert out.index.tolist() == [0, 1, 3, 4] and out["y"].tolist() == [1, 0, 0, 0]
@@ -38,7 +38,7 @@ def test_outcome_without_dates_excludes_rows_censored_before_the_horizon():
 
 
 def test_ipcw_weights_by_hand():
-    out, _ = logistic.binary_outcome(_rows(), 365, "ipcw")
+    out, _ = outcome.binary_outcome(_rows(), 365, "ipcw")
     # KM of censoring (extract-date ends at 200 and 400): at 200, 3 at risk -> G = 2/3;
     # at 400 -> 1/3. Weights 1/G(min(T, H)-): t=100 -> 1; t=400 -> 1/G(365-) = 1.5;
     # care at 50 -> 1; t=500 -> 1.5. They sum to n = 5, as IPCW weights should.
@@ -51,12 +51,12 @@ def test_temporal_split_keeps_families_apart():
         "family_id": ["a", "a", "b", "c", "c"],
         "index_date": pd.to_datetime(["2020-01-01", "2023-06-01", "2020-05-01", "2023-02-01", "2022-12-01"]),
     })
-    dev, val, counts = logistic.temporal_split(df, "2023-01-01")
+    dev, val, counts = split.temporal_split(df, "2023-01-01")
     # a: first seen 2020 -> development; its 2023 row is left out. c: first seen 2022-12 -> development.
     assert dev.index.tolist() == [0, 2, 4] and val.index.tolist() == []
     assert counts["left_out_rows_of_development_families_after_cutoff"] == 2
     assert not set(dev["family_id"]) & set(val["family_id"])
-    dev, val, _ = logistic.temporal_split(df, "2022-06-01")
+    dev, val, _ = split.temporal_split(df, "2022-06-01")
     assert val.index.tolist() == [3, 4] and set(dev["family_id"]) == {"a", "b"}
 
 
@@ -69,7 +69,7 @@ def test_statsmodels_and_sklearn_agree():
     y = (rng.random(n) < 1 / (1 + np.exp(-lp))).astype(int)
     X, ref = design_matrix(df, ["a", "b"], ["band"])
     table = logistic.fit_logit(X, y, cluster=df["fam"])
-    sk = logistic.sklearn_model().fit(X, y)
+    sk = logistic_model.sklearn_model().fit(X, y)
     np.testing.assert_allclose(table["coef"].iloc[1:].to_numpy(), sk.coef_[0], rtol=1e-6, atol=1e-8)
     np.testing.assert_allclose(table["coef"].iloc[0], sk.intercept_[0], rtol=1e-6)
     np.testing.assert_allclose(table["or"], np.exp(table["coef"]))
@@ -93,7 +93,7 @@ def test_grouped_kfold_keeps_families_whole_and_predicts_every_row_out_of_fold()
     np.testing.assert_array_equal(p, again)                                   # seeded
     # Out of fold: row 0's prediction is that of a model fitted without its fold.
     train = fold != fold[0]
-    alone = logistic.prediction_pipeline({"age": 3}).fit(X[train], y[train])
+    alone = logistic_model.prediction_pipeline({"age": 3}).fit(X[train], y[train])
     assert p[0] == pytest.approx(alone.predict_proba(X.iloc[[0]])[0, 1], rel=1e-9)
-    full = logistic.prediction_pipeline({"age": 3}).fit(X, y)
+    full = logistic_model.prediction_pipeline({"age": 3}).fit(X, y)
     assert abs(p[0] - full.predict_proba(X.iloc[[0]])[0, 1]) > 1e-6

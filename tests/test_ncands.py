@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipeline import clean, episodes
+from pipeline import clean, derive
 from pipeline.cli import InputError
 from pipeline.formats import ncands
 from pipeline.schema import FACTORS
@@ -328,7 +328,7 @@ EXPECTED_REREPORT_DEFAULT = {k: v for k, v in EXPECTED_REREPORT.items() if k not
 
 def test_rereport_table(cleaned):
     kept, _, _ = cleaned
-    table, counts = episodes.derive_rereport(kept["children"], kept["referrals"], kept["plans"],
+    table, counts = derive.derive_rereport(kept["children"], kept["referrals"], kept["plans"],
                                              extract_date=EXTRACT_DATE)
     ids = clean.pseudonymise(pd.Series([r[0] for r in EXPECTED_REFERRALS]), clean.SYNTHETIC_KEY)
     name_of = dict(zip(ids, (r[0] for r in EXPECTED_REFERRALS)))
@@ -632,9 +632,9 @@ def test_round_trip_matches_three_table_route(written):
     r3 = kept_3["referrals"].set_index("referral_id").sort_index()
     pd.testing.assert_frame_equal(rn, r3[rn.columns])
 
-    a, a_counts = episodes.derive_rereport(kept_n["children"], kept_n["referrals"], kept_n["plans"],
+    a, a_counts = derive.derive_rereport(kept_n["children"], kept_n["referrals"], kept_n["plans"],
                                            extract_date=extract_date)
-    b, _ = episodes.derive_rereport(kept_3["children"], kept_3["referrals"], kept_3["plans"],
+    b, _ = derive.derive_rereport(kept_3["children"], kept_3["referrals"], kept_3["plans"],
                                     extract_date=extract_date)
     assert a_counts["index_referrals"] > 1000 and a_counts["events"] > 100    # not a vacuous comparison
     a, b = a.set_index("index_referral_id"), b.set_index("index_referral_id")
@@ -644,8 +644,8 @@ def test_round_trip_matches_three_table_route(written):
     only = a.index.symmetric_difference(b.index)
     assert len(only) < 0.01 * len(a)
     ref = kept_n["referrals"].set_index("referral_id").loc[only]
-    origin = episodes.to_days(ref["closure_date"]).clip(min=episodes.to_days(ref["referral_date"]) + 14)
-    day18 = [episodes.eighteenth_birthday_days(k.set_index("child_id").loc[ref["child_id"], "date_of_birth"])
+    origin = derive.to_days(ref["closure_date"]).clip(min=derive.to_days(ref["referral_date"]) + 14)
+    day18 = [derive.eighteenth_birthday_days(k.set_index("child_id").loc[ref["child_id"], "date_of_birth"])
              for k in (kept_n["children"], kept_3["children"])]
     assert ((np.minimum(*day18) <= origin) & (origin < np.maximum(*day18))).all()
     common = a.index.intersection(b.index)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from lifelines.datasets import load_rossi
 
-from pipeline import clean, episodes, settings, survival
+from pipeline import clean, derive, design, settings, survival
 from pipeline.cli import InputError
 from pipeline.errors import headline
 from pipeline.schema import CHILDREN, FACTORS, REFERRALS
@@ -29,7 +29,7 @@ def rossi_rereport(spec=ROSSI_SPEC) -> pd.DataFrame:
     raw.insert(0, "id", [f"p{i}" for i in range(len(raw))])
     kept, rejects, _ = clean.clean_analysis_table(raw, spec, "rossi.csv", key=b"k")
     assert rejects.empty
-    return episodes.analysis_table_to_rereport(kept, spec)[0]
+    return derive.analysis_table_to_rereport(kept, spec)[0]
 
 
 def test_rossi_cox_equals_r_coxph(params):
@@ -87,7 +87,7 @@ def test_index_date_column_is_parsed_and_quarantined_when_unreadable():
     kept, rejects, metrics = clean.clean_analysis_table(raw, {**ROSSI_SPEC, "index_date": "start"}, "r.csv", key=b"k")
     assert rejects[["source_row", "field", "reason"]].values.tolist() == [[6, "start", "unparseable_date"]]
     assert metrics["tables"]["analysis_table"]["rows_in"] == 432 == len(kept) + len(rejects)
-    df = episodes.analysis_table_to_rereport(kept, {**ROSSI_SPEC, "index_date": "start"})[0]
+    df = derive.analysis_table_to_rereport(kept, {**ROSSI_SPEC, "index_date": "start"})[0]
     assert df["index_date"].dtype.kind == "M" and df["index_date"].min() == pd.Timestamp("2020-01-01")
 
 
@@ -145,7 +145,7 @@ def test_no_family_id_makes_each_child_its_own_cluster_and_unrecorded_factors_st
     assert metrics["not_recorded"] == NOT_RECORDED
     assert metrics["tables"]["children"]["absent_columns"] == {"child_id": ["family_id"], "empty": ["looked_after_date"]}
     assert not set(NOT_RECORDED) & set(kept["referrals"].columns)
-    rereport, _ = episodes.derive_rereport(kept["children"], kept["referrals"], kept["plans"],
+    rereport, _ = derive.derive_rereport(kept["children"], kept["referrals"], kept["plans"],
                                            extract_date=pd.Timestamp("2021-01-01"))
     assert not set(NOT_RECORDED) & set(rereport.columns)          # absent, never invented as 0
     assert rereport["substance_misuse"].tolist() == [1, 0]         # R1 then R2 (R3 is open)
@@ -170,7 +170,7 @@ def test_rejects_name_the_adapter_source_location():
 
 def test_reference_profiles_take_categorical_levels():
     X = pd.DataFrame({"age": [1.0], "sex[M]": [0.0], "sex[U]": [0.0]})
-    assert survival.profile_row(X.columns, "p", {"age": 30, "sex": "M"}) == {"age": 30.0, "sex[M]": 1.0, "sex[U]": 0.0}
-    assert survival.profile_row(X.columns, "p", {"sex": "F"}) == {"age": 0.0, "sex[M]": 0.0, "sex[U]": 0.0}  # reference
+    assert design.profile_row(X.columns, "p", {"age": 30, "sex": "M"}) == {"age": 30.0, "sex[M]": 1.0, "sex[U]": 0.0}
+    assert design.profile_row(X.columns, "p", {"sex": "F"}) == {"age": 0.0, "sex[M]": 0.0, "sex[U]": 0.0}  # reference
     with pytest.raises(InputError, match="reference profile 'p' names 'county'"):
-        survival.profile_row(X.columns, "p", {"county": 1})
+        design.profile_row(X.columns, "p", {"county": 1})

@@ -9,7 +9,7 @@ import pytest
 from lifelines import CoxPHFitter
 
 from pipeline import config, published, simulate
-from pipeline.episodes import derive_rereport
+from pipeline.derive import derive_rereport
 from pipeline.simulate import HAZARD_COVARIATES
 from tests.conftest import with_changes
 

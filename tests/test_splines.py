@@ -14,7 +14,7 @@ import pytest
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
-from pipeline import logistic
+from pipeline import logistic, logistic_model
 from pipeline.splines import RestrictedCubicSpline, default_knots, rcs_basis
 
 D = pd.read_csv(Path(__file__).parent / "data" / "rcs_small.csv")
@@ -31,7 +31,7 @@ def test_spline_logistic_model_matches_rms_lrm():
     from the statsmodels inference model on the pipeline's own design."""
     pipe = Pipeline([("design", ColumnTransformer([("rcs", RestrictedCubicSpline(4), ["age"])],
                                                   remainder="passthrough", verbose_feature_names_out=False)),
-                     ("model", logistic.sklearn_model())]).fit(D[["age", "z"]], D["y"])
+                     ("model", logistic_model.sklearn_model())]).fit(D[["age", "z"]], D["y"])
     r_coef = [-0.531899454102, -0.117293560383, 0.0678809474727, 0.197402633462, 0.204241684304]
     np.testing.assert_allclose([pipe["model"].intercept_[0], *pipe["model"].coef_[0]], r_coef, rtol=1e-7)
     design = pd.DataFrame(pipe["design"].transform(D[["age", "z"]]), columns=pipe["design"].get_feature_names_out())
@@ -45,7 +45,7 @@ def test_spline_logistic_model_matches_rms_lrm():
 def test_three_knots_match_rms():
     # coef(lrm(y ~ rcs(age, 3) + z))
     X = np.column_stack([rcs_basis(D["age"], default_knots(D["age"], 3)), D["z"]])
-    model = logistic.sklearn_model().fit(X, D["y"])
+    model = logistic_model.sklearn_model().fit(X, D["y"])
     np.testing.assert_allclose([model.intercept_[0], *model.coef_[0]],
                                [-0.457417562562, -0.144501886087, 0.172489589164, 0.200528771762], rtol=1e-7)
 
