@@ -418,7 +418,8 @@ def floor_sentences(validation: dict[str, Any], subgroups: pd.DataFrame, cox: pd
     groups = beyond_floor(subgroups, lambda r: f"{r['variable']} {r['level']}") + beyond_floor(
         cox, lambda r: f"Cox model at {float(r['horizon_months']):g} months")
     return [f"Noise floor (outcomes drawn from the predictions themselves): {'; '.join(parts)}. The floor is a "
-            f"reference for reading ICI and E90, not a correction to them.",
+            f"reference for reading ICI and E90, not a correction to them; their bootstrap intervals carry the same "
+            f"noise, so near the floor they can lie above the estimate.",
             " ".join(groups) if groups else ("Every subgroup's and Cox horizon's ICI and E90 are within what a "
                                              "perfectly calibrated model shows at its size.")]
 
