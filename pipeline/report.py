@@ -402,6 +402,59 @@ def not_estimated(stage_metrics: dict[str, Any], part: str) -> str:
             f"estimated:</strong> {html.escape(str(reason))}.</p>" if reason else "")
 
 
+FLOOR_MEASURES = {"ici": "ICI", "e90": "E90"}
+
+
+def with_intervals(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A calibration table for reading: each measure with its 95% interval in one column,
+    "value (lower-upper)"; each noise floor as "median / 95th percentile" and its reading
+    as within / beyond (the text above the table says what they mean)."""
+    out = df.copy()
+    for m in [c[:-len("_lower")] for c in df.columns if c.endswith("_lower") and c[:-len("_lower")] in df]:
+        out[m] = [WITHHELD if fmt(v) == WITHHELD else f"{fmt(v, digits)} ({fmt(lo, digits)}\u2013{fmt(hi, digits)})"
+                  for v, lo, hi in zip(df[m], df[f"{m}_lower"], df[f"{m}_upper"])]
+        out = out.drop(columns=[f"{m}_lower", f"{m}_upper"])
+    for m, name in FLOOR_MEASURES.items():
+        if f"{m}_floor_p95" in df:
+            out[f"{name} floor (median / 95th)"] = [WITHHELD if fmt(a) == WITHHELD else f"{fmt(a, digits)} / {fmt(b, digits)}"
+                                                   for a, b in zip(df[f"{m}_floor_p50"], df[f"{m}_floor_p95"])]
+            out[f"{name} vs floor"] = [str(r).split(" ")[0] if isinstance(r, str) else WITHHELD for r in df[f"{m}_reading"]]
+            out = out.drop(columns=[f"{m}_floor_p50", f"{m}_floor_p95", f"{m}_reading"])
+    return out
+
+
+def beyond_floor(rows: pd.DataFrame, name: Any) -> list[str]:
+    """One sentence per row (a subgroup, a horizon) whose ICI or E90 is beyond its noise
+    floor; ``name(row)`` says which row it is."""
+    sentences = []
+    for _, r in rows.iterrows():
+        beyond = [m for m in FLOOR_MEASURES if str(r.get(f"{m}_reading", "")).startswith("beyond")]
+        if beyond:
+            values = " and ".join(f"{FLOOR_MEASURES[m]} {fmt(r[m], 4)}" for m in beyond)
+            floors = " and ".join(fmt(r[f"{m}_floor_p95"], 4) for m in beyond)
+            sentences.append(f"{name(r)}: {values} {'are' if len(beyond) > 1 else 'is'} beyond what a perfectly "
+                             f"calibrated model shows at this size (95th percentile {floors}).")
+    return sentences
+
+
+def floor_sentences(validation: dict[str, Any], subgroups: pd.DataFrame, cox: pd.DataFrame) -> list[str]:
+    """The noise floor in words: the validation ICI and E90 against it, then a sentence
+    per subgroup or Cox horizon beyond its floor (or that none is)."""
+    floor = validation.get("noise_floor", {})
+    if not floor:
+        return []
+    parts = [f"{FLOOR_MEASURES[m]} {fmt(validation.get('eavg' if m == 'ici' else m), 4)} is {floor[m]['reading']} "
+             f"(a perfectly calibrated model scored the same way: median {fmt(floor[m]['floor_p50'], 4)}, "
+             f"95th percentile {fmt(floor[m]['floor_p95'], 4)})" for m in FLOOR_MEASURES if m in floor]
+    groups = beyond_floor(subgroups, lambda r: f"{r['variable']} {r['level']}") + beyond_floor(
+        cox, lambda r: f"Cox model at {float(r['horizon_months']):g} months")
+    return [f"Noise floor (outcomes drawn from the predictions themselves): {'; '.join(parts)}. The floor is a "
+            f"reference for reading ICI and E90, not a correction to them; their bootstrap intervals carry the same "
+            f"noise, so near the floor they can lie above the estimate.",
+            " ".join(groups) if groups else ("Every subgroup's and Cox horizon's ICI and E90 are within what a "
+                                             "perfectly calibrated model shows at its size.")]
+
+
 def cluster_word(params: dict[str, Any], clean: dict[str, Any]) -> str:
     """What the robust variance and every resampling treat as independent units."""
     if params["input"]["source"] == "analysis_table":
@@ -544,17 +597,20 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
               "synthetic extract (England-like, generated from a seed), not from any real children. They show what "
               "the pipeline reports; they say nothing about real families.</p>" if synthetic else "")
     v = cal.get("validation", {})
+    def interval(key: str) -> str:
+        return f"{fmt(v[key + '_lower'], 4)}\u2013{fmt(v[key + '_upper'], 4)}" if f"{key}_lower" in v else ""
+
     hierarchy = pd.DataFrame([
-        ("mean", "observed / expected", v.get("observed_expected"), "1"),
-        ("mean", "calibration-in-the-large", v.get("citl"), "0"),
-        ("weak", "calibration slope", v.get("slope"), "1"),
-        ("moderate", "ICI (mean absolute observed - predicted)", v.get("eavg"), "0"),
-        ("moderate", "E50", v.get("e50"), "0"), ("moderate", "E90", v.get("e90"), "0"),
-        ("moderate", "Emax", v.get("emax"), "0"),
-        ("discrimination", "C (AUC)", v.get("c"), f"95% CI {fmt(v.get('c_lower'))}-{fmt(v.get('c_upper'))}"),
-        ("overall", "Brier score", v.get("brier"), f"scaled {fmt(v.get('scaled_brier'))}"),
-        ("mean", "Spiegelhalter z", v.get("spiegelhalter_z"), f"p = {fmt(v.get('spiegelhalter_p'))}"),
-    ], columns=["level (Van Calster 2016)", "measure", "value", "ideal / note"])
+        ("mean", "observed / expected", v.get("observed_expected"), interval("observed_expected"), "1"),
+        ("mean", "calibration-in-the-large", v.get("citl"), interval("citl"), "0"),
+        ("weak", "calibration slope", v.get("slope"), interval("slope"), "1"),
+        ("moderate", "ICI (mean absolute observed - predicted)", v.get("eavg"), interval("eavg"), "0"),
+        ("moderate", "E50", v.get("e50"), interval("e50"), "0"), ("moderate", "E90", v.get("e90"), interval("e90"), "0"),
+        ("moderate", "Emax", v.get("emax"), "", "0"),
+        ("discrimination", "C (AUC)", v.get("c"), interval("c"), "1"),
+        ("overall", "Brier score", v.get("brier"), "", f"scaled {fmt(v.get('scaled_brier'))}"),
+        ("mean", "Spiegelhalter z", v.get("spiegelhalter_z"), "", f"p = {fmt(v.get('spiegelhalter_p'))}"),
+    ], columns=["level (Van Calster 2016)", "measure", "value", "95% interval", "ideal / note"])
     reconciliation = pd.DataFrame([{"table": t, "rows in": d["rows_in"], "kept": d["rows_kept"],
                                     "rejected": d["rows_rejected"]} for t, d in clean.get("tables", {}).items()])
     reasons = pd.DataFrame([{"table": t, "reason": r, "rows": n} for t, d in clean.get("tables", {}).items()
@@ -635,7 +691,7 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          not_estimated(logi, "logistic_model") + table_html(odds)),
         ("calibration", "Calibration",
          f"{image(figs, 'calibration', 'Calibration curve')}{not_estimated(cal, 'logistic_calibration')}"
-         f"{table_html(hierarchy)}"
+         f"{table_html(hierarchy)}{''.join(f'<p>{html.escape(t)}</p>' for t in floor_sentences(v, subgroups, cox_cal))}"
          f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} replicates of whole {units})</h3>"
          f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation {units})</h3>{table_html(recal)}"
          f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{not_estimated(cal, 'cox_calibration')}"
@@ -643,9 +699,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"a competing end counting as a control), the Brier score, the null model's (everyone given the "
          f"Kaplan-Meier/Aalen-Johansen risk) and IPA = 1 - Brier / null Brier; censoring by inverse probability "
          f"weights, 95% intervals from the influence function, as R's riskRegression::Score.</p>"
-         f"{table_html(cox_cal)}"),
+         f"{table_html(with_intervals(cox_cal, 4))}"),
         ("subgroups", "Subgroups: calibration and error rates",
-         f"{table_html(subgroups)}<h3>Error rates at the headline rule, by group (differences and ratios against "
+         f"{table_html(with_intervals(subgroups, 4))}<h3>Error rates at the headline rule, by group (differences and ratios against "
          f"the largest group, 95% intervals resampling whole {units})</h3>{table_html(by_group)}"),
         ("decision-curve", "Decision curve and the threshold trade-off",
          f"{image(figs, 'decision', 'Decision curve')}"
@@ -721,6 +777,7 @@ because a count is below {min_count}, or not defined.</p>
             ("survival", surv), ("logistic", logi), ("calibration", cal), ("errors", err)) if m.get("status")), ""]
           if any(m.get("status") for m in (surv, logi, cal, err)) else []),
         "## Calibration on validation data", "", table_markdown(hierarchy), "",
+        *(f"{t}\n" for t in floor_sentences(v, subgroups, cox_cal)),
         "## Optimism-corrected (bootstrap)", "", table_markdown(optimism), "",
         "## Sample size", "", f"Riley minimum n {fmt(size.get('riley_minimum_n'))}; development rows "
         f"{fmt(logi.get('development', {}).get('n'))}.", "",
