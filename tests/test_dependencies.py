@@ -188,3 +188,17 @@ def test_environment_json_has_no_count_for_the_disclosure_scan():
             yield obj
 
     assert all(isinstance(v, (str, bool)) or v is None for v in leaves(environment.describe(ROOT)))
+
+
+def test_report_prints_the_versions_it_was_built_with(params):
+    """The report's reproducibility section and summary name Python and every declared
+    library's installed version (built here from the committed stage outputs)."""
+    from pipeline import report
+
+    page, summary = report.build(ROOT, params)
+    software = environment.describe(ROOT)
+    reproducibility = page[page.index("<section id='reproducibility'>"):]
+    for name, version in software["dependencies"].items():
+        assert f"<tr><td>{name}</td><td>{version}</td></tr>" in reproducibility
+    assert f"Python {software['python']} ({software['platform']})" in summary
+    assert "`metrics/environment.json`" in summary
