@@ -13,8 +13,8 @@ Reads ``data/analysis/rereport.parquet`` and writes, under ``reports/survival/``
   covariate the advice flags, the smoothed scaled Schoenfeld residuals (beta(t)) with their
   band and binned means, no individual residual (``pipeline.schoenfeld``).
 * ``parametric_models.csv`` / ``parametric_predictions.csv``: Weibull, log-normal and
-  log-logistic AFT fits (lifelines) compared by AIC, and predicted cumulative re-report
-  at the horizons for reference profiles.
+  log-logistic AFT fits (``pipeline.aft``, equal to R's ``survreg``) compared by AIC, and
+  predicted cumulative re-report at the horizons for reference profiles.
 * ``recurrent_models.csv``: Andersen-Gill (counting process, robust by child) and PWP
   gap-time (strata by event number) models of every re-referral.
 * ``competing_cif.csv`` / ``cause_specific_hazard_ratios.csv``: Aalen-Johansen cumulative
@@ -29,8 +29,8 @@ metrics); Kaplan-Meier and Cox take them as they are.
 
 Invalid values in the analysis table (a missing covariate or time, a negative time, an
 event other than 0/1; ``pipeline.cox.check_input``) stop the stage with one line. A Cox
-fit that did not converge, or whose coefficient may be infinite (separation), warns as R
-does; every such warning is in ``metrics/survival.json`` -> ``warnings`` ({model, message}).
+fit that did not converge, or whose coefficient may be infinite (separation), or an AFT fit
+that did not converge, warns as R does; every such warning is in ``metrics/survival.json`` -> ``warnings`` ({model, message}).
 
 Counts below ``disclosure.min_cell_count`` are suppressed: curves stop where fewer are at
 risk, and group estimates are withheld where the group is smaller.
@@ -41,18 +41,18 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import LogLogisticAFTFitter, LogNormalAFTFitter, WeibullAFTFitter
-from lifelines.exceptions import ConvergenceError
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import concordance_index
 
 from pipeline import config
+from pipeline.aft import DISTRIBUTIONS, AFTConvergenceWarning, AFTRegression
 from pipeline.cli import InputError, stage_entry
 from pipeline import cox_model
 from pipeline.cox import CoxConvergenceWarning, CoxInputError, CoxPH, check_input
@@ -96,11 +96,11 @@ TABLES = {
     "plot_curves": ["time_months", "cumulative_rereport", "cumulative_lower", "cumulative_upper"],
     "schoenfeld": SCHOENFELD_COLUMNS,
 }
-AFT = {"weibull": WeibullAFTFitter, "lognormal": LogNormalAFTFitter, "loglogistic": LogLogisticAFTFitter}
+AFT = {name: partial(AFTRegression, name) for name in DISTRIBUTIONS}   # weibull, lognormal, loglogistic
 CAUSES = ("re_referral", "entered_care", "age_18")
-#: Warnings a Cox fit's metrics keep: R's convergence warnings, and numerical ones (an
+#: Warnings a Cox or AFT fit's metrics keep: R's convergence warnings, and numerical ones (an
 #: overflow, an invalid value) that would otherwise scroll past on the terminal.
-FIT_WARNINGS = (CoxConvergenceWarning, RuntimeWarning)
+FIT_WARNINGS = (CoxConvergenceWarning, AFTConvergenceWarning, RuntimeWarning)
 ANALYSIS_TABLE = "data/analysis/rereport.parquet"
 
 
@@ -250,8 +250,8 @@ def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataF
 
 # -- parametric ---------------------------------------------------------------------------
 def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_months: list[float],
-               profiles: dict[str, dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    data = X.assign(time_days=df["time_days"].to_numpy(), event=df["event"].to_numpy())
+               profiles: dict[str, dict[str, float]], log: FitWarnings | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     profile_rows = pd.DataFrame([profile_row(X.columns, name, p) for name, p in profiles.items()],
                                 index=list(profiles), columns=X.columns)
     horizons_days = [m * DAYS_PER_MONTH for m in horizons_months]
@@ -259,18 +259,18 @@ def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_mon
     for name in names:
         if name not in AFT:
             raise InputError(f"params.yaml: survival.parametric '{name}' is not one of {', '.join(AFT)}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = AFT[name]().fit(data, "time_days", "event")
-        fits.append({"model": name, "loglik": model.log_likelihood_, "aic": model.AIC_,
-                     "parameters": int(len(model.params_))})
+        # Not converging is an AFTConvergenceWarning: kept in ``log`` (the metrics), else raised as it is.
+        with log.fitting(f"{name}_aft") if log is not None else nullcontext():
+            model = AFT[name]().fit(X, df["time_days"], df["event"])
+        fits.append({"model": name, "loglik": model.loglik_, "aic": model.aic_,
+                     "parameters": model.n_parameters_})
         if not profiles:
             continue
-        surv = model.predict_survival_function(profile_rows, times=horizons_days)
-        for profile in profiles:
-            for m, h in zip(horizons_months, horizons_days):
+        surv = model.predict_survival(profile_rows, horizons_days)
+        for i, profile in enumerate(profiles):
+            for j, m in enumerate(horizons_months):
                 preds.append({"model": name, "profile": profile, "horizon_months": m,
-                              "cumulative_rereport": 1 - float(surv.loc[h, profile])})
+                              "cumulative_rereport": 1 - float(surv[i, j])})
     table = pd.DataFrame(fits).sort_values("aic").reset_index(drop=True)
     table["delta_aic"] = table["aic"] - table["aic"].min()
     return table, pd.DataFrame(preds, columns=["model", "profile", "horizon_months", "cumulative_rereport"])
@@ -412,10 +412,10 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
         positive = df.assign(time_days=df["time_days"].where(~zero, ZERO_DURATION_DAYS))
         try:
             tables["parametric_models"], tables["parametric_predictions"] = parametric(
-                positive, X, s["parametric"], s["horizons_months"], s.get("reference_profiles", {}))
+                positive, X, s["parametric"], s["horizons_months"], s.get("reference_profiles", {}), log)
             metrics["parametric_best_by_aic"] = tables["parametric_models"].iloc[0]["model"]
-        except (ValueError, np.linalg.LinAlgError, ConvergenceError, AttributeError, ZeroDivisionError) as err:
-            # lifelines' fits fail in several ways on a handful of rows: say which, in one line
+        except (ValueError, np.linalg.LinAlgError) as err:
+            # degenerate rows (e.g. collinear covariates): say why, in one line
             first = next((line.strip().rstrip(":") for line in str(err).splitlines() if line.strip()), "")
             record(metrics, "parametric_models", f"the fit failed ({type(err).__name__}{': ' + first if first else ''})")
         if zero.any():
