@@ -42,15 +42,19 @@ $(VENV)/.installed: pyproject.toml $(LOCK)
 
 # uv pip compile (pinned in pyproject's `lock` group): --universal adds the environment
 # markers of every platform and --generate-hashes the hash of every file of each pinned
-# release; the pins already in the lock are kept unless UPGRADE asks otherwise.
+# release; the pins already in the lock are kept (read from the output file) unless UPGRADE
+# asks otherwise. The lock is replaced only when it changes (its date drives make setup).
 lock: $(VENV)/.installed
 	$(PIP) install --quiet --group lock
+	cp $(LOCK) $(LOCK).new
 	$(VENV)/bin/uv pip compile pyproject.toml --extra test --group setup --universal --python-version 3.11 \
-	  --generate-hashes --custom-compile-command "make lock" --quiet $(UPGRADE) -o $(LOCK)
+	  --generate-hashes --custom-compile-command "make lock" --quiet $(UPGRADE) -o $(LOCK).new
 	{ echo "# Every package make setup installs, pinned with the sha256 of each of its files (all platforms,"; \
 	  echo "# CPython >= 3.11): pyproject.toml's dependencies, its test extra and its setup group."; \
 	  echo "# Regenerate with: make lock (after editing pyproject.toml; commit the two together)."; \
-	  cat $(LOCK); } > $(LOCK).tmp && mv $(LOCK).tmp $(LOCK)
+	  cat $(LOCK).new; } > $(LOCK).tmp && rm $(LOCK).new
+	@if cmp -s $(LOCK).tmp $(LOCK); then rm $(LOCK).tmp; echo "$(LOCK): unchanged"; \
+	else mv $(LOCK).tmp $(LOCK); echo "$(LOCK): updated ($$(grep -c '^[A-Za-z0-9]' $(LOCK)) packages)"; fi
 
 # Wheels for this machine's platform and Python only (--only-binary=:all:); sdists only for
 # SDIST_ONLY. pip checks every download against the lock's hashes.
