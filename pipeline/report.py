@@ -556,6 +556,14 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     figures_table = outcome_figures(epi, surv, err, cal, words)
     hr = csv("reports/survival/hazard_ratios.csv")
     hr_cols = [c for c in ("covariate", "hr", "hr_lower", "hr_upper", "p", "true_hr") if c in hr]
+    frailty_html = not_estimated(surv, "frailty")
+    if surv.get("frailty"):   # the shared-frailty model's hazard ratios beside the Cox model's
+        frailty = csv("reports/survival/frailty_hazard_ratios.csv").merge(
+            hr[["covariate", "hr"]].rename(columns={"hr": "hr_without_frailty"}), on="covariate", how="left")
+        frailty_html = (f"<h3>With a shared gamma frailty per {unit} (hazard ratios conditional on the {unit})</h3>"
+                        f"<p>{html.escape(surv['frailty']['sentence'])}</p>" + table_html(frailty[[
+                            c for c in ("covariate", "hr_without_frailty", "hazard_ratio", "lower", "upper", "p",
+                                        "true_hr") if c in frailty]]))
     odds = csv("reports/logistic/odds_ratios.csv")[["term", "or", "or_lower", "or_upper", "p"]]
     planner = csv("reports/durations/planner_summary.csv")
     planner = planner[["variable", "level", "plans", "median_days", "median_lower", "median_upper", "open_at_12m",
@@ -593,7 +601,7 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
         ("hazard-ratios", f"Hazard ratios (Cox model; {html.escape(strata_words(params, surv))}; "
                           f"robust CIs by {cluster_word(params, clean)})",
          f"{image(figs, 'forest', 'Forest plot of hazard ratios')}{not_estimated(surv, 'cox')}"
-         f"{not_estimated(surv, 'parametric_models')}{table_html(hr[hr_cols])}"
+         f"{not_estimated(surv, 'parametric_models')}{table_html(hr[hr_cols])}{frailty_html}"
          f"{ph_section(surv, csv('reports/survival/ph_tests.csv'), figs)}"),
         ("durations", "Plan durations for planners", durations_html),
         ("banded-durations", "Plan durations from published counts", banded_html),

@@ -61,6 +61,7 @@ from pipeline.design import design_matrix, profile_row, with_groups
 from pipeline.disclosure import complementary_at_risk, complementary_suppression
 from pipeline.estimable import ZERO_DURATION_DAYS, empty, model_problem, record, survival_problem
 from pipeline.fit_warnings import FitWarnings
+from pipeline.frailty import TABLE_COLUMNS as FRAILTY_COLUMNS, fit_shared_frailty, frailty_problem
 from pipeline.io import write_csv, write_json
 from pipeline.settings import survival_settings
 from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, nelson_aalen, step_read
@@ -78,6 +79,7 @@ OPTIONAL_TABLES = {
     "competing_cif": ["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"],
     "cause_specific_hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z",
                                      "p", "cause"],
+    "frailty_hazard_ratios": FRAILTY_COLUMNS,
 }
 #: Every other table, for an input from which nothing could be estimated (plus
 #: ``true_hr``/``true_in_ci`` on the synthetic default, ``cif_*`` in ``plot_curves`` with
@@ -341,6 +343,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
 
     if s["ties"] not in ("efron", "breslow"):
         raise InputError(f"params.yaml: survival.ties '{s['ties']}' must be efron or breslow")
+    if s.get("frailty") not in (None, "gamma"):
+        raise InputError(f"params.yaml: survival.frailty '{s['frailty']}' must be gamma or null")
     df = with_groups(df.reset_index(drop=True))
     X, reference = design_matrix(df, s["covariates"], s.get("categorical", []))
     try:   # invalid values stop the stage (one line on the terminal, so the count of rows may be said)
@@ -405,6 +409,20 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
         known = hr[hr["true_in_ci"].notna()]
         metrics["truth_recovery"] = {"covariates_with_truth": int(len(known)),
                                      "true_value_in_95ci": int(known["true_in_ci"].astype(bool).sum())}
+    if s.get("frailty"):   # shared gamma frailty by cluster (pipeline/frailty.py)
+        cluster = df[s["cluster"]] if s.get("cluster") else None
+        frailty_reason = cox_problem or frailty_problem(cluster)
+        if frailty_reason is None:
+            try:
+                with log.fitting("frailty"):
+                    tables["frailty_hazard_ratios"], metrics["frailty"] = fit_shared_frailty(
+                        X, df["time_days"], df["event"], cluster, df[s["strata"]] if s.get("strata") else None,
+                        s["ties"], truth_for(list(X.columns), truth) if truth else None, min_count=min_count)
+                say("frailty model fitted")
+            except ValueError as err:   # (a CoxInputError's reason names no count)
+                frailty_reason = f"the fit failed ({getattr(err, 'reason', err)})"
+        if frailty_reason is not None:
+            record(metrics, "frailty", frailty_reason)
     if s.get("parametric") and problem is not None:
         record(metrics, "parametric_models", problem)
     elif s.get("parametric"):
