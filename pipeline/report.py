@@ -5,7 +5,8 @@ headline rule, the false-positive / false-negative table and the warning), then 
 cleaning, cohort, Kaplan-Meier curves, hazard ratios, plan durations, odds ratios,
 calibration, subgroup calibration and error rates, the decision curve, sample size, a
 TRIPOD+AI checklist, limitations and reproducibility. It reads only the other stages'
-outputs (``reports/``, ``metrics/``, ``dvc.lock``, ``params.yaml``); figures are PNGs
+outputs (``reports/``, ``metrics/``, ``dvc.lock``, ``params.yaml``) and the installed library
+versions (``pipeline/environment.py``, also written to ``metrics/environment.json``); figures are PNGs
 embedded as data: URIs and a Content-Security-Policy forbids the page any request.
 
 A stage that could not estimate something (an empty or degenerate analysis table) leaves
@@ -29,6 +30,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline import environment
 from pipeline.plot_tables import wide_form
 from pipeline.settings import Labels, labels
 
@@ -592,6 +594,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     min_count = int(params["disclosure"]["min_cell_count"])
     rules = csv("reports/errors/rules.csv")
     prov = provenance(root, params)
+    software = environment.describe(root)
+    as_locked = ("installed as requirements.lock pins" if software["lock"]["installed_as_locked"] else
+                 "NOT as requirements.lock pins: " + "; ".join(software["lock"]["differences"]))
     first = error_table(rules, err["default_rule"])
     notice = ("<p class='notice'><strong>Synthetic data.</strong> These results come from the pipeline's embedded "
               "synthetic extract (England-like, generated from a seed), not from any real children. They show what "
@@ -732,7 +737,11 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
                                     for k, v in prov["code"].items()]))
          + f"<p>Parameters SHA-256 {prov['params_sha256'][:16]}; seed {params.get('seed')}. Outputs of every "
          f"stage (dvc.lock):</p>{table_html(prov['hashes'])}"
-         f"<pre>{html.escape(yaml.safe_dump({k: params[k] for k in ('seed', 'input', 'logistic', 'errors', 'disclosure')}, sort_keys=False))}</pre>"),
+         f"<p>Software: Python {software['python']} ({software['implementation']}, {software['platform']}); "
+         f"libraries {html.escape(as_locked)} (sha256 {str(software['lock']['sha256'])[:16]}; "
+         "<code>metrics/environment.json</code>):</p>"
+         + table_html(pd.DataFrame(list(software["dependencies"].items()), columns=["library", "installed version"]))
+         + f"<pre>{html.escape(yaml.safe_dump({k: params[k] for k in ('seed', 'input', 'logistic', 'errors', 'disclosure')}, sort_keys=False))}</pre>"),
     ]
     nav = "".join(f"<li><a href='#{sid}'>{html.escape(title)}</a></li>" for sid, title, _ in sections)
     body = "".join(f"<section id='{sid}'><h2>{html.escape(title)}</h2>{content}</section>" for sid, title, content in sections)
@@ -783,6 +792,8 @@ because a count is below {min_count}, or not defined.</p>
         f"{fmt(logi.get('development', {}).get('n'))}.", "",
         "## Reproducibility", "", f"Seed {params.get('seed')}; the code's git object ids, dvc.lock hashes and parameters are in the "
         "report's last section.", "",
+        f"Python {software['python']} ({software['platform']}); libraries {as_locked}; their versions are in "
+        "`metrics/environment.json`.", "",
         f"Values shown as {WITHHELD} are withheld (a count below {min_count}) or not defined.", "",
         "The full report with figures: `reports/report.html`.", "",
     ])
@@ -791,7 +802,7 @@ because a count is below {min_count}, or not defined.</p>
 
 def main() -> None:
     from pipeline import config
-    from pipeline.io import write_text
+    from pipeline.io import write_json, write_text
 
     from pipeline.cli import InputError
 
@@ -802,9 +813,10 @@ def main() -> None:
     if missing:
         raise InputError(f"{missing[0]}: not found; the report reads the other stages' outputs (run dvc repro)")
     page, summary = build(Path.cwd(), params)
+    write_json(environment.describe(Path.cwd()), Path("metrics/environment.json"))
     write_text(page, Path("reports/report.html"))
     write_text(summary, Path("reports/summary.md"))
-    print("report: reports/report.html, reports/summary.md")
+    print("report: reports/report.html, reports/summary.md, metrics/environment.json")
 
 
 if __name__ == "__main__":

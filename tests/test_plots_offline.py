@@ -161,7 +161,7 @@ def _build_module():
 
 
 def test_offline_template_is_built_from_the_vendored_files():
-    from configobj import ConfigObj
+    import configparser
 
     assert (ROOT / "plots/offline.html").read_text(encoding="utf-8") == _build_module().build(), \
         "plots/offline.html is out of date: run python plots/build_template.py"
@@ -171,7 +171,9 @@ def test_offline_template_is_built_from_the_vendored_files():
         assert re.search(rf"`{re.escape(name)}` \| [^|]+ \| [^|]+ \| `{digest}`", readme), name
     for name in ("vega", "vega-lite", "vega-embed"):
         assert "Redistribution and use" in (ROOT / f"plots/vendor/LICENSE.{name}").read_text()
-    setting = ConfigObj(str(ROOT / ".dvc/config"))["plots"]["html_template"]
+    config = configparser.ConfigParser(inline_comment_prefixes=("#",))   # DVC's config is INI (configobj)
+    config.read(ROOT / ".dvc/config")
+    setting = config["plots"]["html_template"]
     assert (ROOT / ".dvc" / setting).resolve() == (ROOT / "plots/offline.html").resolve()
 
 
