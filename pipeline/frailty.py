@@ -97,7 +97,8 @@ from scipy.sparse import csgraph
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from pipeline.cox import CoxConvergenceWarning, CoxPH, _cumsum_within, _prepare, _RiskSets, _weighted_cross, check_input
+from pipeline.cox import (CoxConvergenceWarning, CoxPH, _cum_table, _cumsum_within, _prepare, _RiskSets,
+                          _weighted_cross, check_input)
 
 #: R's default: clusters above this number get the sparse (diagonal) frailty information.
 SPARSE_ABOVE = 5
@@ -168,6 +169,14 @@ class _ClusterIndex:
 
     g: np.ndarray             # cluster code of each row (sorted order)
     members: sp.csr_matrix    # q x n indicator: members @ v sums v by cluster
+    # Sums by cluster of products with row weights, as sparse products (no n x p temporary);
+    # each holds one entry per row (of ``perm``; ``by_event``: per event row, ``event_rows``)
+    # whose values are set to the weights before use:
+    by_row: sp.csr_matrix     # q x n: by_row @ X_perm = sum_{j in g} v_j x_j
+    X_perm: np.ndarray        # the covariates in ``perm`` order (so by_row reads them in sequence)
+    by_stop: sp.csr_matrix    # q x (K + strata): by_stop @ _cum_table(per_k) = sum_{j in g} v_j (cumulated per_k)_j
+    by_event: sp.csr_matrix   # q x K: by_event @ per_k = sum over g's events of v_j per_k(j)
+    event_rows: np.ndarray    # sorted position of each event entry of ``by_event``
     perm: np.ndarray          # order by (cluster, stratum, stop time)
     group_bounds: np.ndarray  # positions (perm order) where each group begins, and n
     run_start: np.ndarray     # positions (perm order) starting a run of one group and one time
@@ -193,7 +202,16 @@ def _cluster_index(s: _RiskSets, codes: np.ndarray, q: int) -> _ClusterIndex:
     first = run_start[has_event]
     run_k = s.stop_idx[perm[first]] - 1    # an event time of the run's stratum: the last counted
     members = sp.csr_matrix((np.ones(n), (g, np.arange(n))), shape=(q, n))
-    return _ClusterIndex(g, members, perm, group_bounds, run_start, has_event, gp[first], first, run_k, event_perm)
+    by_cluster = np.searchsorted(gp, np.arange(q + 1))       # perm is in cluster order
+    by_row = sp.csr_matrix((np.ones(n), np.arange(n), by_cluster), shape=(q, n))
+    by_stop = sp.csr_matrix((np.ones(n), s.stop_at[perm], by_cluster), shape=(q, len(s.d) + len(s.row_bounds) - 1))
+    ev_entries = np.flatnonzero(s.event[perm])
+    event_rows = perm[ev_entries]
+    by_event = sp.csr_matrix((np.ones(len(ev_entries)), s.stop_idx[event_rows] - 1,
+                              np.searchsorted(gp[ev_entries], np.arange(q + 1))), shape=(q, len(s.d)))
+    return _ClusterIndex(g, members, by_row, np.take(s.X, perm, axis=0), by_stop, by_event, event_rows, perm,
+                         group_bounds, run_start,
+                         has_event, gp[first], first, run_k, event_perm)
 
 
 class GammaFrailtyCox:
@@ -245,9 +263,11 @@ class GammaFrailtyCox:
             info_beta += _weighted_cross(s.X, expected) - t.xbar_outer()
             B_k = t.S1 * t.c0[:, None] - t.D1 * t.c1[:, None]
             C_k = t.S1 * t.c1[:, None] - t.D1 * t.c2[:, None]
-            v = s.X * expected[:, None] - w[:, None] * CoxPH._cum_at_risk(s, B_k)
-            v[ev] += w[ev, None] * C_k[k]
-            cross += ci.members @ v
+            # cross_g = sum_{j in g} [x_j E_j - w_j (cumulated B)_j + delta_j w_j C_k(j)]
+            ci.by_row.data = expected[ci.perm]
+            ci.by_stop.data = w[ci.perm]
+            ci.by_event.data = w[ci.event_rows]
+            cross += ci.by_row @ ci.X_perm - ci.by_stop @ _cum_table(s, B_k) + ci.by_event @ C_k
             m_sum += ci.members @ expected
             # sum_kl m_gkl^2: pairs of rows of a cluster both at risk (see the docstring)
             wp = w[ci.perm]
