@@ -21,7 +21,8 @@
   on 800k rows (issue 4: <= 240 s) and the AFT fits on 1.34M rows x 20 beside lifelines'.
 
 Writes ``reports/bench.md`` (the tables, the machine and its load) and the same tables into
-README.md between ``<!-- bench:start -->`` and ``<!-- bench:end -->``; raw numbers in
+README.md between ``<!-- bench:start -->`` and ``<!-- bench:end -->`` (a run without the
+stages or the Cox comparison writes ``.bench/partial.md`` instead); raw numbers in
 ``.bench/``. Progress goes to stderr. Wall times depend on other work on the machine: the
 load average at the start and end of each size is recorded beside them, and CPU time
 (which does not count waiting) is given too.
@@ -483,10 +484,14 @@ def main() -> None:
         text += f"\nAFT fits on {a['rows']:,} rows x {a['covariates']} covariates (ours vs lifelines):\n\n"
         text += "".join(f"* {d}: {a[d]['ours_s']} s vs {a[d]['lifelines_s']} s (log-likelihood ours - lifelines "
                         f"{a[d]['loglik_ours_minus_lifelines']})\n" for d in ("weibull", "lognormal", "loglogistic"))
+    print(text)
+    if not {"stages", "cox"} <= set(args.parts):    # a partial run leaves the published tables alone
+        (out_dir / "partial.md").write_text(text)
+        say(f"wrote {BENCH_DIR}/partial.md (reports/bench.md and README.md are written by runs with stages and cox)")
+        return
     report = project / REPORT
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text("# Benchmark\n\n" + text)
-    print(text)
     if not args.no_readme and write_readme(project, text):
         say(f"wrote {REPORT} and README.md's benchmark table")
     else:
