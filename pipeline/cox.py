@@ -74,15 +74,21 @@ import numpy as np
 import pandas as pd
 from scipy import sparse as sp
 from scipy import stats
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
+
+
+_blas: ThreadpoolController | None = None
 
 
 def _one_blas_thread():
     """One BLAS thread for the fit: its matrix products are thin (rows x ~20 columns) and
     memory-bound, where a second thread gains little on a quiet machine and costs much on
     a busy one (measured at 1M rows x 15 on 2 shared cores: 2.7 s with one thread, 5-8 s
-    with two)."""
-    return threadpool_limits(limits=1, user_api="blas")
+    with two). The loaded libraries are looked up once (that takes ~40 ms)."""
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
 
 
 @dataclass
