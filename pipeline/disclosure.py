@@ -23,7 +23,10 @@ tested where they are made. Counts in the HTML and Markdown report come from the
 CSV and JSON files. Data-processing tallies in ``metrics/clean.json`` (rows read, kept,
 rejected by reason, normalised) count records of the extract, not people with an
 attribute; they are published so that the reconciliation rows in = kept + rejected can
-be checked, and are exempt (``EXEMPT_JSON``).
+be checked, and are exempt (``EXEMPT_JSON``). So are the output-checking bundle's ACRO files
+(``reports/outputs/results.json``, ``session_summary.json``): their integers are cell positions,
+numbers of flagged cells and residual degrees of freedom, and the tables they describe are
+scanned beside them.
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ NON_COUNT_KEYS = frozenset({
     "seed", "folds", "df", "year", "intercept", "shrinkage", "optimism_r2", "riley_minimum_n",
     "covariates_with_truth", "true_value_in_95ci",
 })
-EXEMPT_JSON = frozenset({"clean.json"})
+EXEMPT_JSON = frozenset({"clean.json", "results.json", "session_summary.json"})
 ID_PATTERNS = (re.compile(r"[A-Za-z0-9_\-./]{4,}"), re.compile(r"[A-Za-z0-9]{4,}"))
 
 
