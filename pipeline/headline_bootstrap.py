@@ -27,6 +27,14 @@ The 95% interval of each measure is the 2.5th and 97.5th percentiles of its B
 replicate values (percentile method; replicates whose statistic is undefined are left
 out of that measure, and counted).
 
+Coverage of the expected value over new samples from a fixed population (a misspecified
+logistic model with family clustering; ``tests/test_headline_bootstrap.py``): with 300
+development and 2,000 validation families, 200 replicates of B = 200, events / TP / FP /
+FN per 1,000 and PPV were covered in 91.5 / 98.5 / 98.5 / 93.5 / 98.5% of replicates, the
+fixed-model Wilson interval of the PPV in 87.5%. The percentile intervals of the figures
+that depend on who is flagged err on the wide side: a replicate's refit adds its own
+estimation error to the original's, and the PPV of a top-k% rule falls with either.
+
 As in the optimism bootstrap of ``calibration`` (``bootstrap.optimism`` on the saved
 development design), the design is fixed: indicator coding and spline knots are those
 of the full development fit, and only the final logistic model is refitted (rms's
@@ -206,8 +214,8 @@ def describe(folds: int | None, replicates: int, failed: int) -> str:
            "without each fold)" if folds else
            "whole development families resampled and the model refitted, whole validation families resampled")
     left_out = f"; {failed} replicates could not be refitted and are left out" if failed else ""
-    return (f"95% percentile intervals from {replicates} bootstrap replicates of the modelling process: {how} "
-            f"(the design's coding and spline knots fixed){left_out}")
+    return (f"95% percentile intervals from {replicates} bootstrap replicates of the modelling process: {how}; "
+            f"the design's coding and spline knots fixed{left_out}")
 
 
 def percentile_intervals(draws: pd.DataFrame, estimate: dict[str, float], level: float = 0.95) -> pd.DataFrame:
