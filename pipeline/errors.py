@@ -18,6 +18,13 @@ intervals from resampling whole families. Decision curve: net benefit
 TP/n - FP/n * t/(1-t) of the model, of flagging everyone and of flagging no one, at each
 threshold t (Vickers and Elkin 2006).
 
+The headline rule's figures (per 1,000 and rates) also get 95% percentile intervals from a
+family bootstrap that refits the model on resampled development families and resamples the
+validation families (``pipeline.headline_bootstrap``): ``headline_intervals.csv``, the
+headline statement and ``at_default_rule``'s ``_lower``/``_upper``. The Wilson intervals of
+the rules table hold the fitted model fixed (``at_default_rule``: ``_wilson_lower``/``_upper``);
+they leave out the refit's uncertainty and are too narrow for the expected performance.
+
 For the Cox model at ``errors.survival_horizon_months``: the same rules on predicted risk
 1 - S(H | x), with each status at H weighted by the inverse probability of remaining
 uncensored (IPCW; Kaplan-Meier of the censoring times; rows censored before H weigh 0;
