@@ -19,8 +19,10 @@ from pipeline import cox_model
 from pipeline.disclosure import complementary_suppression
 from pipeline.nonparametric import DAYS_PER_MONTH
 from pipeline.config import seed_sequence
+from pipeline.outcome import COMPETING_ENDS
 from pipeline.schema import group_columns
 from pipeline.scoring import c_statistic, logistic_recalibration, lowess_calibration, val_prob
+from pipeline.time_dependent import horizon_scores
 
 
 def decile_table(p: np.ndarray, y: np.ndarray, min_count: int, groups: int = 10,
@@ -82,47 +84,65 @@ def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replic
     return out
 
 
-def survival_calibration(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float
+def survival_calibration(risk: np.ndarray, rows: pd.DataFrame, horizon: float
                          ) -> tuple[dict[str, float], pd.DataFrame]:
-    """Calibration of predicted risks 1 - S(horizon | x) (Austin, Harrell and van Klaveren 2020).
+    """Calibration of predicted risks of re-referral by the horizon, 1 - S(horizon | x).
 
-    Observed risk: a Cox model of the outcome on a restricted cubic spline (3 knots, at the
-    10th, 50th and 90th percentiles) of cloglog(predicted risk), read at the horizon.
-    ICI, E50, E90: mean, median and 90th percentile of |predicted - observed|.
+    Observed risk has one definition throughout the project (``pipeline.outcome``): the
+    status at the horizon with competing ends (entering care, turning 18) a "no", each
+    row weighted by the inverse probability of remaining uncensored, so that the weighted
+    share re-referred is exactly the Aalen-Johansen cumulative incidence (Satten and Datta
+    2001). ``rows``: ``time_days``, ``event`` and (when there are competing ends)
+    ``event_type``.
+
+    On those weighted statuses, the measures of ``val_prob``: calibration-in-the-large and
+    slope (weighted logistic recalibration), and ICI, E50, E90 (mean, median and 90th
+    percentile of |predicted - lowess smooth of the status on the prediction|; Austin and
+    Steyerberg 2019). ``mean_observed`` is the Aalen-Johansen estimate at the horizon and
+    ``observed_expected`` its ratio to the mean predicted risk. A model of the cause-specific
+    hazard (competing ends censored) predicts the risk in a world without competing ends,
+    so it overstates the real risk where competing ends are common: the calibration shows it.
     """
-    from pipeline.cox import CoxPH
-    from pipeline.splines import rcs_basis
+    from pipeline.estimable import binary_problem
+    from pipeline.outcome import binary_outcome
 
     risk = np.clip(np.asarray(risk, dtype=float), 1e-8, 1 - 1e-8)
-    x = np.log(-np.log(1 - risk))
-    knots = np.quantile(x, [0.1, 0.5, 0.9])
-    basis = rcs_basis(x, knots)
-    model = CoxPH().fit(basis, time, event)
-    observed = 1 - model.predict_survival(basis, [horizon])[:, 0]
-    error = np.abs(risk - observed)
+    known, _ = binary_outcome(rows.reset_index(drop=True).assign(_risk=risk), horizon, "ipcw")
+    p, y, w = known["_risk"].to_numpy(), known["y"].to_numpy(), known["weight"].to_numpy()
+    problem = binary_problem(y[w > 0], f"validation rows with a known status at {horizon:g} days")
+    if problem is not None:
+        raise ValueError(problem)
+    v = val_prob(p, y, w, intervals=False)
+    observed = float((y * w).sum() / len(rows))
+    smooth = lowess_calibration(p, y, w)
+    order = np.argsort(p, kind="stable")
     grid = np.quantile(risk, np.linspace(0.01, 0.99, 99))
-    grid_obs = 1 - model.predict_survival(rcs_basis(np.log(-np.log(1 - grid)), knots), [horizon])[:, 0]
-    summary = {"ici": float(error.mean()), "e50": float(np.median(error)), "e90": float(np.quantile(error, 0.9)),
-               "mean_predicted": float(risk.mean()), "mean_observed": float(observed.mean())}
-    return summary, pd.DataFrame({"predicted": grid, "observed": grid_obs, "ideal": grid})
+    summary = {"ici": v["eavg"], "e50": v["e50"], "e90": v["e90"], "citl": v["citl"], "slope": v["slope"],
+               "mean_predicted": float(risk.mean()), "mean_observed": observed,
+               "observed_expected": observed / float(risk.mean())}
+    return summary, pd.DataFrame({"predicted": grid, "observed": np.interp(grid, p[order], smooth[order]),
+                                  "ideal": grid})
 
 
-def km_by_risk_tenth(risk: np.ndarray, time: np.ndarray, event: np.ndarray, horizon: float,
-                     min_count: int) -> pd.DataFrame:
-    """Mean predicted risk against Kaplan-Meier observed risk at the horizon, per tenth."""
-    from pipeline.nonparametric import kaplan_meier, step_read
+def observed_by_risk_tenth(risk: np.ndarray, rows: pd.DataFrame, horizon: float, min_count: int) -> pd.DataFrame:
+    """Mean predicted risk against the observed risk (Aalen-Johansen, competing ends a "no";
+    95% CI) at the horizon, per tenth of predicted risk."""
+    from pipeline.nonparametric import aalen_johansen, step_read
 
     tenth = pd.qcut(pd.Series(risk).rank(method="first"), 10, labels=False).to_numpy() + 1
-    rows = []
+    time = rows["time_days"].to_numpy(dtype=float)
+    cause = np.where(rows["event"].to_numpy() == 1, 1, 0)
+    if "event_type" in rows:
+        cause = np.where(rows["event_type"].isin(COMPETING_ENDS).to_numpy(), 2, cause)
+    out = []
     for d in range(1, 11):
         m = tenth == d
-        km = kaplan_meier(time[m], event[m])
-        s, lo, hi = (float(step_read(km["time_days"], km[c], horizon, 1.0)[0])
-                     for c in ("survival", "survival_lower", "survival_upper"))
+        aj = aalen_johansen(time[m], cause[m], 1)
+        observed, lo, hi = (float(step_read(aj["time"], aj[c], horizon, 0.0)[0]) for c in ("cif", "lower", "upper"))
         n = int(m.sum())
-        rows.append({"tenth": d, "n": n if n >= min_count else np.nan, "mean_predicted": float(risk[m].mean()),
-                     "observed_km": 1 - s, "observed_lower": 1 - hi, "observed_upper": 1 - lo})
-    return pd.DataFrame(rows)
+        out.append({"tenth": d, "n": n if n >= min_count else np.nan, "mean_predicted": float(risk[m].mean()),
+                    "observed": observed, "observed_lower": lo, "observed_upper": hi})
+    return pd.DataFrame(out)
 
 
 def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months: list[float],
@@ -136,7 +156,7 @@ def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months:
     _, val, _ = cox_model.development_rows(rereport, params["logistic"], int(params["seed"]))
     risks = cox_model.predict_risks(model, saved, val, [m * DAYS_PER_MONTH for m in months])
     keep = ~np.isnan(risks[:, 0])
-    out = pd.DataFrame(risks[keep], columns=[f"risk_{m}m" for m in months])
+    out = pd.DataFrame(risks[keep], columns=[risk_column(m) for m in months])
     out["time_days"], out["event"] = val["time_days"].to_numpy()[keep], val["event"].to_numpy()[keep]
     if "event_type" in val:
         out["event_type"] = val["event_type"].to_numpy()[keep]
@@ -212,12 +232,17 @@ TABLES = {
     "recalibration": ["method", "observed_expected", "citl", "slope", "ici", "e90", "brier", "c"],
     "deciles": ["tenth", "n", "observed_events", "mean_predicted", "observed_rate", "expected_events"],
     "curve": ["predicted", "observed", "ideal", "lower", "upper"],
-    "cox_calibration": ["horizon_months", "ici", "e50", "e90", "mean_predicted", "mean_observed"],
+    "cox_calibration": ["horizon_months", "ici", "e50", "e90", "citl", "slope", "mean_predicted", "mean_observed",
+                        "observed_expected", "auc", "auc_lower", "auc_upper", "brier", "brier_lower", "brier_upper",
+                        "null_brier", "ipa"],
     "cox_curves": ["predicted", "observed", "ideal", "horizon_months"],
-    "cox_km_by_tenth": ["tenth", "n", "mean_predicted", "observed_km", "observed_lower", "observed_upper",
-                        "horizon_months"],
+    "cox_by_tenth": ["tenth", "n", "mean_predicted", "observed", "observed_lower", "observed_upper", "horizon_months"],
 }
-COX_MONTHS = (6, 12, 24)
+
+
+def risk_column(months: float) -> str:
+    """The column of predicted risk by ``months`` in ``cox_validation.parquet``."""
+    return f"risk_{float(months):g}m"
 
 
 def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str, Any], min_count: int
@@ -257,21 +282,25 @@ def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str
     return tables, metrics
 
 
-def cox_calibration(risks: pd.DataFrame, min_count: int) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """The Cox model's calibration at each horizon of ``COX_MONTHS`` on the validation families."""
+def cox_calibration(risks: pd.DataFrame, months: list[float], min_count: int
+                    ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """The Cox model's calibration at each horizon (``calibration.cox_horizons_months``) on
+    the validation families, with AUC(t), Brier(t), the null model's Brier and IPA
+    (``pipeline.time_dependent``, as riskRegression's Score)."""
     surv_rows, curves, tenths = [], [], []
-    for m in COX_MONTHS:
+    for m in months:
         horizon = m * DAYS_PER_MONTH
-        summary, grid = survival_calibration(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
-                                             risks["event"].to_numpy(), horizon)
-        surv_rows.append({"horizon_months": m, **summary})
+        summary, grid = survival_calibration(risks[risk_column(m)].to_numpy(), risks, horizon)
+        competing = risks["event_type"].isin(COMPETING_ENDS) if "event_type" in risks else None
+        surv_rows.append({"horizon_months": m, **summary, **horizon_scores(  # AUC(t), Brier(t), IPA as Score
+            risks[risk_column(m)], risks["time_days"], risks["event"], horizon, competing)})
         curves.append(grid.assign(horizon_months=m))
-        tenths.append(km_by_risk_tenth(risks[f"risk_{m}m"].to_numpy(), risks["time_days"].to_numpy(),
-                                       risks["event"].to_numpy(), horizon, min_count).assign(horizon_months=m))
-    metrics = {f"{r['horizon_months']}_months": {k: round(v, 4) for k, v in r.items() if k != "horizon_months"}
+        tenths.append(observed_by_risk_tenth(risks[risk_column(m)].to_numpy(), risks, horizon, min_count
+                                             ).assign(horizon_months=m))
+    metrics = {f"{r['horizon_months']:g}_months": {k: round(v, 4) for k, v in r.items() if k != "horizon_months"}
                for r in surv_rows}
     return ({"cox_calibration": pd.DataFrame(surv_rows), "cox_curves": pd.concat(curves, ignore_index=True),
-             "cox_km_by_tenth": pd.concat(tenths, ignore_index=True)}, metrics)
+             "cox_by_tenth": pd.concat(tenths, ignore_index=True)}, metrics)
 
 
 def main() -> None:
@@ -301,16 +330,17 @@ def main() -> None:
     else:
         record(metrics, "logistic_calibration", problem)
         tables = {name: empty(TABLES[name]) for name in ("optimism", "subgroups", "recalibration", "deciles", "curve")}
-    # The Cox model's predicted risks at 6, 12 and 24 months, on the validation families.
+    # The development Cox model's predicted risks at each horizon, on the validation families.
     rereport = pd.read_parquet("data/analysis/rereport.parquet")
-    risk_columns = {f"risk_{m}m": float for m in COX_MONTHS}
+    months = [float(m) for m in params["calibration"]["cox_horizons_months"]]
+    risk_columns = {risk_column(m): float for m in months}
     risks = pd.DataFrame({**{c: pd.Series(dtype=t) for c, t in risk_columns.items()},
                           "time_days": pd.Series(dtype=float), "event": pd.Series(dtype=np.int8),
                           "family": pd.Series(dtype=np.int64)})
     problem = model_problem(rereport["time_days"], rereport["event"])
     if problem is None:
         try:
-            risks, counts = cox_validation_risks(rereport, params, list(COX_MONTHS))
+            risks, counts = cox_validation_risks(rereport, params, months)
             metrics["cox"] = counts
             problem = model_problem(risks["time_days"], risks["event"])
             if problem is not None:
@@ -319,14 +349,14 @@ def main() -> None:
             problem = str(err)
     if problem is None:
         try:
-            found_tables, found = cox_calibration(risks, min_count)
+            found_tables, found = cox_calibration(risks, months, min_count)
             tables.update(found_tables)
             metrics["cox"].update(found)
-        except (ValueError, np.linalg.LinAlgError) as err:   # e.g. too few validation rows for the spline fit
+        except (ValueError, np.linalg.LinAlgError) as err:   # e.g. too few validation rows for the smooth
             problem = str(err)
     if problem is not None:
         record(metrics, "cox_calibration", problem)
-        tables.update({name: empty(TABLES[name]) for name in ("cox_calibration", "cox_curves", "cox_km_by_tenth")})
+        tables.update({name: empty(TABLES[name]) for name in ("cox_calibration", "cox_curves", "cox_by_tenth")})
     write_parquet(risks, Path("data/predictions/cox_validation.parquet"))   # for the errors stage
     for name, table in tables.items():
         write_csv(table, Path("reports/calibration") / f"{name}.csv")

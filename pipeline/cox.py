@@ -36,10 +36,38 @@ for the sort, O(n p^2) per Newton step.
 
 Checked against R ``survival`` 3.5-3 (coxph, cluster=, strata(), Surv(start, stop, event))
 and statsmodels PHReg (Breslow, groups=) in ``tests/test_cox.py``.
+
+Input checks (``check_input``; ``CoxInputError``, a ValueError naming the column and how
+many rows are bad, never their values): covariates, times and entry times finite; events
+0 or 1; strata and cluster labels present; durations not negative; entry before stop.
+R differs in three places, and we do not drop rows silently as it does: ``coxph`` drops
+rows with an NA covariate or an event code other than 0/1 through ``na.action`` ("Invalid
+status value, converted to NA"), and ``Surv(start, stop)`` turns stop <= start into NA
+("Stop time must be > start time, NA created"); Inf covariates are an error there too
+("data contains an infinite predictor"). A zero duration is accepted, as R accepts
+``Surv(0, 1)`` (an end on the day of the origin); a negative one is refused although R
+accepts it (the partial likelihood uses only the order of times), because here a time is
+a duration since an origin and a negative one is a dating error.
+
+Convergence (as R's ``coxph.fit``, survival 3.5-3; R's messages, with the covariate named;
+``CoxConvergenceWarning``, also kept in ``warnings_``): Newton-Raphson with step-halving
+(also when exp(x'beta) overflows) stops when the log partial likelihood changes by at most
+``tol`` (relative) and no coefficient moves by 1e-8. Before that:
+
+* if the log-likelihood has converged after a full (not halved) step while a coefficient
+  is still moving, the likelihood is monotone (separation: among those at risk, a
+  covariate's level predicts every event; Bryson and Johnson 1981) and the estimate is
+  infinite. R's test, applied at that point:
+  the next Newton step |I^-1 U|_j exceeds both eps = 1e-9 and toler.inf * |beta_j|
+  (toler.inf = sqrt(eps)). The fit stops there, as R's does, and warns "Loglik converged
+  before variable  j (name); coefficient may be infinite." (Iterating on would only grow
+  the coefficient until the information underflows to a singular matrix.)
+* if ``max_iter`` is reached: "Ran out of iterations and did not converge".
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -170,6 +198,80 @@ def km_left_continuous(at: np.ndarray, stop: np.ndarray, start: np.ndarray, even
     return np.concatenate([[1.0], surv])[idx]
 
 
+@dataclass
+class ScaledSchoenfeld:
+    """``CoxPH.scaled_schoenfeld``: one entry per event, in time order within strata (as
+    R's ``cox.zph``): ``row`` (position in the fitted data), ``stratum``, ``time``, ``x``
+    (the transformed time g(t)), ``y`` (scaled residuals, one column per covariate) and
+    ``var`` (p x p, R's ``cox.zph(fit)$var``)."""
+
+    row: np.ndarray
+    stratum: np.ndarray
+    time: np.ndarray
+    x: np.ndarray
+    y: pd.DataFrame
+    var: np.ndarray
+    transform: str
+
+
+class CoxConvergenceWarning(UserWarning):
+    """The fit did not converge, or a coefficient may be infinite (R's coxph warnings)."""
+
+
+class CoxInputError(ValueError):
+    """Invalid values in the data given to ``CoxPH.fit``: ``column``, ``count`` rows, ``problem``.
+
+    ``str()`` names the count; ``reason`` does not (for outputs where a small count must
+    not be published)."""
+
+    def __init__(self, column: str, count: int, problem: str):
+        self.column, self.count, self.problem = column, int(count), problem
+        super().__init__(f"{column}: {problem} in {self.count:,} row{'' if self.count == 1 else 's'}")
+
+    @property
+    def reason(self) -> str:
+        return f"{self.column}: {self.problem} in some rows"
+
+
+#: R's coxph.control(): eps (relative change in the log-likelihood) and toler.inf = sqrt(eps).
+R_EPS = 1e-9
+R_TOLER_INF = np.sqrt(R_EPS)
+
+
+def check_input(X: np.ndarray, stop: np.ndarray, event, names: list[str], entry=None,
+                strata=None, cluster=None) -> np.ndarray:
+    """Raise ``CoxInputError`` for the first invalid column (rules in the module docstring);
+    return the events as booleans."""
+    n = X.shape[0]
+    for label, values in (("duration", stop), ("event", event), ("entry", entry), ("strata", strata),
+                          ("cluster", cluster)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{label} has {len(values):,} values for {n:,} rows of covariates")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        j = int(np.flatnonzero(bad.any(axis=0))[0])
+        raise CoxInputError(f"covariate '{names[j]}'", bad[:, j].sum(), "a missing or infinite value (NaN or Inf)")
+    if not np.isfinite(stop).all():
+        raise CoxInputError("duration", (~np.isfinite(stop)).sum(), "a missing or infinite time")
+    ev = pd.to_numeric(pd.Series(np.asarray(event)), errors="coerce").to_numpy(dtype=float)
+    not_binary = ~np.isin(ev, (0.0, 1.0))
+    if not_binary.any():
+        raise CoxInputError("event", not_binary.sum(), "a value other than 0 or 1")
+    if entry is None:
+        if (stop < 0).any():
+            raise CoxInputError("duration", (stop < 0).sum(), "a negative time")
+    else:
+        entry = np.asarray(entry, dtype=float)
+        if not np.isfinite(entry).all():
+            raise CoxInputError("entry", (~np.isfinite(entry)).sum(), "a missing or infinite time")
+        if (entry >= stop).any():   # R: "Stop time must be > start time" (it makes the row NA)
+            raise CoxInputError("entry", (entry >= stop).sum(), "an entry time not before the stop time")
+    for label, values in (("strata", strata), ("cluster", cluster)):
+        if values is not None and pd.isna(pd.Series(np.asarray(values, dtype=object))).any():
+            raise CoxInputError(label, pd.isna(pd.Series(np.asarray(values, dtype=object))).sum(), "a missing label")
+    return ev.astype(bool)
+
+
 class CoxPH:
     """Cox model (lifelines / scikit-learn conventions: ``fit`` returns self, fitted
     attributes end in ``_``).
@@ -178,6 +280,10 @@ class CoxPH:
     ----------
     ties : "efron" (default, as R) or "breslow".
     tol : convergence on the relative change in log partial likelihood (R: 1e-9).
+    max_iter : Newton-Raphson iterations before the fit gives up with a warning (R: 20).
+
+    Fitted ``warnings_`` lists the ``CoxConvergenceWarning`` messages (empty when it
+    converged) and ``converged_`` says whether it did.
     """
 
     def __init__(self, ties: str = "efron", tol: float = 1e-10, max_iter: int = 50):
@@ -244,10 +350,8 @@ class CoxPH:
         n, p = X.shape
         self.names_ = list(names) if names is not None else [f"x{i}" for i in range(p)]
         stop = np.asarray(duration, dtype=float)
-        event = np.asarray(event).astype(bool)
+        event = check_input(X, stop, event, self.names_, entry, strata, cluster)
         start = np.full(n, -np.inf) if entry is None else np.asarray(entry, dtype=float)
-        if np.any(start >= stop):
-            raise ValueError("entry must be before duration for every row")
         # Centre covariates (as R does) for stability; coefficients are unchanged.
         self._center = X.mean(axis=0)
         self._X = X - self._center
@@ -271,21 +375,41 @@ class CoxPH:
                 raise ValueError("the information matrix is singular: a covariate is constant among "
                                  "those at risk, or covariates are collinear") from None
             new = beta + step
-            new_loglik, new_U, new_info = self._loglik_score_info(new)
-            halvings = 0
-            while new_loglik < loglik - 1e-12 * abs(loglik) and halvings < 30:  # step-halving
-                step /= 2
-                new = beta + step
+            with np.errstate(over="ignore", invalid="ignore"):  # an overflowing step is halved below
                 new_loglik, new_U, new_info = self._loglik_score_info(new)
-                halvings += 1
-            converged = abs(new_loglik - loglik) <= self.tol * abs(loglik) and np.max(np.abs(step)) < 1e-8
+                halvings = 0
+                # step-halving, also when exp(x'beta) overflowed (R's coxfit6 halves a step too)
+                while not (np.isfinite(new_loglik) and new_loglik >= loglik - 1e-12 * abs(loglik)) and halvings < 30:
+                    step /= 2
+                    new = beta + step
+                    new_loglik, new_U, new_info = self._loglik_score_info(new)
+                    halvings += 1
+            if not np.isfinite(new_loglik):
+                raise ValueError("the log partial likelihood overflowed: a covariate takes extreme values")
+            loglik_converged = abs(new_loglik - loglik) <= self.tol * abs(loglik)
+            converged = loglik_converged and np.max(np.abs(step)) < 1e-8
             beta, loglik, U, info = new, new_loglik, new_U, new_info
-            if converged:
+            # R's coxfit6 judges convergence only after a full (not halved) step
+            monotone = loglik_converged and halvings == 0 and not converged
+            infinite = self._infinite(beta, U, info) if monotone else None
+            if converged or (infinite is not None and infinite.any()):
                 break
         self.n_iter_ = it
+        self.converged_ = converged
         self.coef_ = beta
         self.loglik_ = loglik
+        self._info = info
         self.var_ = np.linalg.inv(info)
+        if converged:
+            self.warnings_ = []
+        elif infinite is not None and infinite.any():
+            which = np.flatnonzero(infinite)
+            self.warnings_ = [f"Loglik converged before variable  {','.join(str(j + 1) for j in which)} "
+                              f"({', '.join(self.names_[j] for j in which)}); coefficient may be infinite."]
+        else:
+            self.warnings_ = [f"Ran out of iterations and did not converge (max_iter = {self.max_iter})."]
+        for message in self.warnings_:
+            warnings.warn(message, CoxConvergenceWarning, stacklevel=2)
         self.se_ = np.sqrt(np.diag(self.var_))
         self.n_obs_, self.n_events_ = n, int(event.sum())
         self._event = event
@@ -303,6 +427,16 @@ class CoxPH:
         self._stop, self._start = stop, start
         self.baseline_cumulative_hazard_ = self._baseline(beta)
         return self
+
+    @staticmethod
+    def _infinite(beta: np.ndarray, U: np.ndarray, info: np.ndarray) -> np.ndarray:
+        """R's test for an infinite coefficient once the log-likelihood has converged: the
+        next Newton step |I^-1 U|_j exceeds both R_EPS and R_TOLER_INF * |beta_j|."""
+        try:
+            next_step = np.abs(np.linalg.solve(info, U))
+        except np.linalg.LinAlgError:   # the information has vanished: nothing left to estimate with
+            return np.ones(len(beta), dtype=bool)
+        return ~np.isfinite(next_step) | ((next_step > R_EPS) & (next_step > R_TOLER_INF * np.abs(beta)))
 
     def _baseline(self, beta: np.ndarray) -> pd.DataFrame:
         """Cumulative baseline hazard at the covariate means, per stratum: increments
@@ -339,6 +473,54 @@ class CoxPH:
             out[s.rows] = r
         return out
 
+    def _transformed_times(self, transform: str) -> np.ndarray:
+        """g(t) of ``cox.zph`` at each row's stop time: 1 - KM(t-), t, log t or rank(t)."""
+        if transform not in ("km", "identity", "log", "rank"):
+            raise ValueError("transform must be km, identity, log or rank")
+        if transform == "km":
+            return 1 - km_left_continuous(self._stop, self._stop, self._start, self._event)
+        if transform == "identity":
+            return self._stop.copy()
+        if transform == "log":
+            return np.log(self._stop)
+        return stats.rankdata(self._stop)
+
+    def scaled_schoenfeld(self, transform: str = "km") -> "ScaledSchoenfeld":
+        """Scaled Schoenfeld residuals, as R's ``cox.zph(fit, transform)$y`` (survival 3.x).
+
+        Schoenfeld residual of event i at time t_k: r_i = x_i - mean_l xbar_kl (Efron: the
+        mean over the tie's pseudo-risk-sets; Breslow: xbar_k). Scaled (Grambsch and
+        Therneau 1994): r*_i = V_s^-1 r_i + beta, where V = I / D is the information per
+        event: I the information at the fitted beta and D_jk = sum over strata of
+        min(d_sj, d_sk), d_sj the events in stratum s if covariate j varies among the
+        stratum's rows, else 0. In a stratum where covariate j is constant its residual is
+        NaN and V_s keeps only the varying covariates. E[r*_i] is approximately beta(t_i), so
+        a smooth of r*_i against g(t_i) shows how the log hazard ratio changes over time;
+        ``var`` = V^-1 is the variance R's ``plot.cox.zph`` draws its band with.
+        """
+        ttimes = self._transformed_times(transform)
+        p = len(self.coef_)
+        rows, stratum, resid, used = [], [], [], []
+        for g, s in enumerate(self._strata):
+            t = self._stratum_terms(s, np.exp(s.X @ self.coef_))
+            mean_xbar = (t.S1 * t.a[:, None] - t.D1 * t.b[:, None]) / s.d[:, None]
+            resid.append(s.X_ev - mean_xbar[s.k_of_event])
+            rows.append(s.rows[s.ev_rows])
+            stratum.append(np.full(len(s.ev_rows), g))
+            varies = (s.X != s.X[:1]).any(axis=0) if len(s.X) else np.zeros(p, dtype=bool)
+            used.append(np.where(varies, len(s.ev_rows), 0))
+        resid, rows, stratum = np.vstack(resid), np.concatenate(rows), np.concatenate(stratum)
+        per_event = sum(np.minimum.outer(u, u) for u in used)
+        vmean = self._info / np.where(per_event == 0, 1, per_event)
+        scaled = np.full_like(resid, np.nan)
+        for g, u in enumerate(used):
+            k, sel = np.flatnonzero(u > 0), stratum == g
+            if len(k) and sel.any():
+                scaled[np.ix_(sel, k)] = np.linalg.solve(vmean[np.ix_(k, k)], resid[np.ix_(sel, k)].T).T
+        return ScaledSchoenfeld(
+            row=rows, stratum=self.strata_levels_[stratum], time=self._stop[rows], x=ttimes[rows],
+            y=pd.DataFrame(scaled + self.coef_, columns=self.names_), var=np.linalg.inv(vmean), transform=transform)
+
     def zph(self, transform: str = "km") -> pd.DataFrame:
         """Test of proportional hazards, as R's ``cox.zph(fit, transform="km")`` (survival 3.x).
 
@@ -349,17 +531,8 @@ class CoxPH:
         With U the interaction score and I the expanded information,
         chisq = u' I^-1 u with u = (0, ..., 0, U).
         """
-        if transform not in ("km", "identity", "log", "rank"):
-            raise ValueError("transform must be km, identity, log or rank")
         p = self._X.shape[1]
-        if transform == "km":
-            ttimes = 1 - km_left_continuous(self._stop, self._stop, self._start, self._event)
-        elif transform == "identity":
-            ttimes = self._stop.copy()
-        elif transform == "log":
-            ttimes = np.log(self._stop)
-        else:
-            ttimes = stats.rankdata(self._stop)
+        ttimes = self._transformed_times(transform)
         gtime = ttimes - ttimes[self._event].mean()
         U = np.zeros(p)
         blocks = [np.zeros((p, p)) for _ in range(3)]  # sum V, sum g V, sum g^2 V
@@ -394,10 +567,11 @@ class CoxPH:
         """Coefficients, hazard ratios and Wald 95% CIs (robust SE when a cluster was given)."""
         se = self.robust_se_ if (robust and self.robust_se_ is not None) else self.se_
         z = stats.norm.ppf(1 - alpha / 2)
-        out = pd.DataFrame({
-            "coef": self.coef_, "se": se, "model_se": self.se_,
-            "hr": np.exp(self.coef_), "hr_lower": np.exp(self.coef_ - z * se),
-            "hr_upper": np.exp(self.coef_ + z * se), "z": self.coef_ / se,
-        }, index=pd.Index(self.names_, name="covariate"))
+        with np.errstate(over="ignore"):   # an infinite coefficient's interval is infinite (its fit warned)
+            out = pd.DataFrame({
+                "coef": self.coef_, "se": se, "model_se": self.se_,
+                "hr": np.exp(self.coef_), "hr_lower": np.exp(self.coef_ - z * se),
+                "hr_upper": np.exp(self.coef_ + z * se), "z": self.coef_ / se,
+            }, index=pd.Index(self.names_, name="covariate"))
         out["p"] = 2 * stats.norm.sf(np.abs(out["z"]))
         return out

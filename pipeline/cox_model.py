@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cli import InputError
-from pipeline.cox import CoxPH
+from pipeline.cox import CoxInputError, CoxPH
 from pipeline.design import design_matrix
 from pipeline.io import write_json
 from pipeline.split import validation_split
@@ -46,7 +46,8 @@ def fit_cox(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], event: pd.Seri
             cluster=df[s["cluster"]] if s.get("cluster") else None)
     except ValueError as err:
         # No row count in the message: it becomes a metrics status, and a small count must not leak.
-        raise InputError(f"{what} with covariates {', '.join(X.columns)}: {err}") from None
+        reason = err.reason if isinstance(err, CoxInputError) else str(err)
+        raise InputError(f"{what} with covariates {', '.join(X.columns)}: {reason}") from None
 
 
 def single_split_settings(logistic: dict[str, Any]) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.cli import InputError
-from pipeline.schema import DURATION_UNITS, FACTORS, NO_SERVICE_OUTCOMES, age_band, age_in_years
+from pipeline.schema import DURATION_UNITS, FACTORS, NO_SERVICE_OUTCOMES, age_band, age_in_years, years_before
 
 _DAY_NS = 86_400_000_000_000
 
@@ -70,6 +70,32 @@ def episode_starts(child_code: np.ndarray, day: np.ndarray, same_episode_days: i
         starts[rows] = new
         current[g] = np.where(new, day[rows], current[g])
     return starts
+
+
+def episode_start_days(referrals: pd.DataFrame, same_episode_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """The child code and day of every episode-starting referral, by child then day."""
+    order, code = order_by_child(referrals["child_id"], referrals["referral_date"])
+    day = to_days(referrals["referral_date"])[order]
+    starts = episode_starts(code, day, same_episode_days)
+    return code[starts], day[starts]
+
+
+def dfe_rereferral_share(start_code: np.ndarray, start_day: np.ndarray, extract_date: pd.Timestamp
+                         ) -> tuple[float, int]:
+    """England's published re-referral measure (DfE, Characteristics of children in need):
+    of the referrals in the 12 months to the extract date, the share that came within 12
+    months (on or before the same calendar date a year later) of the child's previous referral. Referrals are episode starts (a
+    second report of the same incident is not a referral here). Returns the share (NaN with
+    no referral in the year) and the number of referrals in the year.
+
+    A backward-looking share of referrals: not a child's risk of being re-referred, which
+    the Kaplan-Meier and Aalen-Johansen curves estimate forward from each episode's end."""
+    has_prev = np.r_[False, start_code[1:] == start_code[:-1]]
+    previous = pd.Series(pd.to_datetime(np.r_[start_day[:1], start_day[:-1]], unit="D"))
+    within_year = start_day <= to_days(previous + pd.DateOffset(years=1))
+    in_year = start_day > to_days(pd.Series([years_before(pd.Timestamp(extract_date))]))[0]
+    share = float((has_prev & within_year)[in_year].mean()) if in_year.any() else float("nan")
+    return share, int(in_year.sum())
 
 
 def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.DataFrame, *,

@@ -61,6 +61,7 @@ from pipeline.nonparametric import (
     turnbull,
 )
 from pipeline.published import CPP_DURATION_BAND_EDGES_DAYS, CPP_DURATION_BANDS
+from pipeline.schema import years_before
 
 REPORTS = Path("reports/durations")
 GROUPS = ("la_code", "category", "age_band_at_start", "plan_sequence")
@@ -137,7 +138,7 @@ def planner_tables(plans: pd.DataFrame, horizons_months: list[float], min_count:
 
 def bands_from_plans(plans: pd.DataFrame, extract_date: pd.Timestamp) -> pd.DataFrame:
     """The DfE D7 layout built from case-level plans ended in the 12 months to the extract."""
-    ended = plans[(plans["ended"] == 1) & (plans["end_date"] > extract_date - pd.Timedelta(days=365))]
+    ended = plans[(plans["ended"] == 1) & (plans["end_date"] > years_before(extract_date))]
     edges = np.array(CPP_DURATION_BAND_EDGES_DAYS)
     band = np.array(CPP_DURATION_BANDS)[np.searchsorted(edges, ended["duration_days"].to_numpy(), side="left")]
     counts = (pd.DataFrame({"la_code": ended["la_code"].to_numpy(), "band": band})

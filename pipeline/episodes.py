@@ -33,13 +33,15 @@ The rules are pure functions in ``pipeline/derive.py`` (shared with ``pipeline.p
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipeline import config
 from pipeline.cli import stage_entry
 from pipeline.derive import (_empty_children_plans, analysis_table_to_rereport, derive_cpp_durations, derive_rereport,
-                             no_rows_reason)
+                             dfe_rereferral_share, episode_start_days, no_rows_reason)
 from pipeline.io import write_json, write_parquet
 
 ANALYSIS_DIR = Path("data/analysis")
@@ -50,6 +52,7 @@ def main() -> None:
     params = config.load_params()
     ep = params["episodes"]
     extract_date = config.extract_date(params)
+    measures: dict[str, Any] = {}
     if params["input"]["source"] == "analysis_table":
         table = pd.read_parquet(CLEAN_DIR / "analysis_table.parquet")
         rereport, counts = analysis_table_to_rereport(table, params["input"]["analysis_table"])
@@ -61,13 +64,19 @@ def main() -> None:
             children, referrals, plans, extract_date=extract_date, index=ep["index"],
             time_origin=ep["time_origin"], same_episode_days=int(ep["same_episode_days"]))
         durations = derive_cpp_durations(children, plans, extract_date=extract_date)
+        share, in_year = dfe_rereferral_share(*episode_start_days(referrals, int(ep["same_episode_days"])),
+                                              extract_date)
+        measures["dfe_rereferral_within_12_months"] = {
+            "share": None if np.isnan(share) else round(share, 4), "referrals_in_final_year": in_year,
+            "definition": "of the referrals in the 12 months to the extract date, the share within 12 months "
+                          "of the child's previous referral (DfE's published measure; backward-looking)"}
     counts["plans"] = int(len(durations))
     counts["plans_ended"] = int(durations["ended"].sum())
     status = no_rows_reason(counts, params["input"]["source"] == "analysis_table")
     write_parquet(rereport, ANALYSIS_DIR / "rereport.parquet")
     write_parquet(durations, ANALYSIS_DIR / "cpp_durations.parquet")
     write_json({"definition": {k: ep[k] for k in ("index", "time_origin", "same_episode_days")},
-                "counts": counts, **({"status": status} if status else {})}, Path("metrics/episodes.json"))
+                "counts": counts, **measures, **({"status": status} if status else {})}, Path("metrics/episodes.json"))
     print(f"episodes: {counts['index_referrals']:,} index referrals, {counts['events']:,} re-referrals; "
           f"{counts['plans']:,} plans" + (f"; {status}" if status else ""))
 

@@ -30,6 +30,7 @@ from sklearn.model_selection import GroupKFold
 
 from pipeline.logistic_model import prediction_pipeline
 from pipeline.outcome import binary_outcome
+from pipeline.config import seed_sequence
 from pipeline.estimable import binary_problem, record
 from pipeline.schema import CASE_LEVEL_GROUPS
 from pipeline.split import validation_split
@@ -62,9 +63,10 @@ def grouped_kfold_predictions(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray
                               splines: dict[str, int] | None, folds: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Out-of-fold predicted risk for every row, each from the whole pipeline (splines'
     knots included) refitted without the row's family (scikit-learn ``GroupKFold``,
-    families shuffled by ``seed``); and each row's fold."""
+    families shuffled by the named stream "grouped_kfold" of ``seed``); and each row's fold."""
     p, fold = np.full(len(y), np.nan), np.zeros(len(y), dtype=int)
-    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    shuffle = np.random.RandomState(np.random.MT19937(seed_sequence(seed, "grouped_kfold")))   # sklearn's RNG type
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=shuffle)
     for k, (train, test) in enumerate(splitter.split(X, y, groups=family)):
         if np.unique(y[train]).size < 2:
             raise ValueError(f"fold {k + 1} of {folds}: the other folds hold only one outcome; use fewer folds")

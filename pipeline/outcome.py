@@ -18,9 +18,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline.cox import km_left_continuous
-
 COMPETING_ENDS = ("entered_care", "age_18")
+
+
+def censoring_survival_before(at: np.ndarray, time: np.ndarray, censored: np.ndarray) -> np.ndarray:
+    """G(a-): the Kaplan-Meier curve of the censoring times just before each ``a``.
+
+    Ties: a row that leaves by an event or a competing end at u leaves before the rows
+    censored at u (the usual convention), so the risk set of the censoring at u is
+    #{T > u} + #{T = u, censored}. With it the inverse-probability-of-censoring weighted
+    share is exactly the Aalen-Johansen cumulative incidence (Satten and Datta 2001, The
+    Kaplan-Meier estimator as an inverse-probability-of-censoring weighted average, Am Stat
+    55:207-210), and the weights of the rows whose status at H is known add up to n.
+    """
+    time = np.asarray(time, dtype=float)
+    censored = np.asarray(censored, dtype=bool)
+    times, d = np.unique(time[censored], return_counts=True)
+    later = len(time) - np.searchsorted(np.sort(time), times, side="right")
+    surv = np.cumprod(1 - d / (later + d))
+    return np.concatenate([[1.0], surv])[np.searchsorted(times, np.asarray(at, dtype=float), side="left")]
 
 
 def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude",
@@ -31,7 +47,10 @@ def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude
     than H, whatever happened to them (dropping rows *observed* to be censored early would
     keep early events and lose late non-events: biased towards events); any other row
     still censored before H is dropped too, and counted. ``ipcw``: keep every row whose
-    status is known and weight it 1/G(min(T, H)-), G the Kaplan-Meier curve of censoring.
+    status is known and weight it 1/G(min(T, H)-), G the Kaplan-Meier curve of censoring
+    (``censoring_survival_before``): the weighted share re-referred by H is then exactly the
+    Aalen-Johansen estimate with competing ends as "no", the project's one definition of
+    the observed risk at a horizon.
     """
     if method not in ("exclude", "ipcw"):
         raise ValueError("method must be 'exclude' or 'ipcw'")
@@ -58,7 +77,7 @@ def binary_outcome(df: pd.DataFrame, horizon_days: float, method: str = "exclude
     else:
         censored = ~event & ~competing   # administrative censoring (extract date) only
         # G(s-): Kaplan-Meier of the censoring times, just before s = min(T, H)
-        g = km_left_continuous(np.minimum(t, horizon_days), t, np.full(len(t), -np.inf), censored)
+        g = censoring_survival_before(np.minimum(t, horizon_days), t, censored)
         weight = np.where(known, 1 / g, 0.0)
         keep = known
         counts["censored_before_horizon"] = int((~known).sum())

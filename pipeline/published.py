@@ -57,19 +57,15 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
     Year-based figures use the 12 months to the extract date, so a window of several years
     gives every counted referral or plan its full history, as in the national returns.
     """
-    from pipeline.derive import derive_rereport, episode_starts, order_by_child, to_days
-    from pipeline.schema import DAYS_PER_YEAR, age_in_years
+    from pipeline.derive import (derive_rereport, dfe_rereferral_share, episode_start_days, order_by_child,
+                                 to_days)
+    from pipeline.schema import DAYS_PER_YEAR, age_in_years, years_before
 
     extract = pd.Timestamp(extract_date)
-    year_start = extract - pd.Timedelta(days=365)
-    order, code = order_by_child(referrals["child_id"], referrals["referral_date"])
-    day = to_days(referrals["referral_date"])[order]
-    starts = episode_starts(code, day, same_episode_days)
-    s_code, s_day = code[starts], day[starts]
+    year_start = years_before(extract)
+    s_code, s_day = episode_start_days(referrals, same_episode_days)
     has_prev = np.r_[False, s_code[1:] == s_code[:-1]]
-    gap = np.r_[0, np.diff(s_day)]
-    in_year = s_day > to_days(pd.Series([year_start]))[0]
-    rereferral_share = float((has_prev & (gap <= 365))[in_year].mean())
+    rereferral_share, referrals_in_year = dfe_rereferral_share(s_code, s_day, extract)
 
     p = plans.iloc[order_by_child(plans["child_id"], plans["start_date"])[0]]
     repeat = p.groupby("child_id").cumcount().to_numpy() > 0
@@ -88,7 +84,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
         at_risk = np.clip(t - lo, 0, hi - lo).sum()
         events = ((rereport["event"] == 1) & (t > lo) & (t <= hi)).sum()
         hazards[f"{lo}-{hi}"] = round(float(1000 * DAYS_PER_YEAR * events / at_risk), 2)
-    first_year = s_day[~has_prev] <= to_days(pd.Series([extract - pd.Timedelta(days=5 * 365)]))[0]
+    first_year = s_day[~has_prev] <= to_days(pd.Series([years_before(extract, 5)]))[0]
     child_has_second = np.bincount(s_code, minlength=s_code.max() + 1)[s_code[~has_prev]] > 1
     return {
         "rereferral_within_12_months_share": round(rereferral_share, 4),
@@ -101,7 +97,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
         "rereferral_hazard_per_1000_child_years": hazards,
         "first_year_cohort_rereferred_by_extract_share": round(float(child_has_second[first_year].mean()), 4),
         "referrals_per_child": round(len(referrals) / max(len(children), 1), 3),
-        "counted": {"referrals_in_final_year": int(in_year.sum()), "plans_started_in_final_year":
+        "counted": {"referrals_in_final_year": referrals_in_year, "plans_started_in_final_year":
                     int(started_in_year.sum()), "plans_ended_in_final_year": int(len(durations)),
                     "plans_open_at_extract": int(len(open_plans))},
     }

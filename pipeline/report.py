@@ -195,6 +195,10 @@ def _later_figures(root: Path, words: Labels, units: str, plt: Any) -> dict[str,
     hr = read_csv(root / "reports/survival/hazard_ratios.csv")
     if not hr.empty:
         out.update(_forest(hr, words, units, plt))
+    path = root / "reports/survival/schoenfeld.csv"
+    schoenfeld = read_csv(path) if path.exists() else pd.DataFrame()   # (outputs made before it existed)
+    if not schoenfeld.empty:
+        out.update(_schoenfeld(schoenfeld, hr, plt))
     open_share = read_csv(root / "reports/durations/plot_open_share.csv")
     if not open_share.empty:
         out.update(_durations(open_share, plt))
@@ -228,6 +232,54 @@ def _forest(hr: pd.DataFrame, words: Labels, units: str, plt: Any) -> dict[str, 
     ax.legend(loc="lower right", fontsize=8)
     out["forest"] = figure_uri(fig)
     return out
+
+
+def _schoenfeld(table: pd.DataFrame, hr: pd.DataFrame, plt: Any) -> dict[str, str]:
+    """One figure per flagged term, as R's plot(cox.zph(fit)): beta(t) smoothed with its band,
+    binned means of the scaled residuals (no individual residual), the Cox estimate."""
+    out = {}
+    coef = dict(zip(hr["covariate"], hr["coef"])) if "coef" in hr else {}
+    for term, rows in table.groupby("term", sort=False):
+        curve, bins = rows[rows["part"] == "curve"], rows[rows["part"] == "bin"]
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        ax.fill_between(curve["time_km"], curve["lower"], curve["upper"], alpha=0.3, label="band (2 SE, as R)")
+        ax.plot(curve["time_km"], curve["smooth"], label="smoothed beta(t)")
+        ax.plot(bins["time_km"], bins["scaled_residual"], "o", label="mean scaled residual, binned events")
+        if term in coef:
+            ax.axhline(coef[term], ls="--", color="C3", lw=1, label="Cox estimate (an average over time)")
+        ax.axhline(0, color="grey", lw=0.8)
+        ticks = curve.iloc[np.linspace(0, len(curve) - 1, min(6, len(curve))).astype(int)]
+        ax.set_xticks(ticks["time_km"], [f"{m:.1f}" for m in ticks["time_months"]])
+        ax.set(xlabel="months since the origin (spaced as 1 - Kaplan-Meier)", ylabel="log hazard ratio",
+               title=f"Does the hazard ratio for {term} change over follow-up?")
+        ax.legend(fontsize=8)
+        out[f"schoenfeld:{term}"] = figure_uri(fig)
+    return out
+
+
+def ph_section(surv: dict[str, Any], ph: pd.DataFrame, figs: dict[str, str]) -> str:
+    """The Cox fits' warnings, then the proportional-hazards check: a scaled-Schoenfeld figure
+    per flagged term, or one sentence when none is flagged."""
+    warned = surv.get("warnings", [])
+    parts = [("<p class='warning'><strong>Model warnings</strong> (a coefficient that may be infinite has no "
+              "finite estimate: its hazard ratio and interval are not to be read):</p><ul>"
+              + "".join(f"<li>{html.escape(w['model'].replace('_', ' '))}: {html.escape(w['message'])}</li>"
+                        for w in warned) + "</ul>") if warned else ""]
+    if ph.empty:
+        return parts[0] + not_estimated(surv, "ph_tests")
+    flagged = [k for k in figs if k.startswith("schoenfeld:")]
+    if flagged:
+        parts.append("<h3>Hazard ratios that change over follow-up (scaled Schoenfeld residuals)</h3>"
+                     "<p>Each flagged term (the global test rejects and the term's Holm-adjusted test does): its "
+                     "log hazard ratio over follow-up, smoothed as R's <code>plot(cox.zph(fit))</code>; the Cox "
+                     "estimate is its average. Points are means of bins of at least the disclosure threshold of "
+                     "events; no individual residual is shown.</p>")
+        parts += [image(figs, key, f"Scaled Schoenfeld residuals for {key.split(':', 1)[1]}") for key in flagged]
+    else:
+        parts.append("<p>No term flagged: the proportional-hazards tests (global test first, then each term "
+                     "after Holm's adjustment) give no evidence that a hazard ratio changes over follow-up, so no "
+                     "scaled-Schoenfeld plot is drawn (reports/survival/ph_tests.csv).</p>")
+    return "".join(parts)
 
 
 def _durations(open_share: pd.DataFrame, plt: Any) -> dict[str, str]:
@@ -428,6 +480,40 @@ def banded_section(root: Path) -> str:
             f"</p>{table_html(pd.DataFrame(rows))}")
 
 
+def outcome_figures(epi: dict[str, Any], surv: dict[str, Any], err: dict[str, Any], cal: dict[str, Any],
+                    words: Labels) -> pd.DataFrame:
+    """The "re-referred within a year" figures the stages give (25.5%, 29.3%, 30.0% and 22.6% on
+    the default), side by side with what each counts, so readers see why they differ."""
+    def share(value: Any) -> str:
+        return WITHHELD if value is None else f"{100 * float(value):.1f}%"
+
+    rows = []
+    dfe = epi.get("dfe_rereferral_within_12_months")
+    if dfe:
+        rows.append(("DfE's published measure", share(dfe.get("share")),
+                     "of the referrals in the final 12 months, the share within 12 months of the child's previous "
+                     "one: backward-looking, counts referrals not children's risk"))
+    km = surv.get("cumulative_rereport", {}).get("12_months")
+    if km is not None:
+        rows.append(("1 - Kaplan-Meier at 12 months (all index episodes)", share(km),
+                     "entering care and turning 18 censored: the risk if no child ever left that way (overstates)"))
+    aj = surv.get("cumulative_incidence", {}).get("12_months")
+    if aj is not None:
+        rows.append(("Aalen-Johansen at 12 months (all index episodes)", share(aj),
+                     "entering care or turning 18 first counts as not re-referred: the project's observed risk"))
+    cox12 = cal.get("cox", {}).get("12_months", {})
+    if cox12.get("mean_observed") is not None:
+        rows.append(("Aalen-Johansen at 12 months (validation families)", share(cox12["mean_observed"]),
+                     "the same definition on the later families the models are judged on"))
+    events = err.get("at_default_rule", {}).get("events_per_1000")
+    if events is not None:
+        rows.append((f"headline: {words.outcome} within {float(err.get('horizon_days', 0)):g} days (validation)",
+                     share(events / 1000),
+                     "the same definition, among validation rows with the whole horizon of possible follow-up "
+                     "(later cohorts; per 1,000 rounded)"))
+    return pd.DataFrame(rows, columns=["figure", "value", "what it counts"])
+
+
 def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     """(report.html, summary.md) from the pipeline's outputs under ``root``."""
     def metrics(name: str) -> dict[str, Any]:
@@ -487,8 +573,17 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
                     f"{logi.get('outcome', {}).get('handling', '')}"),
         ("validation split", split_words),
     ], columns=["", "value"])
+    figures_table = outcome_figures(epi, surv, err, cal, words)
     hr = csv("reports/survival/hazard_ratios.csv")
     hr_cols = [c for c in ("covariate", "hr", "hr_lower", "hr_upper", "p", "true_hr") if c in hr]
+    frailty_html = not_estimated(surv, "frailty")
+    if surv.get("frailty"):   # the shared-frailty model's hazard ratios beside the Cox model's
+        frailty = csv("reports/survival/frailty_hazard_ratios.csv").merge(
+            hr[["covariate", "hr"]].rename(columns={"hr": "hr_without_frailty"}), on="covariate", how="left")
+        frailty_html = (f"<h3>With a shared gamma frailty per {unit} (hazard ratios conditional on the {unit})</h3>"
+                        f"<p>{html.escape(surv['frailty']['sentence'])}</p>" + table_html(frailty[[
+                            c for c in ("covariate", "hr_without_frailty", "hazard_ratio", "lower", "upper", "p",
+                                        "true_hr") if c in frailty]]))
     odds = csv("reports/logistic/odds_ratios.csv")[["term", "or", "or_lower", "or_upper", "p"]]
     planner = csv("reports/durations/planner_summary.csv")
     planner = planner[["variable", "level", "plans", "median_days", "median_lower", "median_upper", "open_at_12m",
@@ -518,13 +613,16 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"<p>Every row read is kept or quarantined with its reason; rows in = kept + rejected for every table. "
          f"Rejected rows are never imputed; what a route estimates (an NCANDS birth date, say) is stated "
          f"below.</p>{source}{table_html(reconciliation)}{table_html(reasons)}"),
-        ("cohort", "Cohort", table_html(cohort)),
+        ("cohort", "Cohort", table_html(cohort) + (
+            f"<h3>How many {html.escape(words.have_outcome)} within a year? Each figure and what it counts</h3>"
+            f"{table_html(figures_table)}" if len(figures_table) else "")),
         ("km", f"Time to {words.outcome} (Kaplan-Meier)",
          image(figs, "km", f"Kaplan-Meier cumulative {words.outcome}") + not_estimated(surv, "survival_curves")),
         ("hazard-ratios", f"Hazard ratios (Cox model; {html.escape(strata_words(params, surv))}; "
                           f"robust CIs by {cluster_word(params, clean)})",
          f"{image(figs, 'forest', 'Forest plot of hazard ratios')}{not_estimated(surv, 'cox')}"
-         f"{not_estimated(surv, 'parametric_models')}{table_html(hr[hr_cols])}"),
+         f"{not_estimated(surv, 'parametric_models')}{table_html(hr[hr_cols])}{frailty_html}"
+         f"{ph_section(surv, csv('reports/survival/ph_tests.csv'), figs)}"),
         ("durations", "Plan durations for planners", durations_html),
         ("banded-durations", "Plan durations from published counts", banded_html),
         ("odds-ratios", f"Logistic model: odds ratios (95% CIs robust by {cluster_word(params, clean)})",
@@ -535,6 +633,10 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} replicates of whole {units})</h3>"
          f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation {units})</h3>{table_html(recal)}"
          f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{not_estimated(cal, 'cox_calibration')}"
+         f"<p>With each horizon: AUC(t) (cases: {words.outcome} by t; controls: the rest whose status at t is known, "
+         f"a competing end counting as a control), the Brier score, the null model's (everyone given the "
+         f"Kaplan-Meier/Aalen-Johansen risk) and IPA = 1 - Brier / null Brier; censoring by inverse probability "
+         f"weights, 95% intervals from the influence function, as R's riskRegression::Score.</p>"
          f"{table_html(cox_cal)}"),
         ("subgroups", "Subgroups: calibration and error rates",
          f"{table_html(subgroups)}<h3>Error rates at the headline rule, by group (differences and ratios against "
@@ -609,6 +711,8 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
         "## How often this model is wrong", "", err["statement"], "",
         table_markdown(first), "", WARNING, "",
         *(["**Synthetic data**: the embedded synthetic default, not real children.", ""] if synthetic else []),
+        *(["## Model warnings", "", *(f"- survival, {w['model'].replace('_', ' ')}: {w['message']}"
+                                      for w in surv.get("warnings", [])), ""] if surv.get("warnings") else []),
         *(["## Could not be estimated", "", *(f"- {stage}: {m['status']}" for stage, m in (
             ("survival", surv), ("logistic", logi), ("calibration", cal), ("errors", err)) if m.get("status")), ""]
           if any(m.get("status") for m in (surv, logi, cal, err)) else []),

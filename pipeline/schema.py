@@ -211,7 +211,16 @@ AGE_BANDS = ((0, 1, "under_1"), (1, 5, "1_4"), (5, 10, "5_9"), (10, 16, "10_15")
              (18, 200, "18_plus"))
 
 
+#: The one days-per-year constant (a month is a twelfth of it: ``nonparametric.DAYS_PER_MONTH``).
+#: Durations and horizons count days; "the 12 months to a date" is a calendar year (``years_before``).
 DAYS_PER_YEAR = 365.25
+
+
+def years_before(date, years: int = 1):
+    """The same calendar date ``years`` earlier (29 February -> 28 February): the start of
+    "the 12 months to" a date, as DfE's statistics count a year ending 31 March. ``date`` may
+    be a Timestamp or a datetime Series."""
+    return date - pd.DateOffset(years=years)
 #: Days in one unit of a prepared table's durations (``input.analysis_table.duration_unit``);
 #: a month is a twelfth of a year (``nonparametric.DAYS_PER_MONTH``, defined from the same constant).
 DURATION_UNITS = {"days": 1.0, "weeks": 7.0, "months": DAYS_PER_YEAR / 12, "years": DAYS_PER_YEAR}

@@ -9,10 +9,12 @@ Reads ``data/analysis/rereport.parquet`` and writes, under ``reports/survival/``
 * ``hazard_ratios.csv``: Cox model (``pipeline.cox.CoxPH``; Efron ties, LA strata,
   family-cluster robust SEs) with the true hazard ratio beside each estimate when the
   input is the synthetic default; ``ph_tests.csv``: scaled-Schoenfeld tests as R's
-  ``cox.zph(transform="km")`` with plain-language advice.
+  ``cox.zph(transform="km")`` with plain-language advice; ``schoenfeld.csv``: for each
+  covariate the advice flags, the smoothed scaled Schoenfeld residuals (beta(t)) with their
+  band and binned means, no individual residual (``pipeline.schoenfeld``).
 * ``parametric_models.csv`` / ``parametric_predictions.csv``: Weibull, log-normal and
-  log-logistic AFT fits (lifelines) compared by AIC, and predicted cumulative re-report
-  at the horizons for reference profiles.
+  log-logistic AFT fits (``pipeline.aft``, equal to R's ``survreg``) compared by AIC, and
+  predicted cumulative re-report at the horizons for reference profiles.
 * ``recurrent_models.csv``: Andersen-Gill (counting process, robust by child) and PWP
   gap-time (strata by event number) models of every re-referral.
 * ``competing_cif.csv`` / ``cause_specific_hazard_ratios.csv``: Aalen-Johansen cumulative
@@ -25,6 +27,11 @@ what could not be estimated and why; the curves are drawn whenever a duration is
 Parametric fits move zero durations to ``ZERO_DURATION_DAYS`` (half a day; counted in the
 metrics); Kaplan-Meier and Cox take them as they are.
 
+Invalid values in the analysis table (a missing covariate or time, a negative time, an
+event other than 0/1; ``pipeline.cox.check_input``) stop the stage with one line. A Cox
+fit that did not converge, or whose coefficient may be infinite (separation), or an AFT fit
+that did not converge, warns as R does; every such warning is in ``metrics/survival.json`` -> ``warnings`` ({model, message}).
+
 Counts below ``disclosure.min_cell_count`` are suppressed: curves stop where fewer are at
 risk, and group estimates are withheld where the group is smaller.
 Also ``metrics/survival.json`` and ``models/cox.json`` + ``models/cox_baseline.csv``.
@@ -34,28 +41,32 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines import LogLogisticAFTFitter, LogNormalAFTFitter, WeibullAFTFitter
-from lifelines.exceptions import ConvergenceError
 from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import concordance_index
 
 from pipeline import config
+from pipeline.aft import DISTRIBUTIONS, AFTConvergenceWarning, AFTRegression
 from pipeline.cli import InputError, stage_entry
 from pipeline import cox_model
-from pipeline.cox import CoxPH
+from pipeline.cox import CoxConvergenceWarning, CoxInputError, CoxPH, check_input
 from pipeline.cox_model import fit_cox
 from pipeline.design import design_matrix, profile_row, with_groups
 from pipeline.disclosure import complementary_at_risk, complementary_suppression
 from pipeline.estimable import ZERO_DURATION_DAYS, empty, model_problem, record, survival_problem
+from pipeline.fit_warnings import FitWarnings
+from pipeline.frailty import TABLE_COLUMNS as FRAILTY_COLUMNS, fit_shared_frailty, frailty_problem
 from pipeline.io import write_csv, write_json
 from pipeline.settings import survival_settings
 from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, nelson_aalen, step_read
+from pipeline.schoenfeld import COLUMNS as SCHOENFELD_COLUMNS
+from pipeline.schoenfeld import schoenfeld_table
 
 REPORTS = Path("reports/survival")
 #: Tables only some inputs have (recurrent referrals and competing ends need case-level
@@ -68,6 +79,7 @@ OPTIONAL_TABLES = {
     "competing_cif": ["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"],
     "cause_specific_hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z",
                                      "p", "cause"],
+    "frailty_hazard_ratios": FRAILTY_COLUMNS,
 }
 #: Every other table, for an input from which nothing could be estimated (plus
 #: ``true_hr``/``true_in_ci`` on the synthetic default, ``cif_*`` in ``plot_curves`` with
@@ -84,9 +96,14 @@ TABLES = {
     "hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z", "p"],
     "ph_tests": ["covariate", "chisq", "df", "p", "p_holm", "violated", "advice"],
     "plot_curves": ["time_months", "cumulative_rereport", "cumulative_lower", "cumulative_upper"],
+    "schoenfeld": SCHOENFELD_COLUMNS,
 }
-AFT = {"weibull": WeibullAFTFitter, "lognormal": LogNormalAFTFitter, "loglogistic": LogLogisticAFTFitter}
+AFT = {name: partial(AFTRegression, name) for name in DISTRIBUTIONS}   # weibull, lognormal, loglogistic
 CAUSES = ("re_referral", "entered_care", "age_18")
+#: Warnings a Cox or AFT fit's metrics keep: R's convergence warnings, and numerical ones (an
+#: overflow, an invalid value) that would otherwise scroll past on the terminal.
+FIT_WARNINGS = (CoxConvergenceWarning, AFTConvergenceWarning, RuntimeWarning)
+ANALYSIS_TABLE = "data/analysis/rereport.parquet"
 
 
 # -- design ------------------------------------------------------------------------------
@@ -235,8 +252,8 @@ def hazard_ratio_table(model: CoxPH, truth: pd.Series | None = None) -> pd.DataF
 
 # -- parametric ---------------------------------------------------------------------------
 def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_months: list[float],
-               profiles: dict[str, dict[str, float]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    data = X.assign(time_days=df["time_days"].to_numpy(), event=df["event"].to_numpy())
+               profiles: dict[str, dict[str, float]], log: FitWarnings | None = None
+               ) -> tuple[pd.DataFrame, pd.DataFrame]:
     profile_rows = pd.DataFrame([profile_row(X.columns, name, p) for name, p in profiles.items()],
                                 index=list(profiles), columns=X.columns)
     horizons_days = [m * DAYS_PER_MONTH for m in horizons_months]
@@ -244,18 +261,18 @@ def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_mon
     for name in names:
         if name not in AFT:
             raise InputError(f"params.yaml: survival.parametric '{name}' is not one of {', '.join(AFT)}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model = AFT[name]().fit(data, "time_days", "event")
-        fits.append({"model": name, "loglik": model.log_likelihood_, "aic": model.AIC_,
-                     "parameters": int(len(model.params_))})
+        # Not converging is an AFTConvergenceWarning: kept in ``log`` (the metrics), else raised as it is.
+        with log.fitting(f"{name}_aft") if log is not None else nullcontext():
+            model = AFT[name]().fit(X, df["time_days"], df["event"])
+        fits.append({"model": name, "loglik": model.loglik_, "aic": model.aic_,
+                     "parameters": model.n_parameters_})
         if not profiles:
             continue
-        surv = model.predict_survival_function(profile_rows, times=horizons_days)
-        for profile in profiles:
-            for m, h in zip(horizons_months, horizons_days):
+        surv = model.predict_survival(profile_rows, horizons_days)
+        for i, profile in enumerate(profiles):
+            for j, m in enumerate(horizons_months):
                 preds.append({"model": name, "profile": profile, "horizon_months": m,
-                              "cumulative_rereport": 1 - float(surv.loc[h, profile])})
+                              "cumulative_rereport": 1 - float(surv[i, j])})
     table = pd.DataFrame(fits).sort_values("aic").reset_index(drop=True)
     table["delta_aic"] = table["aic"] - table["aic"].min()
     return table, pd.DataFrame(preds, columns=["model", "profile", "horizon_months", "cumulative_rereport"])
@@ -277,19 +294,23 @@ def recurrent_data(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     return d[~overlap], int(overlap.sum())
 
 
-def recurrent(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def recurrent(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], log: FitWarnings | None = None
+              ) -> tuple[pd.DataFrame, dict[str, Any]]:
     d, overlapping = recurrent_data(df)
     Xd = X.loc[d.index]
-    ag = CoxPH(ties=s["ties"]).fit(Xd, d["stop"], d["event"], entry=d["start"], cluster=d["child_id"])
-    pwp = CoxPH(ties=s["ties"]).fit(Xd, d["time_days"], d["event"], strata=d["episode_stratum"],
-                                    cluster=d["child_id"])
+    log = log or FitWarnings(FIT_WARNINGS)
+    with log.fitting("andersen_gill"):
+        ag = CoxPH(ties=s["ties"]).fit(Xd, d["stop"], d["event"], entry=d["start"], cluster=d["child_id"])
+    with log.fitting("pwp_gap_time"):
+        pwp = CoxPH(ties=s["ties"]).fit(Xd, d["time_days"], d["event"], strata=d["episode_stratum"],
+                                        cluster=d["child_id"])
     table = pd.concat([hazard_ratio_table(ag).assign(model="andersen_gill"),
                        hazard_ratio_table(pwp).assign(model="pwp_gap_time")], ignore_index=True)
     return table, {"rows": int(len(d)), "children": int(d["child_id"].nunique()),
                    "events": int(d["event"].sum()), "overlapping_rows_left_out": overlapping}
 
 
-def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: int
+def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: int, log: FitWarnings | None = None
               ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
     code = {c: i + 1 for i, c in enumerate(CAUSES)}
     event_type = df["event_type"].map(code).fillna(0).astype(int).to_numpy()
@@ -300,8 +321,9 @@ def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: i
         cif = cif[cif["at_risk"] >= min_count]
         curves.append(cif.assign(cause=cause, time_months=(cif["time"] / DAYS_PER_MONTH).round(3)))
         if cause != "age_18" and counts[cause] >= min_count:
-            model = fit_cox(df, X, s, event=(df["event_type"] == cause).astype(int),
-                            what=f"cause-specific Cox model of {cause}")
+            with (log or FitWarnings(FIT_WARNINGS)).fitting(f"cause_specific_{cause}"):
+                model = fit_cox(df, X, s, event=(df["event_type"] == cause).astype(int),
+                                what=f"cause-specific Cox model of {cause}")
             tables.append(hazard_ratio_table(model).assign(cause=cause))
     cif = pd.concat(curves, ignore_index=True).rename(columns={"time": "time_days"})
     cif = cif[["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"]]
@@ -321,7 +343,17 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
 
     if s["ties"] not in ("efron", "breslow"):
         raise InputError(f"params.yaml: survival.ties '{s['ties']}' must be efron or breslow")
+    if s.get("frailty") not in (None, "gamma"):
+        raise InputError(f"params.yaml: survival.frailty '{s['frailty']}' must be gamma or null")
     df = with_groups(df.reset_index(drop=True))
+    X, reference = design_matrix(df, s["covariates"], s.get("categorical", []))
+    try:   # invalid values stop the stage (one line on the terminal, so the count of rows may be said)
+        check_input(X.to_numpy(dtype=float), df["time_days"].to_numpy(dtype=float), df["event"].to_numpy(),
+                    list(X.columns), strata=df[s["strata"]] if s.get("strata") else None,
+                    cluster=df[s["cluster"]] if s.get("cluster") else None)
+    except CoxInputError as err:
+        raise InputError(f"{ANALYSIS_TABLE}: {err}") from None
+    log = FitWarnings(FIT_WARNINGS)
     metrics: dict[str, Any] = {
         "n": int(len(df)), "events": int(df["event"].sum()),
         "covariates_not_recorded_in_this_input": s.get("not_recorded", []),
@@ -335,36 +367,41 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
     else:
         tables = describe(df, s.get("km_groups", []), s["horizons_months"], min_count)
         say("described")
-    X, reference = design_matrix(df, s["covariates"], s.get("categorical", []))
     problem = model_problem(df["time_days"], df["event"])
     model = None
     cox_problem = problem or (None if X.shape[1] else "no covariate varies in the analysis table")
     if cox_problem is None:
         try:
-            model = fit_cox(df, X, s)
+            with log.fitting("cox"):
+                model = fit_cox(df, X, s)
         except InputError as err:   # degenerate data (e.g. a singular information matrix): said, not fatal
             cox_problem = str(err)
     if model is None:
         record(metrics, "cox", cox_problem)
-        tables["hazard_ratios"], tables["ph_tests"] = empty(TABLES["hazard_ratios"]), empty(TABLES["ph_tests"])
+        for name in ("hazard_ratios", "ph_tests", "schoenfeld"):
+            tables[name] = empty(TABLES[name])
     else:
         true = truth_for(list(X.columns), truth)
         hr = hazard_ratio_table(model, true if truth else None)
         tables["hazard_ratios"] = hr
         try:
-            zph = ph_advice(model.zph("km"), s.get("ph_alpha", 0.05))
+            with log.fitting("ph_tests"):
+                zph = ph_advice(model.zph("km"), s.get("ph_alpha", 0.05))
         except (ValueError, np.linalg.LinAlgError) as err:
             record(metrics, "ph_tests", str(err))
             zph = None
         tables["ph_tests"] = zph.reset_index() if zph is not None else empty(TABLES["ph_tests"])
+        flagged = [c for c in zph.index if c != "GLOBAL" and zph.loc[c, "violated"]] if zph is not None else []
+        with log.fitting("ph_tests"):
+            tables["schoenfeld"] = (schoenfeld_table(model.scaled_schoenfeld("km"), flagged, min_count)
+                                    if flagged else empty(TABLES["schoenfeld"]))
         say("Cox model fitted")
         c_index = concordance_index(df["time_days"], -model.linear_predictor_, df["event"])
         metrics["cox"] = {"concordance": round(float(c_index), 4), "loglik": model.loglik_,
                           "loglik_null": model.loglik_null_, "iterations": model.n_iter_,
                           "reference_levels": reference,
                           "ph_global_p": float(zph.loc["GLOBAL", "p"]) if zph is not None else None,
-                          "ph_violations": [c for c in zph.index if c != "GLOBAL" and zph.loc[c, "violated"]]
-                          if zph is not None else []}
+                          "ph_violations": flagged}
     if curve_problem is None:
         metrics["cumulative_rereport"] = {f"{m}_months": _read(tables["cumulative_rereport"], m)
                                           for m in s["horizons_months"]}
@@ -372,6 +409,20 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
         known = hr[hr["true_in_ci"].notna()]
         metrics["truth_recovery"] = {"covariates_with_truth": int(len(known)),
                                      "true_value_in_95ci": int(known["true_in_ci"].astype(bool).sum())}
+    if s.get("frailty"):   # shared gamma frailty by cluster (pipeline/frailty.py)
+        cluster = df[s["cluster"]] if s.get("cluster") else None
+        frailty_reason = cox_problem or frailty_problem(cluster)
+        if frailty_reason is None:
+            try:
+                with log.fitting("frailty"):
+                    tables["frailty_hazard_ratios"], metrics["frailty"] = fit_shared_frailty(
+                        X, df["time_days"], df["event"], cluster, df[s["strata"]] if s.get("strata") else None,
+                        s["ties"], truth_for(list(X.columns), truth) if truth else None, min_count=min_count)
+                say("frailty model fitted")
+            except ValueError as err:   # (a CoxInputError's reason names no count)
+                frailty_reason = f"the fit failed ({getattr(err, 'reason', err)})"
+        if frailty_reason is not None:
+            record(metrics, "frailty", frailty_reason)
     if s.get("parametric") and problem is not None:
         record(metrics, "parametric_models", problem)
     elif s.get("parametric"):
@@ -379,10 +430,10 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
         positive = df.assign(time_days=df["time_days"].where(~zero, ZERO_DURATION_DAYS))
         try:
             tables["parametric_models"], tables["parametric_predictions"] = parametric(
-                positive, X, s["parametric"], s["horizons_months"], s.get("reference_profiles", {}))
+                positive, X, s["parametric"], s["horizons_months"], s.get("reference_profiles", {}), log)
             metrics["parametric_best_by_aic"] = tables["parametric_models"].iloc[0]["model"]
-        except (ValueError, np.linalg.LinAlgError, ConvergenceError, AttributeError, ZeroDivisionError) as err:
-            # lifelines' fits fail in several ways on a handful of rows: say which, in one line
+        except (ValueError, np.linalg.LinAlgError) as err:
+            # degenerate rows (e.g. collinear covariates): say why, in one line
             first = next((line.strip().rstrip(":") for line in str(err).splitlines() if line.strip()), "")
             record(metrics, "parametric_models", f"the fit failed ({type(err).__name__}{': ' + first if first else ''})")
         if zero.any():
@@ -396,9 +447,9 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
             record(metrics, "recurrent_models", cox_problem)
         else:
             try:
-                tables["recurrent_models"], metrics["recurrent"] = recurrent(df, X, s)
-            except ValueError as err:
-                record(metrics, "recurrent_models", str(err))
+                tables["recurrent_models"], metrics["recurrent"] = recurrent(df, X, s, log)
+            except ValueError as err:   # (a CoxInputError's reason names no count)
+                record(metrics, "recurrent_models", getattr(err, "reason", str(err)))
             say("recurrent models fitted")
     if s.get("competing_risks") and "event_type" in df.columns:
         if curve_problem is not None:
@@ -406,12 +457,18 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
         else:
             try:
                 tables["competing_cif"], tables["cause_specific_hazard_ratios"], metrics["competing_events"] = \
-                    competing(df, X, s, min_count)
+                    competing(df, X, s, min_count, log)
+                rr = tables["competing_cif"][tables["competing_cif"]["cause"] == "re_referral"]
+                # The project's one observed risk by a horizon (competing ends a "no"), beside 1 - KM.
+                metrics["cumulative_incidence"] = {
+                    f"{m:g}_months": _rounded(step_read(rr["time_days"], rr["cif"], m * DAYS_PER_MONTH, 0.0, "nan")[0])
+                    for m in s["horizons_months"]}
             except InputError as err:
                 record(metrics, "competing_risks", str(err))
             say("competing risks done")
     if curve_problem is None:
         tables["plot_curves"] = plot_curves(tables)
+    metrics["warnings"] = log.records
     return tables, metrics, model
 
 
@@ -430,6 +487,10 @@ def plot_curves(tables: dict[str, pd.DataFrame], months: float = 72, step: float
             c = cif[cif["cause"] == cause]
             out[f"cif_{cause}"] = step_read(c["time_days"], c["cif"], days, 0.0, "nan")
     return pd.DataFrame(out)
+
+
+def _rounded(value: float) -> float | None:
+    return None if pd.isna(value) else round(float(value), 4)
 
 
 def _read(cum: pd.DataFrame, months: float) -> float | None:
@@ -470,6 +531,10 @@ def main() -> None:
         tables.setdefault(name, pd.DataFrame(columns=columns))
     for name, table in tables.items():
         write_csv(table, REPORTS / f"{name}.csv")
+    log = FitWarnings(FIT_WARNINGS)
+    with log.fitting("cox_development"):
+        development, dev_reference, why = development_model(df, s, params)
+    metrics["warnings"] += log.records
     write_json(metrics, Path("metrics/survival.json"))
     if model is None:   # the declared model outputs still exist, and say why they hold no model
         cox_model.save_not_estimated(cox_model.FULL, metrics["status"], s, FULL_NAME)
@@ -477,7 +542,6 @@ def main() -> None:
     else:
         cox_model.save(model, s, metrics["cox"]["reference_levels"], cox_model.FULL, FULL_NAME, "every index referral")
         write_csv(model.baseline_cumulative_hazard_, Path("models/cox_baseline.csv"))
-    development, dev_reference, why = development_model(df, s, params)
     if development is None:
         cox_model.save_not_estimated(cox_model.DEVELOPMENT, why, s, DEVELOPMENT_NAME)
     else:
@@ -487,7 +551,8 @@ def main() -> None:
           (f"; concordance {metrics['cox']['concordance']}" if model is not None else "") +
           (f"; truth in 95% CI for {metrics['truth_recovery']['true_value_in_95ci']} of "
            f"{metrics['truth_recovery']['covariates_with_truth']} covariates" if "truth_recovery" in metrics else "") +
-          (f"; {metrics['status']}" if "status" in metrics else ""))
+          (f"; {metrics['status']}" if "status" in metrics else "") +
+          (f"; {len(metrics['warnings'])} model warning(s) in metrics/survival.json" if metrics["warnings"] else ""))
 
 
 if __name__ == "__main__":

@@ -143,15 +143,43 @@ def _weibull_data(n=20_000, seed=9):
 def test_survival_calibration_of_true_and_distorted_risks():
     """True risks from a known Weibull PH model are calibrated (ICI < 0.01); risks inflated
     by half are not, and the estimated observed risk tracks the truth."""
-    from pipeline.calibration import km_by_risk_tenth, survival_calibration
+    from pipeline.calibration import observed_by_risk_tenth, survival_calibration
     risk, time, event = _weibull_data()
-    good, curve = survival_calibration(risk, time, event, 365)
+    rows = pd.DataFrame({"time_days": time, "event": event})
+    good, curve = survival_calibration(risk, rows, 365)
     assert good["ici"] < 0.01 and abs(good["mean_observed"] - risk.mean()) < 0.01
-    bad, _ = survival_calibration(np.minimum(risk * 1.5, 0.99), time, event, 365)
-    assert bad["ici"] > 0.05 and abs(bad["mean_observed"] - risk.mean()) < 0.015
-    deciles = km_by_risk_tenth(risk, time, event, 365, 10)
-    np.testing.assert_allclose(deciles["observed_km"], deciles["mean_predicted"], atol=0.04)
-    assert (deciles["observed_lower"] <= deciles["observed_km"]).all()
+    assert abs(good["slope"] - 1) < 0.1 and abs(good["observed_expected"] - 1) < 0.03
+    bad, _ = survival_calibration(np.minimum(risk * 1.5, 0.99), rows, 365)
+    assert bad["ici"] > 0.05 and abs(bad["mean_observed"] - risk.mean()) < 0.015 and bad["observed_expected"] < 0.75
+    deciles = observed_by_risk_tenth(risk, rows, 365, 10)
+    np.testing.assert_allclose(deciles["observed"], deciles["mean_predicted"], atol=0.04)
+    assert (deciles["observed_lower"] <= deciles["observed"]).all()
+
+
+def test_survival_calibration_counts_competing_ends_as_no():
+    """Exponential cause-specific hazards: re-referral l1 exp(x), a competing end l2. The true
+    risk by H is the cumulative incidence l1e / (l1e + l2) (1 - exp(-(l1e + l2) H)); the
+    cause-specific 1 - exp(-l1e H) (competing ends censored) overstates it. The observed
+    risk (Aalen-Johansen, competing ends a "no") finds the first calibrated, the second not;
+    and the observed share equals the Aalen-Johansen estimate exactly."""
+    from pipeline.calibration import survival_calibration
+    from pipeline.nonparametric import aalen_johansen, step_read
+    rng = np.random.default_rng(4)
+    n, horizon, l1, l2 = 30_000, 365.0, 1 / 700, 1 / 500
+    x = rng.normal(size=n)
+    l1e = l1 * np.exp(0.7 * x)
+    t1, t2, c = rng.exponential(1 / l1e), rng.exponential(1 / l2, n), rng.uniform(100, 1200, n)
+    time = np.ceil(np.minimum.reduce([t1, t2, c]))
+    kind = np.where(t1 <= np.minimum(t2, c), "re_referral", np.where(t2 <= c, "entered_care", "extract_date"))
+    rows = pd.DataFrame({"time_days": time, "event": (kind == "re_referral") * 1, "event_type": kind})
+    cif = l1e / (l1e + l2) * (1 - np.exp(-(l1e + l2) * horizon))
+    cause_specific = 1 - np.exp(-l1e * horizon)
+    good, _ = survival_calibration(cif, rows, horizon)
+    bad, _ = survival_calibration(cause_specific, rows, horizon)
+    assert abs(good["observed_expected"] - 1) < 0.03 and good["ici"] < 0.015
+    assert bad["observed_expected"] < 0.8 and bad["ici"] > 0.05
+    aj = aalen_johansen(time, np.where(kind == "re_referral", 1, np.where(kind == "entered_care", 2, 0)), 1)
+    np.testing.assert_allclose(good["mean_observed"], step_read(aj["time"], aj["cif"], horizon, 0.0)[0], rtol=1e-12)
 
 
 def test_delong_ci_matches_proc():

@@ -118,6 +118,7 @@ def csv_rows(work: Path, rel: str) -> pd.DataFrame:
 
 NO_ROWS = "no rows in the analysis table"
 NO_KNOWN = "no rows with a known outcome at the horizon"
+ONE_ROW_CLUSTERS = "every cluster has one row: a shared frailty needs clusters of two or more rows"
 
 
 def assert_nothing_estimated(work: Path, messages: dict[str, str]) -> None:
@@ -201,7 +202,7 @@ def test_b_no_events(tmp_path):
     work = prepared(tmp_path, table(60, event=lambda i: False))
     messages = run_stages(work)
     reason = "no events: every row is censored"
-    assert not_estimated(work, "survival") == {"cox": reason, "parametric_models": reason}
+    assert not_estimated(work, "survival") == {"cox": reason, "parametric_models": reason, "frailty": reason}
     # The curve is still drawn: flat at 0 (no one has the event), 60 at risk at the first time.
     km = csv_rows(work, "reports/survival/km_overall.csv")
     assert (km["cumulative_rereport"] == 0).all() and km["at_risk"].iloc[0] == 60
@@ -218,7 +219,8 @@ def test_c_every_row_an_event(tmp_path):
     # binary outcome is 1 for all 60 rows: no logistic model; the survival models are estimable.
     work = prepared(tmp_path, table(60, time=lambda i: 30 + 5 * i, event=lambda i: True))
     messages = run_stages(work)
-    assert "status" not in metrics(work, "survival"), messages["survival"]
+    # each subject its own cluster (cluster: null): no shared frailty, said; everything else estimated
+    assert not_estimated(work, "survival") == {"frailty": ONE_ROW_CLUSTERS}, messages["survival"]
     km = csv_rows(work, "reports/survival/km_overall.csv")
     # KM curve cut where fewer than 10 are at risk: last shown time has 10 at risk, 1 - 9/60 re-referred.
     assert km["at_risk"].iloc[-1] == 10 and km["cumulative_rereport"].iloc[-1] == pytest.approx(1 - 9 / 60)
@@ -233,7 +235,7 @@ def test_c_every_row_an_event(tmp_path):
 def test_d_one_group_in_km_group_and_stratum(tmp_path):
     work = prepared(tmp_path, table(60, g=lambda i: "a"), km_groups=["g"], strata="g")
     messages = run_stages(work)
-    assert "status" not in metrics(work, "survival"), messages["survival"]
+    assert not_estimated(work, "survival") == {"frailty": ONE_ROW_CLUSTERS}, messages["survival"]
     assert csv_rows(work, "reports/survival/logrank.csv").empty        # one level: nothing to compare
     assert set(csv_rows(work, "reports/survival/km_by_group.csv")["level"]) == {"a"}
     assert len(csv_rows(work, "reports/survival/hazard_ratios.csv")) == 1   # x, one stratum
@@ -243,7 +245,8 @@ def test_d_one_group_in_km_group_and_stratum(tmp_path):
 def test_e_constant_covariate(tmp_path):
     work = prepared(tmp_path, table(60, x=lambda i: 1))
     messages = run_stages(work)
-    assert not_estimated(work, "survival") == {"cox": "no covariate varies in the analysis table"}
+    reason = "no covariate varies in the analysis table"
+    assert not_estimated(work, "survival") == {"cox": reason, "frailty": reason}
     assert len(csv_rows(work, "reports/survival/parametric_models.csv")) == 3   # intercept-only fits
     assert not_estimated(work, "logistic") == {"logistic_model": "no covariate varies in the development rows"}
     assert "could not be estimated" in messages["logistic"]
@@ -257,7 +260,7 @@ def test_f_some_zero_durations(tmp_path):
     work = prepared(tmp_path, table(60, time=lambda i: 0 if i % 7 == 0 else 30 + 13 * i))
     run_stages(work)
     m = metrics(work, "survival")
-    assert "status" not in m
+    assert m["not_estimated"] == {"frailty": ONE_ROW_CLUSTERS}
     assert m["parametric_zero_durations"] == {
         "rows": None, "rule": "zero durations moved to 0.5 days for the parametric fits only (they need positive "
                               "times); Kaplan-Meier and Cox use them as they are"}
@@ -274,7 +277,8 @@ def test_f_every_duration_zero(tmp_path):
     work = prepared(tmp_path, table(60, time=lambda i: 0))
     run_stages(work)
     reason = "every duration is zero: no follow-up time"
-    assert not_estimated(work, "survival") == {"survival_curves": reason, "cox": reason, "parametric_models": reason}
+    assert not_estimated(work, "survival") == {"survival_curves": reason, "cox": reason, "parametric_models": reason,
+                                               "frailty": reason}
     assert not_estimated(work, "calibration")["cox_calibration"] == reason
     report_says(work, "Survival curves", reason)
 

@@ -156,3 +156,19 @@ def test_cpp_durations():
     # B born 2012-01-01, p1 starts 2019-01-01: 7.0 years, band 5-9.
     assert out.loc["p1", "age_at_start_years"] == pytest.approx(7.0, abs=0.01)
     assert out.loc["p1", "age_band_at_start"] == "5_9"
+
+
+def test_dfe_rereferral_share_counts_calendar_years_by_hand():
+    """DfE's measure: of the referrals in the 12 months to the extract date (after 31 March
+    2024, up to 31 March 2025), the share within 12 months of the child's previous one.
+    A: 29 Feb 2024 (before the year), 28 Feb 2025 (in it; a year after 29 Feb is 28 Feb: within).
+    B: 1 Jun 2023, 1 Jun 2024 (in it; 366 days, one calendar year: within).
+    C: 10 Apr 2023, 11 Apr 2024 (in it; a year and a day: not within).
+    So 2 of 3. (Counting 365 days would give 1 of 3: B's leap year would push it out.)"""
+    from pipeline.derive import dfe_rereferral_share, episode_start_days
+
+    referrals = pd.DataFrame({"child_id": ["A", "A", "B", "B", "C", "C"],
+                              "referral_date": pd.to_datetime(["2024-02-29", "2025-02-28", "2023-06-01", "2024-06-01",
+                                                               "2023-04-10", "2024-04-11"])})
+    share, in_year = dfe_rereferral_share(*episode_start_days(referrals, 14), pd.Timestamp("2025-03-31"))
+    assert in_year == 3 and share == 2 / 3
