@@ -5,11 +5,11 @@ is a statistic of the validation rows scored by a model fitted to the developmen
 Its sampling variation has two sources: which families happened to be in the
 development data (the fitted coefficients, hence who is flagged) and which families are
 in the validation data. A Wilson interval for, say, the PPV treats the fitted model as
-fixed and leaves the first source out (measured: it covered the across-replicate mean
-PPV in 85.5% of 200 simulated replicates, not 95%). This bootstrap repeats the whole
-process instead (Efron and Tibshirani 1993, ch. 6 and 17; Harrell 2015, "Regression
-Modeling Strategies", 2nd ed., sec. 5.3; Steyerberg 2019, "Clinical Prediction Models",
-2nd ed., ch. 5): for each of B replicates
+fixed and leaves the first source out (issue 11: it covered the across-replicate mean
+PPV of 200 simulated extracts in 85.5% of them, not 95%). This bootstrap repeats the
+whole process instead (Efron and Tibshirani 1993, "An Introduction to the Bootstrap",
+ch. 13 and 17; Harrell 2015, "Regression Modeling Strategies", 2nd ed., ch. 5;
+Steyerberg 2019, "Clinical Prediction Models", 2nd ed., ch. 5): for each of B replicates
 
 1. draw development families with replacement (all rows of a drawn family come along,
    as often as it is drawn: ``bootstrap.family_multiplicity``, frequency weights, nothing
@@ -25,7 +25,9 @@ Modeling Strategies", 2nd ed., sec. 5.3; Steyerberg 2019, "Clinical Prediction M
 
 The 95% interval of each measure is the 2.5th and 97.5th percentiles of its B
 replicate values (percentile method; replicates whose statistic is undefined are left
-out of that measure, and counted).
+out of that measure, and counted). Per-1,000 figures enter unrounded: rounding each
+replicate (largest remainders, so that the four cells add up to 1,000) would tie one
+cell's rounding to the others' remainders; the limits are rounded once, for display.
 
 Coverage of the expected value over new samples from a fixed population (a misspecified
 logistic model with family clustering; ``tests/test_headline_bootstrap.py``): with 300
