@@ -165,9 +165,14 @@ def cox_validation_risks(rereport: pd.DataFrame, params: dict[str, Any], months:
                  "rows_in_strata_unseen_in_development": int((~keep).sum())}
 
 
-def subgroup_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:
-    """O/E, calibration-in-the-large, slope and ICI within each subgroup and LA. Groups
-    with fewer than ``min_count`` events or non-events are withheld (counts and measures)."""
+def subgroup_calibration(pred: pd.DataFrame, min_count: int, replicates: int = 0, seed: int = 0, n_jobs: int = 1
+                         ) -> pd.DataFrame:
+    """O/E, calibration-in-the-large, slope and ICI within each subgroup and LA, with 95%
+    intervals and the noise floor of ICI and E90 (``calibration_uncertainty``; none when
+    ``replicates`` is 0). Groups with fewer than ``min_count`` events or non-events are
+    withheld (counts and measures)."""
+    from pipeline.calibration_uncertainty import binary_uncertainty, with_intervals
+
     rows = []
     for var in group_columns(pred):
         for level, g in pred.groupby(pred[var].astype(str), sort=True):
@@ -177,8 +182,11 @@ def subgroup_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:
                 row.update(n=np.nan, events=np.nan)
             else:
                 v = val_prob(g["p"], g["y"], g["weight"] if "weight" in g else None)
-                row.update(observed_expected=v["observed_expected"], citl=v["citl"], slope=v["slope"],
-                           ici=v["eavg"], e90=v["e90"], c=v["c"])
+                found = binary_uncertainty(g["p"], g["y"], g["weight"] if "weight" in g else np.ones(len(g)),
+                                           g["family"], replicates, seed, f"calibration_subgroup/{var}={level}",
+                                           n_jobs) if replicates else {}
+                row.update(with_intervals(dict(observed_expected=v["observed_expected"], citl=v["citl"], slope=v["slope"],
+                                               ici=v["eavg"], e90=v["e90"], c=v["c"]), found))
             rows.append(row)
     return complementary_suppression(pd.DataFrame(rows), ["variable"], "n", ["n", "events"])
 
@@ -230,6 +238,7 @@ TABLES = {
     "subgroups": ["variable", "level", "n", "events"],
     "folds": ["fold", "n", "events"],
     "recalibration": ["method", "observed_expected", "citl", "slope", "ici", "e90", "brier", "c"],
+    "intervals": ["measure", "value", "lower", "upper", "interval", "noise_floor_p50", "noise_floor_p95", "reading"],
     "deciles": ["tenth", "n", "observed_events", "mean_predicted", "observed_rate", "expected_events"],
     "curve": ["predicted", "observed", "ideal", "lower", "upper"],
     "cox_calibration": ["horizon_months", "ici", "e50", "e90", "citl", "slope", "mean_predicted", "mean_observed",
@@ -253,22 +262,31 @@ def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str
 
     weights = pred["weight"].to_numpy()
     weighted = not np.all(weights == 1)
-    replicates = int(params["calibration"]["bootstrap_replicates"])
+    c = params["calibration"]
+    replicates = int(c["bootstrap_replicates"])
     validation = val_prob(pred["p"], pred["y"], weights)
     if weighted:   # IPCW: DeLong has no weighted form; a family-bootstrap percentile interval instead
         validation["c_lower"], validation["c_upper"] = c_interval_bootstrap(
             pred["p"].to_numpy(), pred["y"].to_numpy(), weights, pred["family"].to_numpy(), replicates,
             int(params["seed"]))
+    from pipeline import calibration_uncertainty as uncertainty
+
+    found = uncertainty.binary_uncertainty(pred["p"], pred["y"], weights, pred["family"], replicates,
+                                           int(params["seed"]), "calibration_validation", int(c["n_jobs"]))
+    validation = uncertainty.with_intervals(validation, found, flat=False, names={"eavg": "ici"})
     metrics = {"weighting": ("inverse probability of censoring weights: every measure weighted; C interval by "
                              "family bootstrap percentiles; Spiegelhalter z not defined" if weighted else "none"),
-               "validation": validation}
+               "validation": validation,
+               "intervals": {k: v.format(replicates=replicates) for k, v in uncertainty.INTERVAL_METHODS.items()}}
     columns = [c for c in dev.columns if c not in ("y", "weight", "family")]
-    c = params["calibration"]
     table = bootstrap.optimism(dev[columns].to_numpy(dtype=float), dev["y"].to_numpy(), dev["weight"].to_numpy(),
                                dev["family"].to_numpy(), logistic_model.fit_model, logistic_model.score_model,
                                replicates=replicates, seed=int(params["seed"]),
                                n_jobs=int(c["n_jobs"]), progress=True)
-    tables = {"optimism": table.reset_index(), "subgroups": subgroup_calibration(pred, min_count)}
+    tables = {"optimism": table.reset_index(), "subgroups": subgroup_calibration(pred, min_count, replicates,
+                                                                                int(params["seed"]), int(c["n_jobs"])),
+              "intervals": uncertainty.interval_table(validation, replicates, "family bootstrap percentile" if weighted
+                                                      else "DeLong")}
     if "fold" in pred:
         tables["folds"] = fold_calibration(pred, min_count)
     recal = recalibration(pred, int(params["seed"]))
@@ -282,22 +300,27 @@ def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str
     return tables, metrics
 
 
-def cox_calibration(risks: pd.DataFrame, months: list[float], min_count: int
-                    ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+def cox_calibration(risks: pd.DataFrame, months: list[float], min_count: int, replicates: int = 0, seed: int = 0,
+                    n_jobs: int = 1) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
     """The Cox model's calibration at each horizon (``calibration.cox_horizons_months``) on
     the validation families, with AUC(t), Brier(t), the null model's Brier and IPA
-    (``pipeline.time_dependent``, as riskRegression's Score)."""
+    (``pipeline.time_dependent``, as riskRegression's Score), and the calibration measures'
+    intervals and noise floor (``calibration_uncertainty``; none when ``replicates`` is 0)."""
+    from pipeline.calibration_uncertainty import horizon_uncertainty, rounded, with_intervals
+
     surv_rows, curves, tenths = [], [], []
     for m in months:
         horizon = m * DAYS_PER_MONTH
         summary, grid = survival_calibration(risks[risk_column(m)].to_numpy(), risks, horizon)
         competing = risks["event_type"].isin(COMPETING_ENDS) if "event_type" in risks else None
-        surv_rows.append({"horizon_months": m, **summary, **horizon_scores(  # AUC(t), Brier(t), IPA as Score
-            risks[risk_column(m)], risks["time_days"], risks["event"], horizon, competing)})
+        found = horizon_uncertainty(risks[risk_column(m)].to_numpy(), risks, horizon, summary["observed_expected"],
+                                    replicates, seed, f"cox_calibration/{m:g}", n_jobs) if replicates else {}
+        surv_rows.append({"horizon_months": m, **with_intervals({**summary, **horizon_scores(  # AUC(t), Brier(t), IPA as Score
+            risks[risk_column(m)], risks["time_days"], risks["event"], horizon, competing)}, found)})
         curves.append(grid.assign(horizon_months=m))
         tenths.append(observed_by_risk_tenth(risks[risk_column(m)].to_numpy(), risks, horizon, min_count
                                              ).assign(horizon_months=m))
-    metrics = {f"{r['horizon_months']:g}_months": {k: round(v, 4) for k, v in r.items() if k != "horizon_months"}
+    metrics = {f"{r['horizon_months']:g}_months": rounded({k: v for k, v in r.items() if k != "horizon_months"})
                for r in surv_rows}
     return ({"cox_calibration": pd.DataFrame(surv_rows), "cox_curves": pd.concat(curves, ignore_index=True),
              "cox_by_tenth": pd.concat(tenths, ignore_index=True)}, metrics)
@@ -329,7 +352,8 @@ def main() -> None:
         metrics.update(found)
     else:
         record(metrics, "logistic_calibration", problem)
-        tables = {name: empty(TABLES[name]) for name in ("optimism", "subgroups", "recalibration", "deciles", "curve")}
+        tables = {name: empty(TABLES[name]) for name in ("optimism", "subgroups", "recalibration", "deciles", "curve",
+                                                         "intervals")}
     # The development Cox model's predicted risks at each horizon, on the validation families.
     rereport = pd.read_parquet("data/analysis/rereport.parquet")
     months = [float(m) for m in params["calibration"]["cox_horizons_months"]]
@@ -349,7 +373,9 @@ def main() -> None:
             problem = str(err)
     if problem is None:
         try:
-            found_tables, found = cox_calibration(risks, months, min_count)
+            found_tables, found = cox_calibration(risks, months, min_count,
+                                                  int(params["calibration"]["bootstrap_replicates"]), int(params["seed"]),
+                                                  int(params["calibration"]["n_jobs"]))
             tables.update(found_tables)
             metrics["cox"].update(found)
         except (ValueError, np.linalg.LinAlgError) as err:   # e.g. too few validation rows for the smooth

@@ -126,13 +126,17 @@ def planner_tables(plans: pd.DataFrame, horizons_months: list[float], min_count:
     overall_end = float(curves_table.loc[curves_table["variable"] == "all", "time_days"].max())
     curves_table = complementary_at_risk(curves_table, {v: sorted(plans[v].astype(str).unique()) for v in GROUPS},
                                          overall_end)
+    # Long form for dvc plots (pipeline.plot_tables): a curve ends where it was cut, with the number at risk.
+    from pipeline.plot_tables import step_series
+
     grid = np.arange(0, 60.25, 0.5)
-    plot = {"time_months": grid}
+    plot = []
     for var, level, name in (("all", "all", "all_plans"), ("plan_sequence", "first", "first_plans"),
                              ("plan_sequence", "second_or_subsequent", "repeat_plans")):
         c = curves_table[(curves_table["variable"] == var) & (curves_table["level"] == level)]
-        plot[name] = step_read(c["time_days"], c["open_share"], grid * DAYS_PER_MONTH, 1.0, "nan")
-    return {"plot_open_share": pd.DataFrame(plot),"planner_summary": summary_table, "la_comparison": la.reset_index(drop=True),
+        plot.append(step_series(c, name, grid, "open_share", 1.0, "open_share"))
+    return {"plot_open_share": pd.concat(plot, ignore_index=True), "planner_summary": summary_table,
+            "la_comparison": la.reset_index(drop=True),
             "km_curves": curves_table, "logrank": pd.DataFrame(tests)}
 
 
@@ -591,7 +595,7 @@ def empty_planner_tables(horizons_months: list[float]) -> dict[str, pd.DataFrame
     per_group = ["plans", "ended", "median_days", "median_lower", "median_upper",
                  *[f"open_at_{m}m{s}" for m in horizons_months for s in ("", "_lower", "_upper")], "lasting_2y_plus"]
     columns = {
-        "plot_open_share": ["time_months", "all_plans", "first_plans", "repeat_plans"],
+        "plot_open_share": ["time_months", "series", "open_share", "at_risk"],
         "planner_summary": ["variable", "level", *per_group],
         "la_comparison": ["la_code", *per_group, "repeat_plan_share", "median_vs_all_days"],
         "km_curves": ["variable", "level", "time_days", "time_months", "at_risk", "open_share", "lower", "upper"],

@@ -313,6 +313,7 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
     refits the model; without it the headline has no intervals."""
     from pipeline.outcome import binary_outcome
     from pipeline.nonparametric import DAYS_PER_MONTH
+    from pipeline.plot_tables import long_form
 
     p, y = pred["p"].to_numpy(), pred["y"].to_numpy()
     weight = pred["weight"].to_numpy(dtype=float)
@@ -335,7 +336,10 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
     uncertainty = headline_uncertainty(pred, design, head, default_k, s, seed)
     bounds = {r.measure: (r.lower, r.upper) for r in uncertainty.itertuples()}
     replicates = int(uncertainty["replicates"].max())
-    tables = {"rules": rules, "by_group": groups, "decision_curve": curve, "plot_fp_fn": plot,
+    # Long form for dvc plots (pipeline.plot_tables): a withheld value has no row, never a zero.
+    tables = {"rules": rules, "by_group": groups, "decision_curve": curve,
+              "plot_fp_fn": long_form(plot, "threshold", list(plot.columns[1:]), "per_1000"),
+              "plot_decision_curve": long_form(curve, "threshold", list(curve.columns[1:]), "net_benefit"),
               "headline_intervals": uncertainty}
     metrics: dict[str, Any] = {
         "default_rule": default_rule, "horizon_days": horizon_days,
@@ -388,7 +392,8 @@ TABLES = {
     "by_group": ["variable", "level", "reference_level", "n", "flagged", "events", *CELLS,
                  *(f"{r}{end}" for r in RATES for end in ("", "_lower", "_upper"))],
     "decision_curve": ["threshold", "net_benefit_model", "net_benefit_flag_all", "net_benefit_flag_none"],
-    "plot_fp_fn": ["threshold", "false_positives_per_1000", "false_negatives_per_1000"],
+    "plot_fp_fn": ["threshold", "series", "per_1000"],
+    "plot_decision_curve": ["threshold", "series", "net_benefit"],
     "headline_intervals": ["measure", "estimate", "lower", "upper", "replicates"],
     "survival_ipcw": ["horizon_months", *RULE_COLUMNS],
 }

@@ -113,18 +113,20 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
     last_start = max(np.ceil(total - ns), 0.0)
     tol = 1e-9 * max(total, 1.0)
 
-    def x_at(position: float) -> float:  # x of the expanded row at 1-based position
-        return ux[min(np.searchsorted(cum, position - tol), m - 1)]
+    def x_at_many(position: np.ndarray) -> np.ndarray:
+        return ux[np.minimum(np.searchsorted(cum, position - tol), m - 1)]
 
-    def window_start(x0: float) -> float:
-        """Smallest offset s (window = rows s+1 .. s+ns) that clowess's sliding stops at."""
-        lo, hi = 0.0, last_start
-        while lo < hi:                       # first s with: s + ns >= N or x0 - x[s+1] <= x[s+ns+1] - x0
+    def window_starts(x0: np.ndarray) -> np.ndarray:
+        """For each anchor x0, the smallest offset s (window = rows s+1 .. s+ns) that
+        clowess's sliding stops at: the first s with s + ns >= N or x0 - x[s+1] <= x[s+ns+1] - x0
+        (the condition only turns true as s grows), by bisection, all anchors at once."""
+        lo, hi = np.zeros(len(x0)), np.full(len(x0), last_start)
+        while np.any(lo < hi):
             mid = np.floor((lo + hi) / 2)
-            if mid + ns >= total or x0 - x_at(mid + 1) <= x_at(mid + ns + 1) - x0:
-                hi = mid
-            else:
-                lo = mid + 1
+            stop = (mid + ns >= total) | (x0 - x_at_many(mid + 1) <= x_at_many(mid + ns + 1) - x0)
+            active = lo < hi
+            hi = np.where(active & stop, mid, hi)
+            lo = np.where(active & ~stop, mid + 1, lo)
         return lo
 
     blocked = m > 4 * BLOCK
@@ -192,15 +194,21 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
                 sums[4] += h * np.sum((ep @ mat[1]) * mmy[use])
         return sums
 
+    # Anchors depend on x alone: the first point, then the last point within delta of the
+    # previous anchor (or the next point). Their windows are found together.
+    anchors = [0]
+    while anchors[-1] < m - 1:
+        nxt = int(np.searchsorted(ux, ux[anchors[-1]] + delta, side="right")) - 1
+        anchors.append(max(anchors[-1] + 1, nxt))
+    anchor_x = ux[anchors]
+    starts = window_starts(anchor_x)
+    spans = np.maximum(anchor_x - x_at_many(starts + 1), x_at_many(starts + ns) - anchor_x)
+    lefts = np.minimum(np.searchsorted(cum, starts + 1 - tol), m - 1)
+    parts = np.minimum(1.0, (cum[lefts] - starts) / mass[lefts])   # share of the left-end tie block in the window
+
     fitted = np.empty(m)
     last = -1
-    anchor = 0
-    while True:
-        x0 = ux[anchor]
-        start = window_start(x0)
-        h = max(x0 - x_at(start + 1), x_at(start + ns) - x0)
-        k_left = min(int(np.searchsorted(cum, start + 1 - tol)), m - 1)
-        part = min(1.0, (cum[k_left] - start) / mass[k_left])   # share of the left-end tie block in the window
+    for anchor, x0, h, k_left, part in zip(anchors, anchor_x, spans, lefts.tolist(), parts):
         a, s1, s2, y0, y1 = window_sums(x0, h, k_left, part)
         value = y0 / a
         if h > 0:
@@ -215,8 +223,4 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
             alpha = (ux[between] - ux[last]) / (x0 - ux[last])
             fitted[between] = alpha * value + (1 - alpha) * fitted[last]
         last = anchor
-        if last >= m - 1:
-            break
-        nxt = np.searchsorted(ux, x0 + delta, side="right") - 1
-        anchor = max(last + 1, nxt)
     return fitted

@@ -5,7 +5,8 @@ headline rule, the false-positive / false-negative table and the warning), then 
 cleaning, cohort, Kaplan-Meier curves, hazard ratios, plan durations, odds ratios,
 calibration, subgroup calibration and error rates, the decision curve, sample size, a
 TRIPOD+AI checklist, limitations and reproducibility. It reads only the other stages'
-outputs (``reports/``, ``metrics/``, ``dvc.lock``, ``params.yaml``); figures are PNGs
+outputs (``reports/``, ``metrics/``, ``dvc.lock``, ``params.yaml``) and the installed library
+versions (``pipeline/environment.py``, also written to ``metrics/environment.json``); figures are PNGs
 embedded as data: URIs and a Content-Security-Policy forbids the page any request.
 
 A stage that could not estimate something (an empty or degenerate analysis table) leaves
@@ -29,6 +30,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from pipeline import environment
+from pipeline.plot_tables import wide_form
 from pipeline.settings import Labels, labels
 
 WITHHELD = "\u2014"   # shown for a withheld (small count) or undefined value
@@ -158,27 +161,56 @@ def error_table(rules: pd.DataFrame, default_rule: str, intervals: pd.DataFrame 
     return out
 
 
-def figures(root: Path, words: Labels = Labels(), units: str = "families") -> dict[str, str]:
+def figures(root: Path, words: Labels = Labels(), units: str = "families", min_count: int | None = None
+            ) -> dict[str, str]:
     """The report's figures as data URIs; ``words`` and ``units`` name the outcome and the
-    resampled clusters as the input has them."""
+    resampled clusters as the input has them; ``min_count`` the disclosure threshold (named
+    under the Kaplan-Meier figure's numbers at risk)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out = {}
-    curves = read_csv(root / "reports/survival/plot_curves.csv")
-    if curves.empty:
+    long = read_csv(root / "reports/survival/plot_curves.csv")
+    if long.empty:
         return {**out, **_later_figures(root, words, units, plt)}
-    fig, ax = plt.subplots(figsize=(7, 4))
+    curves = wide_form(long, "time_months", "share", ("cumulative_rereport", "cumulative_lower", "cumulative_upper"))
+    fig, ax = plt.subplots(figsize=(7, 4.6))
     ax.fill_between(curves["time_months"], curves["cumulative_lower"], curves["cumulative_upper"], alpha=0.3,
                     label="95% CI")
     ax.plot(curves["time_months"], curves["cumulative_rereport"], label="Kaplan-Meier")
     ax.set(xlabel="months since the episode ended" if words == Labels() else "months since the origin",
            ylabel=f"share with a {words.outcome}", title=f"Cumulative {words.outcome} (1 - Kaplan-Meier)")
     ax.legend()
+    if "at_risk" in long:
+        at_risk_row(ax, long[long["series"] == "cumulative_rereport"].set_index("time_months")["at_risk"], min_count)
     out["km"] = figure_uri(fig)
     return {**out, **_later_figures(root, words, units, plt)}
+
+
+def at_risk_row(ax: Any, at_risk: pd.Series, min_count: int | None, every: float = 12) -> None:
+    """Numbers at risk under the x axis at each year (a risk table, as R's survminer
+    ``risk.table`` or lifelines' ``add_at_risk_counts``): ``at_risk`` indexed by month, from the
+    plot table; past the curve's end fewer than ``min_count`` remain and the count is withheld
+    (shown as WITHHELD)."""
+    end = float(at_risk.index.max())
+    ticks = np.arange(0, every * np.ceil(end / every) + every / 2, every)
+    counts = [at_risk.get(t) for t in ticks]
+    labels = [WITHHELD if c is None or pd.isna(c) or str(c) == "withheld" else f"{int(float(c)):,}" for c in counts]
+    ax.set_xticks(ticks)
+    ax.set_xlim(0, ticks[-1])
+    row = ax.twiny()
+    row.set_xlim(ax.get_xlim())
+    row.set_xticks(ticks, labels)
+    row.xaxis.set_ticks_position("bottom")
+    row.xaxis.set_label_position("bottom")
+    row.spines["bottom"].set_position(("outward", 36))
+    for spine in row.spines.values():
+        spine.set_visible(False)
+    row.tick_params(axis="x", length=0, labelsize=8)
+    withheld = f" ({WITHHELD}: fewer than {min_count}, withheld)" if WITHHELD in labels and min_count else ""
+    row.set_xlabel(f"number at risk{withheld}", fontsize=8)
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -201,13 +233,14 @@ def _later_figures(root: Path, words: Labels, units: str, plt: Any) -> dict[str,
         out.update(_schoenfeld(schoenfeld, hr, plt))
     open_share = read_csv(root / "reports/durations/plot_open_share.csv")
     if not open_share.empty:
-        out.update(_durations(open_share, plt))
+        out.update(_durations(wide_form(open_share, "time_months", "open_share"), plt))
     cal = read_csv(root / "reports/calibration/curve.csv")
     dec = read_csv(root / "reports/calibration/deciles.csv")
     if not cal.empty:
         out.update(_calibration(cal, dec, units, plt))
     dca = read_csv(root / "reports/errors/decision_curve.csv")
-    fpfn = read_csv(root / "reports/errors/plot_fp_fn.csv")
+    fpfn = wide_form(read_csv(root / "reports/errors/plot_fp_fn.csv"), "threshold", "per_1000",
+                     ("false_positives_per_1000", "false_negatives_per_1000"))
     if not dca.empty:
         out.update(_decision(dca, fpfn, plt))
     return out
@@ -394,6 +427,59 @@ def not_estimated(stage_metrics: dict[str, Any], part: str) -> str:
             f"estimated:</strong> {html.escape(str(reason))}.</p>" if reason else "")
 
 
+FLOOR_MEASURES = {"ici": "ICI", "e90": "E90"}
+
+
+def with_intervals(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A calibration table for reading: each measure with its 95% interval in one column,
+    "value (lower-upper)"; each noise floor as "median / 95th percentile" and its reading
+    as within / beyond (the text above the table says what they mean)."""
+    out = df.copy()
+    for m in [c[:-len("_lower")] for c in df.columns if c.endswith("_lower") and c[:-len("_lower")] in df]:
+        out[m] = [WITHHELD if fmt(v) == WITHHELD else f"{fmt(v, digits)} ({fmt(lo, digits)}\u2013{fmt(hi, digits)})"
+                  for v, lo, hi in zip(df[m], df[f"{m}_lower"], df[f"{m}_upper"])]
+        out = out.drop(columns=[f"{m}_lower", f"{m}_upper"])
+    for m, name in FLOOR_MEASURES.items():
+        if f"{m}_floor_p95" in df:
+            out[f"{name} floor (median / 95th)"] = [WITHHELD if fmt(a) == WITHHELD else f"{fmt(a, digits)} / {fmt(b, digits)}"
+                                                   for a, b in zip(df[f"{m}_floor_p50"], df[f"{m}_floor_p95"])]
+            out[f"{name} vs floor"] = [str(r).split(" ")[0] if isinstance(r, str) else WITHHELD for r in df[f"{m}_reading"]]
+            out = out.drop(columns=[f"{m}_floor_p50", f"{m}_floor_p95", f"{m}_reading"])
+    return out
+
+
+def beyond_floor(rows: pd.DataFrame, name: Any) -> list[str]:
+    """One sentence per row (a subgroup, a horizon) whose ICI or E90 is beyond its noise
+    floor; ``name(row)`` says which row it is."""
+    sentences = []
+    for _, r in rows.iterrows():
+        beyond = [m for m in FLOOR_MEASURES if str(r.get(f"{m}_reading", "")).startswith("beyond")]
+        if beyond:
+            values = " and ".join(f"{FLOOR_MEASURES[m]} {fmt(r[m], 4)}" for m in beyond)
+            floors = " and ".join(fmt(r[f"{m}_floor_p95"], 4) for m in beyond)
+            sentences.append(f"{name(r)}: {values} {'are' if len(beyond) > 1 else 'is'} beyond what a perfectly "
+                             f"calibrated model shows at this size (95th percentile {floors}).")
+    return sentences
+
+
+def floor_sentences(validation: dict[str, Any], subgroups: pd.DataFrame, cox: pd.DataFrame) -> list[str]:
+    """The noise floor in words: the validation ICI and E90 against it, then a sentence
+    per subgroup or Cox horizon beyond its floor (or that none is)."""
+    floor = validation.get("noise_floor", {})
+    if not floor:
+        return []
+    parts = [f"{FLOOR_MEASURES[m]} {fmt(validation.get('eavg' if m == 'ici' else m), 4)} is {floor[m]['reading']} "
+             f"(a perfectly calibrated model scored the same way: median {fmt(floor[m]['floor_p50'], 4)}, "
+             f"95th percentile {fmt(floor[m]['floor_p95'], 4)})" for m in FLOOR_MEASURES if m in floor]
+    groups = beyond_floor(subgroups, lambda r: f"{r['variable']} {r['level']}") + beyond_floor(
+        cox, lambda r: f"Cox model at {float(r['horizon_months']):g} months")
+    return [f"Noise floor (outcomes drawn from the predictions themselves): {'; '.join(parts)}. The floor is a "
+            f"reference for reading ICI and E90, not a correction to them; their bootstrap intervals carry the same "
+            f"noise, so near the floor they can lie above the estimate.",
+            " ".join(groups) if groups else ("Every subgroup's and Cox horizon's ICI and E90 are within what a "
+                                             "perfectly calibrated model shows at its size.")]
+
+
 def cluster_word(params: dict[str, Any], clean: dict[str, Any]) -> str:
     """What the robust variance and every resampling treat as independent units."""
     if params["input"]["source"] == "analysis_table":
@@ -531,6 +617,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     min_count = int(params["disclosure"]["min_cell_count"])
     rules = csv("reports/errors/rules.csv")
     prov = provenance(root, params)
+    software = environment.describe(root)
+    as_locked = ("installed as requirements.lock pins" if software["lock"]["installed_as_locked"] else
+                 "NOT as requirements.lock pins: " + "; ".join(software["lock"]["differences"]))
     interval_path = root / "reports/errors/headline_intervals.csv"
     intervals = read_csv(interval_path) if interval_path.exists() else None
     first = error_table(rules, err["default_rule"], intervals)
@@ -538,17 +627,20 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
               "synthetic extract (England-like, generated from a seed), not from any real children. They show what "
               "the pipeline reports; they say nothing about real families.</p>" if synthetic else "")
     v = cal.get("validation", {})
+    def interval(key: str) -> str:
+        return f"{fmt(v[key + '_lower'], 4)}\u2013{fmt(v[key + '_upper'], 4)}" if f"{key}_lower" in v else ""
+
     hierarchy = pd.DataFrame([
-        ("mean", "observed / expected", v.get("observed_expected"), "1"),
-        ("mean", "calibration-in-the-large", v.get("citl"), "0"),
-        ("weak", "calibration slope", v.get("slope"), "1"),
-        ("moderate", "ICI (mean absolute observed - predicted)", v.get("eavg"), "0"),
-        ("moderate", "E50", v.get("e50"), "0"), ("moderate", "E90", v.get("e90"), "0"),
-        ("moderate", "Emax", v.get("emax"), "0"),
-        ("discrimination", "C (AUC)", v.get("c"), f"95% CI {fmt(v.get('c_lower'))}-{fmt(v.get('c_upper'))}"),
-        ("overall", "Brier score", v.get("brier"), f"scaled {fmt(v.get('scaled_brier'))}"),
-        ("mean", "Spiegelhalter z", v.get("spiegelhalter_z"), f"p = {fmt(v.get('spiegelhalter_p'))}"),
-    ], columns=["level (Van Calster 2016)", "measure", "value", "ideal / note"])
+        ("mean", "observed / expected", v.get("observed_expected"), interval("observed_expected"), "1"),
+        ("mean", "calibration-in-the-large", v.get("citl"), interval("citl"), "0"),
+        ("weak", "calibration slope", v.get("slope"), interval("slope"), "1"),
+        ("moderate", "ICI (mean absolute observed - predicted)", v.get("eavg"), interval("eavg"), "0"),
+        ("moderate", "E50", v.get("e50"), interval("e50"), "0"), ("moderate", "E90", v.get("e90"), interval("e90"), "0"),
+        ("moderate", "Emax", v.get("emax"), "", "0"),
+        ("discrimination", "C (AUC)", v.get("c"), interval("c"), "1"),
+        ("overall", "Brier score", v.get("brier"), "", f"scaled {fmt(v.get('scaled_brier'))}"),
+        ("mean", "Spiegelhalter z", v.get("spiegelhalter_z"), "", f"p = {fmt(v.get('spiegelhalter_p'))}"),
+    ], columns=["level (Van Calster 2016)", "measure", "value", "95% interval", "ideal / note"])
     reconciliation = pd.DataFrame([{"table": t, "rows in": d["rows_in"], "kept": d["rows_kept"],
                                     "rejected": d["rows_rejected"]} for t, d in clean.get("tables", {}).items()])
     reasons = pd.DataFrame([{"table": t, "reason": r, "rows": n} for t, d in clean.get("tables", {}).items()
@@ -556,7 +648,7 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     counts = epi.get("counts", {})
     unit = cluster_word(params, clean)
     units = UNIT_PLURALS[unit]
-    figs = figures(root, words, units)
+    figs = figures(root, words, units, min_count)
     split_words = "; ".join(f"{k.replace('_', ' ').replace('families', units)} {v}"
                             for k, v in logi.get("split", {}).items())
     cohort = pd.DataFrame([
@@ -629,7 +721,7 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          not_estimated(logi, "logistic_model") + table_html(odds)),
         ("calibration", "Calibration",
          f"{image(figs, 'calibration', 'Calibration curve')}{not_estimated(cal, 'logistic_calibration')}"
-         f"{table_html(hierarchy)}"
+         f"{table_html(hierarchy)}{''.join(f'<p>{html.escape(t)}</p>' for t in floor_sentences(v, subgroups, cox_cal))}"
          f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} replicates of whole {units})</h3>"
          f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation {units})</h3>{table_html(recal)}"
          f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{not_estimated(cal, 'cox_calibration')}"
@@ -637,9 +729,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"a competing end counting as a control), the Brier score, the null model's (everyone given the "
          f"Kaplan-Meier/Aalen-Johansen risk) and IPA = 1 - Brier / null Brier; censoring by inverse probability "
          f"weights, 95% intervals from the influence function, as R's riskRegression::Score.</p>"
-         f"{table_html(cox_cal)}"),
+         f"{table_html(with_intervals(cox_cal, 4))}"),
         ("subgroups", "Subgroups: calibration and error rates",
-         f"{table_html(subgroups)}<h3>Error rates at the headline rule, by group (differences and ratios against "
+         f"{table_html(with_intervals(subgroups, 4))}<h3>Error rates at the headline rule, by group (differences and ratios against "
          f"the largest group, 95% intervals resampling whole {units})</h3>{table_html(by_group)}"),
         ("decision-curve", "Decision curve and the threshold trade-off",
          f"{image(figs, 'decision', 'Decision curve')}"
@@ -670,7 +762,11 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
                                     for k, v in prov["code"].items()]))
          + f"<p>Parameters SHA-256 {prov['params_sha256'][:16]}; seed {params.get('seed')}. Outputs of every "
          f"stage (dvc.lock):</p>{table_html(prov['hashes'])}"
-         f"<pre>{html.escape(yaml.safe_dump({k: params[k] for k in ('seed', 'input', 'logistic', 'errors', 'disclosure')}, sort_keys=False))}</pre>"),
+         f"<p>Software: Python {software['python']} ({software['implementation']}, {software['platform']}); "
+         f"libraries {html.escape(as_locked)} (sha256 {str(software['lock']['sha256'])[:16]}; "
+         "<code>metrics/environment.json</code>):</p>"
+         + table_html(pd.DataFrame(list(software["dependencies"].items()), columns=["library", "installed version"]))
+         + f"<pre>{html.escape(yaml.safe_dump({k: params[k] for k in ('seed', 'input', 'logistic', 'errors', 'disclosure')}, sort_keys=False))}</pre>"),
     ]
     nav = "".join(f"<li><a href='#{sid}'>{html.escape(title)}</a></li>" for sid, title, _ in sections)
     body = "".join(f"<section id='{sid}'><h2>{html.escape(title)}</h2>{content}</section>" for sid, title, content in sections)
@@ -717,11 +813,14 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
             ("survival", surv), ("logistic", logi), ("calibration", cal), ("errors", err)) if m.get("status")), ""]
           if any(m.get("status") for m in (surv, logi, cal, err)) else []),
         "## Calibration on validation data", "", table_markdown(hierarchy), "",
+        *(f"{t}\n" for t in floor_sentences(v, subgroups, cox_cal)),
         "## Optimism-corrected (bootstrap)", "", table_markdown(optimism), "",
         "## Sample size", "", f"Riley minimum n {fmt(size.get('riley_minimum_n'))}; development rows "
         f"{fmt(logi.get('development', {}).get('n'))}.", "",
         "## Reproducibility", "", f"Seed {params.get('seed')}; the code's git object ids, dvc.lock hashes and parameters are in the "
         "report's last section.", "",
+        f"Python {software['python']} ({software['platform']}); libraries {as_locked}; their versions are in "
+        "`metrics/environment.json`.", "",
         f"Values shown as {WITHHELD} are withheld (a count below {min_count}) or not defined.", "",
         "The full report with figures: `reports/report.html`.", "",
     ])
@@ -730,7 +829,7 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
 
 def main() -> None:
     from pipeline import config
-    from pipeline.io import write_text
+    from pipeline.io import write_json, write_text
 
     from pipeline.cli import InputError
 
@@ -741,9 +840,10 @@ def main() -> None:
     if missing:
         raise InputError(f"{missing[0]}: not found; the report reads the other stages' outputs (run dvc repro)")
     page, summary = build(Path.cwd(), params)
+    write_json(environment.describe(Path.cwd()), Path("metrics/environment.json"))
     write_text(page, Path("reports/report.html"))
     write_text(summary, Path("reports/summary.md"))
-    print("report: reports/report.html, reports/summary.md")
+    print("report: reports/report.html, reports/summary.md, metrics/environment.json")
 
 
 if __name__ == "__main__":

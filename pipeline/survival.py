@@ -80,10 +80,10 @@ OPTIONAL_TABLES = {
     "cause_specific_hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z",
                                      "p", "cause"],
     "frailty_hazard_ratios": FRAILTY_COLUMNS,
+    "plot_cif": ["time_months", "series", "cumulative_incidence", "at_risk"],
 }
 #: Every other table, for an input from which nothing could be estimated (plus
-#: ``true_hr``/``true_in_ci`` on the synthetic default, ``cif_*`` in ``plot_curves`` with
-#: competing ends: absent when empty).
+#: ``true_hr``/``true_in_ci`` on the synthetic default).
 TABLES = {
     "km_overall": ["time_days", "time_months", "at_risk", "survival", "survival_lower", "survival_upper",
                    "cumulative_hazard", "cumhaz_lower", "cumhaz_upper", "cumulative_rereport", "cumulative_lower",
@@ -95,7 +95,7 @@ TABLES = {
     "logrank": ["variable", "groups", "chisq", "df", "p"],
     "hazard_ratios": ["covariate", "coef", "robust_se", "model_se", "hr", "hr_lower", "hr_upper", "z", "p"],
     "ph_tests": ["covariate", "chisq", "df", "p", "p_holm", "violated", "advice"],
-    "plot_curves": ["time_months", "cumulative_rereport", "cumulative_lower", "cumulative_upper"],
+    "plot_curves": ["time_months", "series", "share", "at_risk"],
     "schoenfeld": SCHOENFELD_COLUMNS,
 }
 AFT = {name: partial(AFTRegression, name) for name in DISTRIBUTIONS}   # weibull, lognormal, loglogistic
@@ -106,7 +106,6 @@ FIT_WARNINGS = (CoxConvergenceWarning, AFTConvergenceWarning, RuntimeWarning)
 ANALYSIS_TABLE = "data/analysis/rereport.parquet"
 
 
-# -- design ------------------------------------------------------------------------------
 # -- description --------------------------------------------------------------------------
 def km_table(time: pd.Series, event: pd.Series, min_count: int) -> pd.DataFrame:
     """KM and Nelson-Aalen at each distinct time, cut where fewer than min_count are at risk."""
@@ -467,26 +466,27 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
                 record(metrics, "competing_risks", str(err))
             say("competing risks done")
     if curve_problem is None:
-        tables["plot_curves"] = plot_curves(tables)
+        tables.update(plot_curves(tables))
     metrics["warnings"] = log.records
     return tables, metrics, model
 
 
-def plot_curves(tables: dict[str, pd.DataFrame], months: float = 72, step: float = 0.5) -> pd.DataFrame:
-    """One row per half month: the overall KM cumulative re-report with its CI and, when
-    computed, the cumulative incidence of each competing end (for ``dvc plots``)."""
+def plot_curves(tables: dict[str, pd.DataFrame], months: float = 72, step: float = 0.5) -> dict[str, pd.DataFrame]:
+    """Every half month, in long form for ``dvc plots`` (``pipeline.plot_tables``): the overall
+    KM cumulative re-report with its CI (``plot_curves``) and, when computed, the cumulative
+    incidence of each competing end (``plot_cif``), each row with the number at risk. A curve
+    ends where it was cut (fewer than min_count at risk): no row there, never a zero."""
+    from pipeline.plot_tables import step_series
+
     grid = np.arange(0, months + step / 2, step)
-    days = grid * DAYS_PER_MONTH
     km = tables["km_overall"]
-    out = {"time_months": grid}
-    for col in ("cumulative_rereport", "cumulative_lower", "cumulative_upper"):
-        out[col] = step_read(km["time_days"], km[col], days, 0.0, "nan")
+    out = {"plot_curves": pd.concat([step_series(km, col, grid, "share", 0.0, col) for col in
+                                     ("cumulative_rereport", "cumulative_lower", "cumulative_upper")], ignore_index=True)}
     if "competing_cif" in tables:
         cif = tables["competing_cif"]
-        for cause in CAUSES:
-            c = cif[cif["cause"] == cause]
-            out[f"cif_{cause}"] = step_read(c["time_days"], c["cif"], days, 0.0, "nan")
-    return pd.DataFrame(out)
+        out["plot_cif"] = pd.concat([step_series(cif[cif["cause"] == cause], f"cif_{cause}", grid, "cumulative_incidence",
+                                                 0.0, "cif") for cause in CAUSES], ignore_index=True)
+    return out
 
 
 def _rounded(value: float) -> float | None:

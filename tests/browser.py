@@ -403,7 +403,7 @@ def _strip_fragment(url: str) -> str:
 
 def inspect_report(html_path: Path, width: int = 1280, height: int = 800, *,
                    executable: str | None = None, timeout: float = 25.0,
-                   quiet: float = 0.5) -> dict:
+                   quiet: float = 0.5, script: str | None = None) -> dict:
     """Open ``html_path`` in headless Chromium and report on it.
 
     Returns a dict with at least:
@@ -429,6 +429,9 @@ def inspect_report(html_path: Path, width: int = 1280, height: int = 800, *,
     exceptions and ``console.error`` messages), ``load_event`` (whether the
     load event fired), ``browser`` (version), ``url``, ``user_data_dir`` (the
     temporary directory, already removed) and ``seconds``.
+
+    ``script``, if given, is a JavaScript expression evaluated last (a promise is awaited);
+    its JSON value is ``result["script"]``.
 
     Raises ``FileNotFoundError`` if the file is missing, ``BrowserError`` if
     Chromium is missing, fails to start, or does not answer within ``timeout``
@@ -552,6 +555,8 @@ def inspect_report(html_path: Path, width: int = 1280, height: int = 800, *,
         evaluate(_SCROLL_JS)
         state["last_activity"] = time.monotonic()
         settle(min(5.0, budget()))
+        if script is not None:
+            result["script"] = evaluate(script)
     finally:
         browser.close()
 

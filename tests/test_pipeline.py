@@ -174,7 +174,7 @@ def test_logistic_experiment_horizon_ipcw_kfold_spline(project):
     grouped 5-fold validation, a spline for age) reruns the logistic, calibration, errors
     and report stages; dvc metrics diff shows the change."""
     params = yaml.safe_load((project / "params.yaml").read_text())
-    covariates = [c for c in params["logistic"]["covariates"]] + ["age_years"]
+    covariates = list(params["logistic"]["covariates"] or params["survival"]["covariates"]) + ["age_years"]
     sh(["dvc", "exp", "run", "-S", "logistic.horizon_days=180",
         "-S", "logistic.censoring=ipcw", "-S", "logistic.split=grouped_kfold",
         "-S", "logistic.splines={age_years: 4}", "-S", f"logistic.covariates=[{', '.join(covariates)}]",
