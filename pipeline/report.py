@@ -591,10 +591,14 @@ def outcome_figures(epi: dict[str, Any], surv: dict[str, Any], err: dict[str, An
     if cox12.get("mean_observed") is not None:
         rows.append(("Aalen-Johansen at 12 months (validation families)", share(cox12["mean_observed"]),
                      "the same definition on the later families the models are judged on"))
-    events = err.get("at_default_rule", {}).get("events_per_1000")
+    head = err.get("at_default_rule", {})
+    events = head.get("events_per_1000")
     if events is not None:
+        interval = (f" (95% CI {share(head['events_per_1000_lower'] / 1000)}-{share(head['events_per_1000_upper'] / 1000)})"
+                    if head.get("events_per_1000_lower") is not None and head.get("events_per_1000_upper") is not None
+                    else "")
         rows.append((f"headline: {words.outcome} within {float(err.get('horizon_days', 0)):g} days (validation)",
-                     share(events / 1000),
+                     share(events / 1000) + interval,
                      "the same definition, among validation rows with the whole horizon of possible follow-up "
                      "(later cohorts; per 1,000 rounded)"))
     return pd.DataFrame(rows, columns=["figure", "value", "what it counts"])
