@@ -613,6 +613,8 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     def csv(rel: str) -> pd.DataFrame:
         return read_csv(root / rel)
 
+    headline_file = root / "reports/errors/headline.txt"
+    headline = headline_file.read_text(encoding="utf-8").strip() if headline_file.exists() else ""
     err, cal, logi, epi, clean, surv = (metrics(n) for n in ("errors", "calibration", "logistic", "episodes", "clean",
                                                              "survival"))
     synthetic = params["input"]["source"] == "synthetic"
@@ -790,7 +792,7 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
 <body>
 <section id="how-often-wrong">
 <h2>How often this model is wrong</h2>
-<p id="natural-frequencies">{html.escape(err['statement'])}</p>
+<p id="natural-frequencies">{html.escape(headline)}</p>
 {table_html(first, "error-table")}
 <p class="warning">{html.escape(WARNING)}</p>
 {notice}
@@ -808,7 +810,7 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
 """
     summary = "\n".join([
         f"# {words.outcome.capitalize()} risk model: summary", "",
-        "## How often this model is wrong", "", err["statement"], "",
+        "## How often this model is wrong", "", headline, "",
         table_markdown(first), "", WARNING, "",
         *(["**Synthetic data**: the embedded synthetic default, not real children.", ""] if synthetic else []),
         *(["## Model warnings", "", *(f"- survival, {w['model'].replace('_', ' ')}: {w['message']}"
