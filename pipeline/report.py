@@ -615,8 +615,10 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
 
     headline_file = root / "reports/errors/headline.txt"
     headline = headline_file.read_text(encoding="utf-8").strip() if headline_file.exists() else ""
+    rule_file = root / "reports/errors/default_rule.json"
     err, cal, logi, epi, clean, surv = (metrics(n) for n in ("errors", "calibration", "logistic", "episodes", "clean",
                                                              "survival"))
+    err["at_default_rule"] = json.loads(rule_file.read_text()) if rule_file.exists() else {}
     synthetic = params["input"]["source"] == "synthetic"
     words = labels(params)
     source = source_statement(params, clean, epi, logi, surv)

@@ -162,7 +162,7 @@ def test_headline_rule_experiment(project):
     """dvc exp run -S errors.default_top_percent=10 changes the headline."""
     sh(["dvc", "exp", "run", "-S", "errors.default_top_percent=10"], project)
     changed = json.loads(sh(["dvc", "metrics", "diff", "--json"], project).stdout)["metrics/errors.json"]
-    assert changed["at_default_rule.flagged_per_1000"] == {"old": 200, "new": 100, "diff": -100}
+    assert changed["headline.flagged"] == {"old": 200, "new": 100, "diff": -100}
     assert "flags 100:" in (project / "reports/summary.md").read_text()
     # Later experiments start from the default parameters; no test after this one needs
     # the default outputs, so they are not rebuilt (the suite's time is budgeted).
