@@ -77,7 +77,7 @@ import pandas as pd
 import yaml
 
 from pipeline.cli import InputError
-from pipeline.disclosure import COUNT_NAMES, scan
+from pipeline.disclosure import COUNT_NAMES, SCANNED, scan
 
 ACRO_VERSION = "1.0.2"      # the acro release whose results layout this writes (acro/record.py)
 ACRO_TOOL = {"@type": "SoftwareApplication", "name": "rereferral-pipeline: pipeline/outputs.py, in ACRO's results layout",
@@ -160,11 +160,12 @@ def table_name(spec: dict[str, Any]) -> str:
     return spec.get("name") or f"{path.parent.name}_{path.stem}"
 
 
-def unlisted_tables(root: Path, manifest: dict[str, Any]) -> list[str]:
-    """CSVs in the manifest's folders that are neither released nor kept inside."""
-    listed = {t["file"] for t in manifest["tables"]} | set(manifest.get("kept_inside") or {})
+def unlisted_files(root: Path, manifest: dict[str, Any]) -> list[str]:
+    """Files in the manifest's folders that are neither released (tables, texts) nor kept inside."""
+    listed = ({t["file"] for t in manifest["tables"]} | {t["file"] for t in manifest["texts"]}
+              | set(manifest.get("kept_inside") or {}))
     found = sorted(p.relative_to(root).as_posix() for folder in manifest["folders"]
-                   for p in (root / folder).glob("*.csv"))
+                   for p in (root / folder).iterdir() if p.is_file() and p.name != ".gitignore")
     return [f for f in found if f not in listed]
 
 
@@ -533,11 +534,11 @@ def _slug(text: str) -> str:
 def collect(root: Path, manifest: dict[str, Any], rules: Rules, params: dict[str, Any]
             ) -> tuple[list[Output], list[str]]:
     """Every output meant to leave, checked (all but the disclosure scan), and the released
-    files a route did not make. Stops with one line on a CSV the manifest does not list."""
-    unlisted = unlisted_tables(root, manifest)
+    files a route did not make. Stops with one line on a file the manifest does not list."""
+    unlisted = unlisted_files(root, manifest)
     if unlisted:
         raise InputError(f"{unlisted[0]}: neither released nor kept inside: list it in pipeline/outputs.yaml "
-                         "(tables or kept_inside)")
+                         "(tables, texts or kept_inside)")
     outputs, absent = [], []
     for spec in manifest["tables"]:
         path = root / spec["file"]
@@ -560,13 +561,12 @@ def collect(root: Path, manifest: dict[str, Any], rules: Rules, params: dict[str
         if not path.exists():
             absent.append(spec["file"])
             continue
-        outputs.append(Output(uid=spec["name"], kind="custom", filename=Path(spec["file"]).name, data=path.read_bytes(),
-                              command=manifest.get("command", {}).get("reports", ""),
+        outputs.append(Output(uid=spec["name"], kind="custom", filename=f"{spec['name']}{path.suffix}",
+                              data=path.read_bytes(), command=command_for(manifest, spec["file"]),
                               description=spec.get("description", ""), minimum_status="review",
                               properties={"source": spec["file"]},
-                              checks=[Check("TextReview", "review", "review - text: its tables are the outputs above; "
-                                            "numbers in its sentences come from metrics/*.json and are checked only "
-                                            "by the disclosure scan")]))
+                              checks=[Check("TextReview", "review", "review - a text: a person reads it; its numbers "
+                                            "are checked here only by the disclosure scan")]))
     return outputs, absent
 
 
@@ -584,12 +584,12 @@ def attach_scan(outputs: list[Output], problems: list[str], folder: Path) -> Non
     """Add each output's DisclosureScan result (problems name the file they are in)."""
     for o in outputs:
         own = [redact(p).split(": ", 1)[1] for p in problems if p.startswith(f"{folder / o.filename}:")]
-        if o.filename.endswith((".csv", ".json", ".md", ".html")):
+        if o.filename.endswith(SCANNED):
             check = (Check("DisclosureScan", "fail", f"fail - {'; '.join(own[:3])}")
                      if own else Check("DisclosureScan", "pass", "pass - no identifier of the input, no count below "
                                        "the threshold (pipeline.disclosure.scan)"))
         else:
-            check = Check("DisclosureScan", NOT_APPLICABLE, f"{NOT_APPLICABLE}: an image (the scan reads text)")
+            check = Check("DisclosureScan", NOT_APPLICABLE, f"{NOT_APPLICABLE}: an image (the scan reads text files)")
         o.checks.append(check)
 
 

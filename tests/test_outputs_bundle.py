@@ -277,6 +277,10 @@ def test_unlisted_table_stops_the_stage(tmp_path):
     (tmp_path / "reports/stage/new_table.csv").write_text("n\n50\n")
     with pytest.raises(InputError, match=r"reports/stage/new_table.csv: neither released nor kept inside"):
         outputs.collect(tmp_path, MANIFEST, RULES, {})
+    (tmp_path / "reports/stage/new_table.csv").unlink()
+    (tmp_path / "reports/stage/notes.txt").write_text("any file, not only a table\n")
+    with pytest.raises(InputError, match=r"reports/stage/notes.txt: neither released nor kept inside"):
+        outputs.collect(tmp_path, MANIFEST, RULES, {})
 
 
 def test_checksums_and_sacro_structure(bundle):
@@ -381,16 +385,17 @@ def test_rerun_is_byte_identical(bundle, tmp_path):
 
 
 def test_project_manifest_covers_the_project():
-    """pipeline/outputs.yaml: loads, lists every CSV the stages wrote (committed under
-    reports/), releases every table the report reads, names analyses of ACRO's ontology, and
+    """pipeline/outputs.yaml: loads, lists every file the stages wrote (committed under
+    reports/), releases every file the report reads, names analyses of ACRO's ontology, and
     links each figure to released tables."""
     manifest = outputs.load_manifest()
-    assert outputs.unlisted_tables(ROOT, manifest) == []
-    released = {t["file"] for t in manifest["tables"]}
-    read_by_report = set(re.findall(r"reports/[a-z_]+/[a-z_]+\.csv", (ROOT / "pipeline/report.py").read_text()))
+    assert outputs.unlisted_files(ROOT, manifest) == []
+    released = {t["file"] for t in manifest["tables"] + manifest["texts"]}
+    read_by_report = set(re.findall(r"reports/[a-z_]+/[a-z_]+\.(?:csv|json|txt)", (ROOT / "pipeline/report.py").read_text()))
     assert len(read_by_report) > 15 and read_by_report <= released, read_by_report - released
     ontology = json.loads(resources.files("acro").joinpath("analyses.json").read_text(encoding="utf-8"))
     assert {t["analysis"] for t in manifest["tables"]} <= set(ontology)
     names = {outputs.table_name(t) for t in manifest["tables"]}
+    assert names.isdisjoint(t["name"] for t in manifest["texts"])
     assert {d for f in manifest["figures"] for d in f["data"]} <= names
     assert not set(manifest["kept_inside"]) & released
