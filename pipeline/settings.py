@@ -88,6 +88,11 @@ def logistic_settings(params: dict[str, Any], df: pd.DataFrame) -> dict[str, Any
         s["groups"] = _resolve(list(params["input"]["analysis_table"].get("km_groups") or []), df,
                                "input.analysis_table.km_groups", dropped)
     else:
+        # null: the survival model's lists, so one edit changes both models (no YAML anchors:
+        # `dvc exp run -S` rewrites params.yaml and would split an anchored list in two)
+        for key in ("covariates", "categorical"):
+            if s.get(key) is None:
+                s[key] = params["survival"].get(key) or []
         s["groups"] = [g for g in CASE_LEVEL_GROUPS if g in df.columns]
         s["covariates"] = _resolve(list(s["covariates"]), df, "logistic.covariates", dropped)
         s["categorical"] = _resolve(list(s.get("categorical") or []), df, "logistic.categorical", dropped)
