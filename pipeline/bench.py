@@ -455,7 +455,7 @@ def main() -> None:
         (out_dir / name).write_text(json.dumps(result, indent=2) + "\n")
         return
 
-    command = "python -m pipeline.bench " + " ".join(sys.argv[1:])
+    command = " ".join(["python -m pipeline.bench", *sys.argv[1:]])
     say(f"{os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f}")
     rows: list[dict] = []
     main_cox = None
