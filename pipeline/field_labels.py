@@ -4,8 +4,8 @@ notebooks all read it through this module).
 
 * ``label("median_days")`` -> "median plan length (days)": the label with its unit;
   ``{outcome}``, ``{subjects}`` and ``{have_outcome}`` are replaced by the input's words
-  (``pipeline.settings.Labels``). A field without an entry reads with "_" as a space, and
-  ``unlabelled`` names it (the report's test fails on it).
+  (``pipeline.settings.Labels``). A field without an entry is shown as it is, and
+  ``unlabelled`` names it (the report's test fails on a snake_case header).
 * ``value_format("p")`` -> "p": how the report writes the field's values.
 * ``level("age_band", "10_15")`` -> "10-15"; ``term("age_band[16_17]")`` -> "age band: 16-17"
   (a model term: a covariate, or a categorical covariate's indicator ``var[level]``);
@@ -48,9 +48,10 @@ def known(field: str) -> bool:
 
 def label(field: str, words: Labels = Labels(), note: str | None = None) -> str:
     """The field's label with its unit (and ``note``) in brackets: "median plan length (days;
-    95% CI)"; a field without an entry as it is, "_" read as a space."""
+    95% CI)". A field without an entry is left as it is, so that a missing label shows (and
+    the report's test, which looks for snake_case headers, fails)."""
     entry = _table()["fields"].get(str(field))
-    text = str(field).replace("_", " ") if entry is None else _words(str(entry["label"]), words)
+    text = str(field) if entry is None else _words(str(entry["label"]), words)
     inside = "; ".join(x for x in ((entry or {}).get("unit"), note) if x)
     return f"{text} ({inside})" if inside else text
 
