@@ -231,8 +231,19 @@ def readable(df: pd.DataFrame, words: Labels = Labels()) -> pd.DataFrame:
     return out
 
 
-def error_table(rules: pd.DataFrame, default_rule: str) -> pd.DataFrame:
-    """The first-screen table: each "flag the top k%" rule per 1,000 referrals."""
+def with_interval(value: Any, lower: Any, upper: Any, whole: bool) -> Any:
+    """"111 (104\u2013117)": a figure with its 95% interval (per-1,000 figures as whole numbers,
+    rounded half up; others as ``fmt_interval``); the figure alone when it or a bound is withheld."""
+    if any(v is None or pd.isna(v) for v in (value, lower, upper)):
+        return value
+    if whole:
+        return f"{int(value)} ({int(np.floor(lower + 0.5))}\u2013{int(np.floor(upper + 0.5))})"
+    return fmt_interval(value, lower, upper)
+
+
+def error_table(rules: pd.DataFrame, default_rule: str, intervals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The first-screen table: each "flag the top k%" rule per 1,000 referrals; the headline
+    rule's figures with their 95% intervals (``reports/errors/headline_intervals.csv``) when given."""
     top = rules[rules["kind"] == "top_percent"].copy()
     out = pd.DataFrame({
         "rule": [f"{r} (headline)" if r == default_rule else r for r in top["rule"]],
@@ -246,6 +257,18 @@ def error_table(rules: pd.DataFrame, default_rule: str) -> pd.DataFrame:
         "counts TP / FP / FN / TN": [
             " / ".join(fmt(r[c]) for c in ("tp", "fp", "fn", "tn")) for _, r in top.iterrows()],
     })
+    headline = (top["rule"] == default_rule).to_numpy()
+    if intervals is None or not len(intervals) or not headline.any():
+        return out
+    b = intervals.set_index("measure")
+    i = out.index[headline][0]
+    out = out.astype(object)
+    for column, c in zip(out.columns[2:6], ("tp", "fp", "fn", "tn")):
+        out.loc[i, column] = with_interval(out.loc[i, column], *b.loc[f"{c}_per_1000", ["lower", "upper"]], whole=True)
+    wrong = "share of flags that are wrong (1 - PPV)"
+    out.loc[i, wrong] = with_interval(out.loc[i, wrong], 1 - b.loc["ppv", "upper"], 1 - b.loc["ppv", "lower"], whole=False)
+    missed = "share of re-referred missed (FNR)"
+    out.loc[i, missed] = with_interval(out.loc[i, missed], *b.loc["false_negative_rate", ["lower", "upper"]], whole=False)
     return out
 
 
@@ -868,7 +891,9 @@ def sample_size_html(logi: dict[str, Any], words: Labels = Labels()) -> str:
 # section (tests/test_report_reading.py checks that each function exists in its module and
 # each file after a run). Section id -> (stage, module, function, files) entries.
 MADE_BY: dict[str, list[tuple[str, str, str, list[str]]]] = {
-    "how-often-wrong": [("errors", "pipeline/errors.py", "run", ["reports/errors/rules.csv", "metrics/errors.json"])],
+    "how-often-wrong": [("errors", "pipeline/errors.py", "run", ["reports/errors/rules.csv", "metrics/errors.json"]),
+                        ("errors", "pipeline/headline_bootstrap.py", "percentile_intervals",
+                         ["reports/errors/headline_intervals.csv"])],
     "data": [("clean", "pipeline/clean.py", "clean_extract", ["metrics/clean.json"])],
     "cohort": [("episodes", "pipeline/derive.py", "derive_rereport", ["metrics/episodes.json"]),
                ("logistic", "pipeline/table_one.py", "describe_split",
@@ -933,7 +958,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     software = environment.describe(root)
     as_locked = ("installed as requirements.lock pins" if software["lock"]["installed_as_locked"] else
                  "NOT as requirements.lock pins: " + "; ".join(software["lock"]["differences"]))
-    first = error_table(rules, err["default_rule"])
+    interval_path = root / "reports/errors/headline_intervals.csv"
+    intervals = read_csv(interval_path) if interval_path.exists() else None
+    first = error_table(rules, err["default_rule"], intervals)
     notice = ("<p class='notice'><strong>Synthetic data.</strong> These results come from the pipeline's embedded "
               "synthetic extract (England-like, generated from a seed), not from any real children. They show what "
               "the pipeline reports; they say nothing about real families.</p>" if synthetic else "")
@@ -1107,8 +1134,10 @@ td:first-child {{ min-width: 7.5rem; }}
 <p>Validation {html.escape(words.subjects)}: {fmt(err.get('validation_referrals'))}. Headline rule: {html.escape(err['default_rule'])}
 (risk at least {fmt(head.get('threshold'))}); sensitivity {fmt(head.get('sensitivity'))}
 ({fmt(head.get('sensitivity_lower'))}-{fmt(head.get('sensitivity_upper'))}), PPV {fmt(head.get('ppv'))}
-({fmt(head.get('ppv_lower'))}-{fmt(head.get('ppv_upper'))}), Wilson 95% intervals. {WITHHELD} marks a value withheld
-because a count is below {min_count}, or not defined.</p>
+({fmt(head.get('ppv_lower'))}-{fmt(head.get('ppv_upper'))}). Intervals: {html.escape(str(err.get('headline_intervals', '')))}
+(Wilson intervals holding the fitted model fixed, which leave out the refit's uncertainty: PPV
+{fmt(head.get('ppv_wilson_lower'))}-{fmt(head.get('ppv_wilson_upper'))}).
+{WITHHELD} marks a value withheld because a count is below {min_count}, or not defined.</p>
 {made_by_html("how-often-wrong")}
 </section>
 <nav><h2>Contents</h2><ol>{nav}</ol></nav>
