@@ -21,8 +21,8 @@ threshold t (Vickers and Elkin 2006).
 The headline rule's figures (per 1,000 and rates) also get 95% percentile intervals from a
 family bootstrap that refits the model on resampled development families and resamples the
 validation families (``pipeline.headline_bootstrap``): ``headline_intervals.csv``, the
-headline statement and ``at_default_rule``'s ``_lower``/``_upper``. The Wilson intervals of
-the rules table hold the fitted model fixed (``at_default_rule``: ``_wilson_lower``/``_upper``);
+headline statement and ``reports/errors/default_rule.json``'s ``_lower``/``_upper``. The Wilson intervals of
+the rules table hold the fitted model fixed (``reports/errors/default_rule.json``: ``_wilson_lower``/``_upper``);
 they leave out the refit's uncertainty and are too narrow for the expected performance.
 
 For the Cox model at ``errors.survival_horizon_months``: the same rules on predicted risk
@@ -33,7 +33,8 @@ size (sum w)^2 / sum w^2.
 
 Without validation predictions (the logistic model could not be estimated) or without
 the Cox model's risks, the stage writes those tables with their header and no rows, and
-``status`` / ``not_estimated`` in the metrics (and the headline statement) say why.
+``status`` / ``not_estimated`` in the metrics (and the headline sentence) say why. The headline
+sentence is report text (``reports/errors/headline.txt``), not a metric.
 
 Disclosure: the four cells of any table with a cell below ``disclosure.min_cell_count``
 are withheld together, with every rate and frequency computed from them (the margins
@@ -52,6 +53,16 @@ from pipeline.disclosure import complementary_suppression
 from pipeline.schema import group_columns
 from pipeline.settings import Labels, labels
 
+#: The headline sentence ("Of 1,000 referrals, ..."), for the report and the terminal.
+HEADLINE = "reports/errors/headline.txt"
+#: Every figure of the headline rule (counts, rates, per 1,000; Wilson and bootstrap intervals).
+DEFAULT_RULE = "reports/errors/default_rule.json"
+
+
+def headline_metrics(rule: str | None, at_rule: dict[str, Any]) -> dict[str, Any]:
+    """The headline rule's figures as short-named metrics (per 1,000 and two rates)."""
+    return {"rule": rule, **{k: at_rule.get(f"{k}_per_1000") for k in ("events", "flagged", "tp", "fp", "fn")},
+            "sensitivity": at_rule.get("sensitivity"), "ppv": at_rule.get("ppv")}
 CELLS = ("tp", "fp", "fn", "tn")
 RATES = {  # name: (numerator cells, denominator cells)
     "sensitivity": (("tp",), ("tp", "fn")),
@@ -434,7 +445,7 @@ def main() -> None:
     from pathlib import Path
 
     from pipeline import config
-    from pipeline.io import write_csv, write_json
+    from pipeline.io import write_csv, write_json, write_text
 
     params = config.load_params()
     s = params["errors"]
@@ -465,8 +476,17 @@ def main() -> None:
                "(see metrics/calibration.json)")
     for name, table in tables.items():
         write_csv(table, Path("reports/errors") / f"{name}.csv")
+    # The sentence is report text, not a metric: `dvc metrics diff` and `dvc exp show` stay
+    # narrow, and the numbers it is made of are metrics (at_default_rule).
+    statement = metrics.pop("statement")
+    write_text(statement + "\n", HEADLINE)
+    # Every figure of the headline rule with its intervals is a report table; the metrics keep
+    # the few a one-parameter experiment is judged by, so `dvc exp show` fits a terminal.
+    at_rule = metrics.pop("at_default_rule", {})
+    write_json(at_rule, DEFAULT_RULE)
+    metrics = {"headline": headline_metrics(metrics.get("default_rule"), at_rule), **metrics}
     write_json(metrics, Path("metrics/errors.json"))
-    print(f"errors: {metrics['statement']}")
+    print(f"errors: {statement}")
 
 
 if __name__ == "__main__":

@@ -728,10 +728,14 @@ def outcome_figures(epi: dict[str, Any], surv: dict[str, Any], err: dict[str, An
     if cox12.get("mean_observed") is not None:
         rows.append(("Aalen-Johansen at 12 months (validation families)", share(cox12["mean_observed"]),
                      "the same definition on the later families the models are judged on"))
-    events = err.get("at_default_rule", {}).get("events_per_1000")
+    head = err.get("at_default_rule", {})
+    events = head.get("events_per_1000")
     if events is not None:
+        interval = (f" (95% CI {share(head['events_per_1000_lower'] / 1000)}-{share(head['events_per_1000_upper'] / 1000)})"
+                    if head.get("events_per_1000_lower") is not None and head.get("events_per_1000_upper") is not None
+                    else "")
         rows.append((f"headline: {words.outcome} within {float(err.get('horizon_days', 0)):g} days (validation)",
-                     share(events / 1000),
+                     share(events / 1000) + interval,
                      "the same definition, among validation rows with the whole horizon of possible follow-up "
                      "(later cohorts; per 1,000 rounded)"))
     return pd.DataFrame(rows, columns=["figure", "value", "what it counts"])
@@ -947,8 +951,12 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     def csv(rel: str) -> pd.DataFrame:
         return read_csv(root / rel)
 
+    headline_file = root / "reports/errors/headline.txt"
+    headline = headline_file.read_text(encoding="utf-8").strip() if headline_file.exists() else ""
+    rule_file = root / "reports/errors/default_rule.json"
     err, cal, logi, epi, clean, surv = (metrics(n) for n in ("errors", "calibration", "logistic", "episodes", "clean",
                                                              "survival"))
+    err["at_default_rule"] = json.loads(rule_file.read_text()) if rule_file.exists() else {}
     synthetic = params["input"]["source"] == "synthetic"
     words = labels(params)
     source = source_statement(params, clean, epi, logi, surv)
@@ -1127,7 +1135,7 @@ td:first-child {{ min-width: 7.5rem; }}
 <body>
 <section id="how-often-wrong">
 <h2>How often this model is wrong</h2>
-<p id="natural-frequencies">{html.escape(err['statement'])}</p>
+<p id="natural-frequencies">{html.escape(headline)}</p>
 {table_html(first, "error-table")}
 <p class="warning">{html.escape(WARNING)}</p>
 {notice}
@@ -1146,7 +1154,7 @@ td:first-child {{ min-width: 7.5rem; }}
 """
     summary = "\n".join([
         f"# {words.outcome.capitalize()} risk model: summary", "",
-        "## How often this model is wrong", "", err["statement"], "",
+        "## How often this model is wrong", "", headline, "",
         table_markdown(first), "", WARNING, "",
         *(["**Synthetic data**: the embedded synthetic default, not real children.", ""] if synthetic else []),
         *(["## Model warnings", "", *(f"- survival, {w['model'].replace('_', ' ')}: {w['message']}"
