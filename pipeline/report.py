@@ -895,7 +895,9 @@ def sample_size_html(logi: dict[str, Any], words: Labels = Labels()) -> str:
 # section (tests/test_report_reading.py checks that each function exists in its module and
 # each file after a run). Section id -> (stage, module, function, files) entries.
 MADE_BY: dict[str, list[tuple[str, str, str, list[str]]]] = {
-    "how-often-wrong": [("errors", "pipeline/errors.py", "run", ["reports/errors/rules.csv", "metrics/errors.json"]),
+    "how-often-wrong": [("errors", "pipeline/errors.py", "run",
+                         ["reports/errors/headline.txt", "reports/errors/rules.csv", "reports/errors/default_rule.json",
+                          "metrics/errors.json"]),
                         ("errors", "pipeline/headline_bootstrap.py", "percentile_intervals",
                          ["reports/errors/headline_intervals.csv"])],
     "data": [("clean", "pipeline/clean.py", "clean_extract", ["metrics/clean.json"])],
