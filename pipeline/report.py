@@ -518,7 +518,7 @@ def provenance(root: Path, params: dict[str, Any]) -> dict[str, Any]:
     lock = root / "dvc.lock"
     if lock.exists():
         for stage, entry in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).items():
-            if stage == "report":        # its own previous outputs: not an input of this report
+            if stage in ("report", "outputs"):   # its own previous outputs, and the bundle made from it: not inputs
                 continue
             for out in entry.get("outs", []):
                 hashes.append({"stage": stage, "output": out["path"], "md5": out.get("md5", "")})

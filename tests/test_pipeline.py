@@ -71,7 +71,8 @@ def test_repro_makes_every_output(project):
                 "reports/durations/banded_estimates.csv", "metrics/survival.json", "metrics/durations.json",
                 "models/cox.json", "models/cox_baseline.csv", "reports/errors/rules.csv",
                 "reports/errors/by_group.csv", "reports/errors/decision_curve.csv", "reports/errors/survival_ipcw.csv",
-                "metrics/errors.json", "reports/report.html", "reports/summary.md"):
+                "metrics/errors.json", "reports/report.html", "reports/summary.md",
+                "reports/outputs/results.json", "metrics/outputs.json"):
         assert (project / rel).exists(), rel
     # On the default (after cleaning), the truth sits inside the 95% CI for at least 17 of the
     # 20 covariates that have one (P = 0.984 under nominal coverage; see test_survival).
