@@ -418,8 +418,8 @@ def ph_section(surv: dict[str, Any], ph: pd.DataFrame, figs: dict[str, str]) -> 
                      "log hazard ratio over follow-up, smoothed as R's <code>plot(cox.zph(fit))</code>; the Cox "
                      "estimate is its average. Points are means of bins of at least the disclosure threshold of "
                      "events; no individual residual is shown.</p>")
-        parts += [image(figs, key, f"Scaled Schoenfeld residuals for {field_labels.term(key.split(':', 1)[1])}")
-                  for key in flagged]
+        # (the alt text names the term as the model does: pipeline/outputs.yaml names the figure by it)
+        parts += [image(figs, key, f"Scaled Schoenfeld residuals for {key.split(':', 1)[1]}") for key in flagged]
     else:
         parts.append("<p>No term flagged: the proportional-hazards tests (global test first, then each term "
                      "after Holm's adjustment) give no evidence that a hazard ratio changes over follow-up, so no "
@@ -828,7 +828,7 @@ def table_one_frame(table1: pd.DataFrame, words: Labels = Labels(), horizon_days
         levels = list(part["level"])
         if "recorded" in levels:
             add(f"{name}, median (IQR)", variable, "recorded", median)
-        elif set(levels) <= {"1", "missing"}:
+        elif set(levels) - {"missing"} == {"0", "1"}:    # a factor: the row with it
             add(f"{name}, n (%)", variable, "1", count)
         else:
             add(f"{name}, n (%)", None, None, None)

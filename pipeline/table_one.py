@@ -10,8 +10,8 @@ variable and level, in long form::
 * a text variable (sex, ethnicity, local authority, age band, ...): ``n`` and ``percent``
   of the group at each level, ``missing`` for rows without a value (so a variable's levels
   add up to the group's size);
-* a 0/1 variable (a factor): ``n`` and ``percent`` with the factor (level ``1``), and
-  ``missing`` when any row has no value;
+* a 0/1 variable (a factor): ``n`` and ``percent`` without and with the factor (levels
+  ``0`` and ``1``; the report shows ``1``), and ``missing`` when any row has no value;
 * any other numeric variable: level ``recorded``, its ``n`` the rows with a value and the
   ``median`` with the ``lower_quartile`` and ``upper_quartile`` (numpy's linear
   interpolation, R's ``quantile(type = 7)``), and ``missing`` as for a factor.
@@ -31,8 +31,8 @@ changes, since each step can call for the other:
   the whole's is not, the other part's count is withheld too, or it would be the whole
   minus the published part.
 
-A 0/1 variable's ``0`` level takes part in the suppression and is then left out (it is the
-size minus the others). No identifier is ever a variable (``IDENTIFIERS``, any ``*_id``).
+Every group has every level of a variable (a level absent from a group is a zero, withheld),
+so the levels always add up to the group's size. No identifier is ever a variable (``IDENTIFIERS``, any ``*_id``).
 """
 
 from __future__ import annotations
@@ -100,8 +100,7 @@ def _levels(values: pd.Series, kind: str) -> list[str]:
 
 def _describe(values: pd.Series, variable: str, kind: str, levels: list[str], min_count: int
               ) -> list[dict[str, Any]]:
-    """One group's rows for one variable (before any suppression); ``_drop`` marks a 0/1
-    variable's ``0`` row, which takes part in the suppression but is not published."""
+    """One group's rows for one variable (before any suppression)."""
     size = len(values)
     present = values.dropna()
     if kind == "median":
@@ -111,8 +110,7 @@ def _describe(values: pd.Series, variable: str, kind: str, levels: list[str], mi
     counts[MISSING] = int(values.isna().sum())
     out = []
     for level in levels:
-        row = {"variable": variable, "level": level, "statistic": "n_percent", "n": int(counts.get(level, 0)),
-               "_drop": kind == "flag" and level == "0"}
+        row = {"variable": variable, "level": level, "statistic": "n_percent", "n": int(counts.get(level, 0))}
         if level == "recorded":
             q = (np.percentile(present.astype(float), [50, 25, 75]) if len(present) >= min_count
                  else [np.nan] * 3)
@@ -144,11 +142,9 @@ def table_one(rows: pd.DataFrame, groups: dict[str, pd.Series], variables: list[
                                                                    levels[variable], min_count)]
     if not records:
         return empty()
-    table = pd.DataFrame(records).reindex(columns=[*COLUMNS, "_drop"])
-    table["_drop"] = table["_drop"].astype("boolean").fillna(False).astype(bool)
+    table = pd.DataFrame(records).reindex(columns=COLUMNS)
     table["n"] = table["n"].astype(float)
-    table = suppress(table, min_count, partitions)
-    table = table[~table["_drop"]].drop(columns="_drop").reset_index(drop=True)
+    table = suppress(table, min_count, partitions).reset_index(drop=True)
     table["percent"] = table["percent"].round(1)
     return table[COLUMNS]
 

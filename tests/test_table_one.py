@@ -41,11 +41,11 @@ def test_counts_shares_medians_and_quartiles_by_hand():
     assert (cell(t, "development", "sex", "F")["n"], cell(t, "development", "sex", "F")["percent"]) == (4, 50.0)
     assert (cell(t, "outcome", "sex", "F")["n"], cell(t, "outcome", "sex", "F")["percent"]) == (3, 60.0)
     assert (cell(t, "no_outcome", "sex", "M")["n"], cell(t, "no_outcome", "sex", "M")["percent"]) == (4, 57.1)
-    # x = 1 (a 0/1 factor: only its "1" row is published): outcome rows 0, 2, 8 -> 3 (60.0%);
+    # x = 1 (a 0/1 factor): outcome rows 0, 2, 8 -> 3 (60.0%), so x = 0: 2 (40.0%);
     # validation rows 8, 10 -> 2 of 4 (50.0%).
     assert (cell(t, "outcome", "x", "1")["n"], cell(t, "outcome", "x", "1")["percent"]) == (3, 60.0)
+    assert (cell(t, "outcome", "x", "0")["n"], cell(t, "outcome", "x", "0")["percent"]) == (2, 40.0)
     assert cell(t, "validation", "x", "1")["n"] == 2
-    assert not ((t["variable"] == "x") & (t["level"] == "0")).any()
     # age, R's quantile(type = 7): position 1 + p (n - 1).
     # all 1..12: median 6.5; Q1 at 1 + 0.25 * 11 = 3.75 -> 3.75; Q3 at 9.25 -> 9.25.
     # development 1..8: 4.5, 2.75, 6.25. outcome ages 1, 3, 7, 9, 12: median 7, Q1 (position 2) 3, Q3 9.
@@ -71,7 +71,8 @@ def test_a_factor_almost_everyone_has_is_withheld():
     """11 of 12 with the factor: publishing 11 gives away the 1 without it (12 - 11)."""
     rows = pd.DataFrame({"x": [1] * 11 + [0]})
     t = table_one.table_one(rows, {"all": np.ones(12, bool)}, ["x"], min_count=3)
-    assert np.isnan(cell(t, "all", "x", "1")["n"]) and cell(t, "all", "rows", "all")["n"] == 12
+    assert np.isnan(cell(t, "all", "x", "1")["n"]) and np.isnan(cell(t, "all", "x", "0")["n"])
+    assert cell(t, "all", "rows", "all")["n"] == 12
 
 
 def test_suppression_across_the_split_and_the_outcome_by_hand():
