@@ -385,6 +385,8 @@ def main() -> None:
         tables.update({name: empty(TABLES[name]) for name in ("cox_calibration", "cox_curves", "cox_by_tenth")})
     write_parquet(risks, Path("data/predictions/cox_validation.parquet"))   # for the errors stage
     for name, table in tables.items():
+        if not len(table.columns) and name in TABLES:   # no groups to describe: still a headed table
+            table = pd.DataFrame(columns=TABLES[name])
         write_csv(table, Path("reports/calibration") / f"{name}.csv")
     order = ["horizon_days", "censoring", "weighting", "validation", "cox", "recalibration", "optimism_corrected"]
     metrics = {**{k: metrics[k] for k in order if k in metrics}, **metrics}   # the usual order of the keys

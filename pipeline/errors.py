@@ -475,6 +475,8 @@ def main() -> None:
         record(metrics, "survival_model_error_rates", "no validation risks from the Cox model "
                "(see metrics/calibration.json)")
     for name, table in tables.items():
+        if not len(table.columns) and name in TABLES:   # no groups to describe: still a headed table
+            table = pd.DataFrame(columns=TABLES[name])
         write_csv(table, Path("reports/errors") / f"{name}.csv")
     # The sentence is report text, not a metric: `dvc metrics diff` and `dvc exp show` stay
     # narrow, and the numbers it is made of are metrics (at_default_rule).
