@@ -332,12 +332,13 @@ def main() -> None:
     Each part that cannot be estimated (no validation predictions because the logistic
     model could not be fitted; a Cox model without events, say) writes its tables with
     their header and no rows, and ``status`` / ``not_estimated`` in the metrics say why."""
-    from pipeline import config
+    from pipeline import compute, config
     from pipeline.cli import InputError
     from pipeline.estimable import binary_problem, empty, model_problem, record
     from pipeline.io import write_csv, write_json, write_parquet
 
     params = config.load_params()
+    compute.use(params)      # compute.scheduler: the tasks below run on that Dask cluster
     min_count = int(params["disclosure"]["min_cell_count"])
     pred = pd.read_parquet("data/predictions/validation.parquet")
     dev = pd.read_parquet("data/predictions/development.parquet")
