@@ -1,7 +1,9 @@
 """Where the heavy, independent work runs: this machine, or a ``dask.distributed`` cluster.
 
 ``params.yaml: compute.scheduler`` is null (this machine) or the address of a running
-``dask.distributed`` scheduler (``tcp://host:8786``). A stage's ``main`` calls
+``dask.distributed`` scheduler (``tcp://host:8786``); the environment variable
+``PIPELINE_COMPUTE_SCHEDULER``, when set, takes its place (``none`` for this machine), so a
+run can be moved without editing ``params.yaml``, whose content the report records. A stage's ``main`` calls
 ``use(params)`` once; the pure functions then hand their independent pieces of work
 (bootstrap replicates, folds, per-group intervals, partitions of whole families, simulated
 extracts) to ``map_tasks``, which runs them
@@ -31,6 +33,7 @@ from __future__ import annotations
 import atexit
 import functools
 import hashlib
+import os
 import platform
 import sys
 from contextlib import contextmanager
@@ -44,12 +47,17 @@ from pipeline.cli import InputError
 
 #: Seconds to wait for the scheduler before giving up with a one-line error.
 CONNECT_TIMEOUT = 10
+#: Overrides ``compute.scheduler`` when set (``none`` or empty: this machine).
+SCHEDULER_ENV = "PIPELINE_COMPUTE_SCHEDULER"
 
 _active: Any = None     # the dask.distributed.Client that map_tasks uses when none is passed
 
 
 def scheduler_address(params: dict[str, Any]) -> str | None:
-    """``compute.scheduler`` from the parameters (None: this machine)."""
+    """``PIPELINE_COMPUTE_SCHEDULER`` when set, else ``compute.scheduler`` (None: this machine)."""
+    if SCHEDULER_ENV in os.environ:
+        address = os.environ[SCHEDULER_ENV].strip()
+        return None if address.lower() in ("", "none", "null") else address
     address = (params.get("compute") or {}).get("scheduler")
     return str(address) if address else None
 
@@ -62,12 +70,12 @@ def client(params: dict[str, Any]):
         return None
     from distributed import Client
 
+    where = SCHEDULER_ENV if SCHEDULER_ENV in os.environ else "params.yaml: compute.scheduler"
     try:
         return Client(address, timeout=CONNECT_TIMEOUT, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise InputError(f"params.yaml: compute.scheduler: cannot reach the Dask scheduler at {address} "
-                         f"({reason})") from None
+        raise InputError(f"{where}: cannot reach the Dask scheduler at {address} ({reason})") from None
 
 
 def use(params: dict[str, Any]):

@@ -120,6 +120,20 @@ def test_calibration_intervals_and_noise_floor_are_identical(dask_client):
     assert here["ici_lower"] < here["ici_upper"]
 
 
+def test_subgroup_calibration_is_identical(dask_client):
+    from pipeline.calibration import subgroup_calibration
+
+    rng = np.random.default_rng(8)
+    n = 2400
+    p = rng.uniform(0.05, 0.6, n)
+    pred = pd.DataFrame({"p": p, "y": (rng.random(n) < p).astype(int), "weight": 1.0, "family": rng.integers(0, 800, n),
+                         "sex": rng.choice(["female", "male"], n), "la_code": rng.choice(["E1", "E2", "E3"], n)})
+    here = subgroup_calibration(pred, 10, replicates=12, seed=9)
+    there = on_dask(dask_client, subgroup_calibration, pred, 10, replicates=12, seed=9)
+    assert_identical(here, there)
+    assert here["ici_lower"].notna().sum() == 5           # every group measured, one task each
+
+
 def test_group_error_rate_intervals_are_identical(dask_client):
     rng = np.random.default_rng(4)
     n = 3000
@@ -200,12 +214,23 @@ def test_an_unreachable_scheduler_is_one_line(monkeypatch):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     monkeypatch.setattr(compute, "CONNECT_TIMEOUT", 1)
+    monkeypatch.delenv(compute.SCHEDULER_ENV, raising=False)
     with pytest.raises(InputError) as err:
         compute.client({"compute": {"scheduler": f"tcp://127.0.0.1:{port}"}})
     message = str(err.value)
     assert message.startswith(f"params.yaml: compute.scheduler: cannot reach the Dask scheduler at tcp://127.0.0.1:{port}")
     assert "\n" not in message
     assert compute.client({"compute": {"scheduler": None}}) is None and compute.client({}) is None
+
+
+def test_the_environment_variable_takes_the_place_of_the_parameter(monkeypatch):
+    params = {"compute": {"scheduler": "tcp://scheduler.example.org:8786"}}
+    monkeypatch.delenv(compute.SCHEDULER_ENV, raising=False)
+    assert compute.scheduler_address(params) == "tcp://scheduler.example.org:8786"
+    monkeypatch.setenv(compute.SCHEDULER_ENV, "none")
+    assert compute.scheduler_address(params) is None and compute.client(params) is None
+    monkeypatch.setenv(compute.SCHEDULER_ENV, "tcp://127.0.0.1:8786")
+    assert compute.scheduler_address({"compute": {"scheduler": None}}) == "tcp://127.0.0.1:8786"
 
 
 def test_a_worker_with_another_installation_is_refused(dask_client):
@@ -224,7 +249,8 @@ STAGES_WITH_TASKS = ("episodes", "logistic", "calibration", "errors")
 
 
 def _run(stage: str, cwd: Path) -> None:
-    env = {**os.environ, "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": str(cwd)}
+    env = {**{k: v for k, v in os.environ.items() if k != compute.SCHEDULER_ENV},
+           "PATH": BIN + os.pathsep + os.environ.get("PATH", ""), "PYTHONPATH": str(cwd)}
     proc = subprocess.run([sys.executable, "-m", f"pipeline.{stage}"], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=600)
     assert proc.returncode == 0, f"{stage}:\n{proc.stdout}\n{proc.stderr}"
