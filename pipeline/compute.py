@@ -68,7 +68,7 @@ def client(params: dict[str, Any]):
     address = scheduler_address(params)
     if address is None:
         return None
-    from distributed import Client
+    from dask.distributed import Client
 
     where = SCHEDULER_ENV if SCHEDULER_ENV in os.environ else "params.yaml: compute.scheduler"
     try:

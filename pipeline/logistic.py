@@ -175,8 +175,12 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
                         "basis": "Riley et al. BMJ 2020;368:m441, with the development model's own R^2_CS"},
     }
     development = design.assign(y=y_dev, weight=w_dev, family=pd.factorize(dev["family_id"])[0]).reset_index(drop=True)
+    # The validation rows in the same design (rows as predictions; no identifiers): the errors
+    # stage refits the model on resampled development families and predicts these.
+    validation_design = pd.DataFrame(model["design"].transform(X_val), columns=design.columns)
     return ({"odds_ratios": odds.reset_index()}, metrics,
-            {"predictions": predictions, "development": development, "model": model_json})
+            {"predictions": predictions, "development": development, "validation_design": validation_design,
+             "model": model_json})
 
 
 def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any], split_counts: dict[str, Any]
@@ -196,7 +200,8 @@ def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any]
     model_json = {"status": metrics["status"], "terms": [], "coef": [], "covariates": s["covariates"],
                   "categorical": s.get("categorical", []), "horizon_days": s["horizon_days"]}
     odds = pd.DataFrame(columns=["term", "coef", "se", "or", "or_lower", "or_upper", "p"])
-    return {"odds_ratios": odds}, metrics, {"predictions": predictions, "development": development, "model": model_json}
+    return {"odds_ratios": odds}, metrics, {"predictions": predictions, "development": development,
+                                            "validation_design": pd.DataFrame(), "model": model_json}
 
 
 def main() -> None:
@@ -220,6 +225,7 @@ def main() -> None:
         write_csv(table, Path("reports/logistic") / f"{name}.csv")
     write_parquet(out["predictions"], Path("data/predictions/validation.parquet"))
     write_parquet(out["development"], Path("data/predictions/development.parquet"))
+    write_parquet(out["validation_design"], Path("data/predictions/validation_design.parquet"))
     write_json(out["model"], Path("models/logistic.json"))
     write_json(metrics, Path("metrics/logistic.json"))
     if "status" in metrics:

@@ -120,8 +120,19 @@ def table_markdown(df: pd.DataFrame, digits: int = 3) -> str:
     return "\n".join(lines)
 
 
-def error_table(rules: pd.DataFrame, default_rule: str) -> pd.DataFrame:
-    """The first-screen table: each "flag the top k%" rule per 1,000 referrals."""
+def with_interval(value: Any, lower: Any, upper: Any, whole: bool) -> Any:
+    """"111 (104-117)": a figure with its 95% interval (per-1,000 figures as whole numbers,
+    rounded half up); the figure alone when it or a bound is withheld."""
+    if any(v is None or pd.isna(v) for v in (value, lower, upper)):
+        return value
+    if whole:
+        return f"{int(value)} ({int(np.floor(lower + 0.5))}-{int(np.floor(upper + 0.5))})"
+    return f"{fmt(float(value))} ({fmt(float(lower))}-{fmt(float(upper))})"
+
+
+def error_table(rules: pd.DataFrame, default_rule: str, intervals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """The first-screen table: each "flag the top k%" rule per 1,000 referrals; the headline
+    rule's figures with their 95% intervals (``reports/errors/headline_intervals.csv``) when given."""
     top = rules[rules["kind"] == "top_percent"].copy()
     out = pd.DataFrame({
         "rule": [f"{r} (headline)" if r == default_rule else r for r in top["rule"]],
@@ -135,6 +146,18 @@ def error_table(rules: pd.DataFrame, default_rule: str) -> pd.DataFrame:
         "counts TP / FP / FN / TN": [
             " / ".join(fmt(r[c]) for c in ("tp", "fp", "fn", "tn")) for _, r in top.iterrows()],
     })
+    headline = (top["rule"] == default_rule).to_numpy()
+    if intervals is None or not len(intervals) or not headline.any():
+        return out
+    b = intervals.set_index("measure")
+    i = out.index[headline][0]
+    out = out.astype(object)
+    for column, c in zip(out.columns[2:6], ("tp", "fp", "fn", "tn")):
+        out.loc[i, column] = with_interval(out.loc[i, column], *b.loc[f"{c}_per_1000", ["lower", "upper"]], whole=True)
+    wrong = "share of flags that are wrong (1 - PPV)"
+    out.loc[i, wrong] = with_interval(out.loc[i, wrong], 1 - b.loc["ppv", "upper"], 1 - b.loc["ppv", "lower"], whole=False)
+    missed = "share of re-referred missed (FNR)"
+    out.loc[i, missed] = with_interval(out.loc[i, missed], *b.loc["false_negative_rate", ["lower", "upper"]], whole=False)
     return out
 
 
@@ -372,7 +395,7 @@ def provenance(root: Path, params: dict[str, Any]) -> dict[str, Any]:
     lock = root / "dvc.lock"
     if lock.exists():
         for stage, entry in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).items():
-            if stage == "report":        # its own previous outputs: not an input of this report
+            if stage in ("report", "outputs"):   # its own previous outputs, and the bundle made from it: not inputs
                 continue
             for out in entry.get("outs", []):
                 hashes.append({"stage": stage, "output": out["path"], "md5": out.get("md5", "")})
@@ -568,10 +591,14 @@ def outcome_figures(epi: dict[str, Any], surv: dict[str, Any], err: dict[str, An
     if cox12.get("mean_observed") is not None:
         rows.append(("Aalen-Johansen at 12 months (validation families)", share(cox12["mean_observed"]),
                      "the same definition on the later families the models are judged on"))
-    events = err.get("at_default_rule", {}).get("events_per_1000")
+    head = err.get("at_default_rule", {})
+    events = head.get("events_per_1000")
     if events is not None:
+        interval = (f" (95% CI {share(head['events_per_1000_lower'] / 1000)}-{share(head['events_per_1000_upper'] / 1000)})"
+                    if head.get("events_per_1000_lower") is not None and head.get("events_per_1000_upper") is not None
+                    else "")
         rows.append((f"headline: {words.outcome} within {float(err.get('horizon_days', 0)):g} days (validation)",
-                     share(events / 1000),
+                     share(events / 1000) + interval,
                      "the same definition, among validation rows with the whole horizon of possible follow-up "
                      "(later cohorts; per 1,000 rounded)"))
     return pd.DataFrame(rows, columns=["figure", "value", "what it counts"])
@@ -586,8 +613,12 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     def csv(rel: str) -> pd.DataFrame:
         return read_csv(root / rel)
 
+    headline_file = root / "reports/errors/headline.txt"
+    headline = headline_file.read_text(encoding="utf-8").strip() if headline_file.exists() else ""
+    rule_file = root / "reports/errors/default_rule.json"
     err, cal, logi, epi, clean, surv = (metrics(n) for n in ("errors", "calibration", "logistic", "episodes", "clean",
                                                              "survival"))
+    err["at_default_rule"] = json.loads(rule_file.read_text()) if rule_file.exists() else {}
     synthetic = params["input"]["source"] == "synthetic"
     words = labels(params)
     source = source_statement(params, clean, epi, logi, surv)
@@ -597,7 +628,9 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     software = environment.describe(root)
     as_locked = ("installed as requirements.lock pins" if software["lock"]["installed_as_locked"] else
                  "NOT as requirements.lock pins: " + "; ".join(software["lock"]["differences"]))
-    first = error_table(rules, err["default_rule"])
+    interval_path = root / "reports/errors/headline_intervals.csv"
+    intervals = read_csv(interval_path) if interval_path.exists() else None
+    first = error_table(rules, err["default_rule"], intervals)
     notice = ("<p class='notice'><strong>Synthetic data.</strong> These results come from the pipeline's embedded "
               "synthetic extract (England-like, generated from a seed), not from any real children. They show what "
               "the pipeline reports; they say nothing about real families.</p>" if synthetic else "")
@@ -761,15 +794,17 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
 <body>
 <section id="how-often-wrong">
 <h2>How often this model is wrong</h2>
-<p id="natural-frequencies">{html.escape(err['statement'])}</p>
+<p id="natural-frequencies">{html.escape(headline)}</p>
 {table_html(first, "error-table")}
 <p class="warning">{html.escape(WARNING)}</p>
 {notice}
 <p>Validation {html.escape(words.subjects)}: {fmt(err.get('validation_referrals'))}. Headline rule: {html.escape(err['default_rule'])}
 (risk at least {fmt(head.get('threshold'))}); sensitivity {fmt(head.get('sensitivity'))}
 ({fmt(head.get('sensitivity_lower'))}-{fmt(head.get('sensitivity_upper'))}), PPV {fmt(head.get('ppv'))}
-({fmt(head.get('ppv_lower'))}-{fmt(head.get('ppv_upper'))}), Wilson 95% intervals. {WITHHELD} marks a value withheld
-because a count is below {min_count}, or not defined.</p>
+({fmt(head.get('ppv_lower'))}-{fmt(head.get('ppv_upper'))}). Intervals: {html.escape(str(err.get('headline_intervals', '')))}
+(Wilson intervals holding the fitted model fixed, which leave out the refit's uncertainty: PPV
+{fmt(head.get('ppv_wilson_lower'))}-{fmt(head.get('ppv_wilson_upper'))}).
+{WITHHELD} marks a value withheld because a count is below {min_count}, or not defined.</p>
 </section>
 <nav><h2>Contents</h2><ol>{nav}</ol></nav>
 {body}
@@ -777,7 +812,7 @@ because a count is below {min_count}, or not defined.</p>
 """
     summary = "\n".join([
         f"# {words.outcome.capitalize()} risk model: summary", "",
-        "## How often this model is wrong", "", err["statement"], "",
+        "## How often this model is wrong", "", headline, "",
         table_markdown(first), "", WARNING, "",
         *(["**Synthetic data**: the embedded synthetic default, not real children.", ""] if synthetic else []),
         *(["## Model warnings", "", *(f"- survival, {w['model'].replace('_', ' ')}: {w['message']}"

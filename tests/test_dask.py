@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from distributed import Client, LocalCluster
+from dask.distributed import Client, LocalCluster
 
 from pipeline import bootstrap, compute, errors, logistic, logistic_model, simulate
 from pipeline import calibration_uncertainty as uncertainty
@@ -155,6 +155,24 @@ def test_grouped_kfold_predictions_are_identical(dask_client):
     there = on_dask(dask_client, logistic.grouped_kfold_predictions, *args)
     assert_identical(here, there)
     assert set(here[1]) == {1, 2, 3, 4, 5} and not np.isnan(here[0]).any()
+
+
+def test_headline_refitting_bootstrap_is_identical(dask_client):
+    """Both designs: development / validation split, and grouped k-fold on the resample."""
+    import functools
+
+    from pipeline import headline_bootstrap
+
+    rng = np.random.default_rng(10)
+    frames = [_logistic_data(900, seed) for seed in (11, 12)]
+    dev, val = (headline_bootstrap.rows(f[[f"x{j}" for j in range(5)]], f["y"], f["weight"], f["family"]) for f in frames)
+    statistic = functools.partial(errors.headline_measures, percent=20)
+    for args in ((dev, val), (dev, None)):
+        kw = dict(replicates=8, seed=int(rng.integers(100)), folds=None if args[1] is not None else 4)
+        here = headline_bootstrap.refit_replicates(*args, statistic, **kw)
+        there = on_dask(dask_client, headline_bootstrap.refit_replicates, *args, statistic, **kw)
+        assert_identical(here, there)
+        assert here.attrs == there.attrs and len(here) + here.attrs["failed_replicates"] == 8
 
 
 @pytest.fixture(scope="module")
