@@ -19,8 +19,10 @@ Rules that keep a Dask run's outputs equal to a local one (``tests/test_dask.py`
 * randomness is drawn from named streams before the work is split, or by each task from its
   own child seed (``SeedSequence.spawn``, as before), never from a worker's state;
 * every task checks that its worker runs the same installation as the client (Python,
-  platform, every installed distribution's version, the ``pipeline`` sources): a worker set
-  up differently is a one-line error, not a silently different number;
+  platform, the version of each library that computes or moves the numbers,
+  ``COMPUTING_LIBRARIES``, and the ``pipeline`` sources): a worker set up differently is a
+  one-line error, not a silently different number. Other packages (dask-jobqueue or
+  dask-kubernetes beside the client, say) may differ;
 * what a call sends is what the function needs; what comes back is what it returns
   (aggregates: scores, rates, predicted risks, derived rows), never more.
 
@@ -49,6 +51,12 @@ from pipeline.cli import InputError
 CONNECT_TIMEOUT = 10
 #: Overrides ``compute.scheduler`` when set (``none`` or empty: this machine).
 SCHEDULER_ENV = "PIPELINE_COMPUTE_SCHEDULER"
+#: Distributions whose version must match between the client and every worker: those whose
+#: code computes the pipeline's numbers (NumPy carries its BLAS), reads or writes its tables,
+#: or carries the tasks.
+COMPUTING_LIBRARIES = ("numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "statsmodels", "lifelines",
+                       "autograd", "autograd-gamma", "formulaic", "threadpoolctl", "joblib", "dask",
+                       "distributed", "cloudpickle", "msgpack")
 
 _active: Any = None     # the dask.distributed.Client that map_tasks uses when none is passed
 
@@ -118,12 +126,15 @@ def slots(n_jobs: int = 1, dask_client=None) -> int:
 
 @functools.lru_cache(maxsize=1)
 def installation() -> str:
-    """SHA-256 of what decides a task's numbers: Python, the platform, every installed
-    distribution and version, and the ``pipeline`` package's source files."""
+    """SHA-256 of what decides a task's numbers: Python, the platform, the version of each of
+    ``COMPUTING_LIBRARIES`` (or its absence), and the ``pipeline`` package's source files."""
     digest = hashlib.sha256()
     digest.update(f"{platform.python_version()} {platform.machine()} {sys.platform}\n".encode())
-    for name, version in sorted({(d.metadata["Name"].lower(), d.version) for d in metadata.distributions()
-                                 if d.metadata["Name"]}):
+    for name in COMPUTING_LIBRARIES:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            version = "absent"
         digest.update(f"{name}=={version}\n".encode())
     root = Path(__file__).resolve().parent
     for source in sorted(root.rglob("*.py")) + sorted(root.rglob("*.yaml")):
