@@ -38,6 +38,7 @@ import hashlib
 import os
 import platform
 import sys
+import threading
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -59,6 +60,7 @@ COMPUTING_LIBRARIES = ("numpy", "scipy", "pandas", "pyarrow", "scikit-learn", "s
                        "distributed", "cloudpickle", "msgpack")
 
 _active: Any = None     # the dask.distributed.Client that map_tasks uses when none is passed
+_task_state = threading.local()   # in_task: this thread is running a Dask task
 
 
 def scheduler_address(params: dict[str, Any]) -> str | None:
@@ -110,14 +112,16 @@ def using(dask_client) -> Iterator[None]:
 
 
 def active():
-    """The client ``map_tasks`` uses when none is passed (None: this machine)."""
-    return _active
+    """The client ``map_tasks`` uses when none is passed (None: this machine, and inside a
+    task: a task's own pieces run in the task, even on a cluster whose workers share the
+    client's process)."""
+    return None if getattr(_task_state, "in_task", False) else _active
 
 
 def slots(n_jobs: int = 1, dask_client=None) -> int:
     """How many tasks can run at once: ``n_jobs`` here; the cluster's worker threads on Dask
     (callers split their work into about this many pieces or a few times more)."""
-    dask_client = dask_client if dask_client is not None else _active
+    dask_client = dask_client if dask_client is not None else active()
     if dask_client is None:
         return max(1, int(n_jobs))
     threads = sum(dask_client.nthreads().values())
@@ -149,8 +153,12 @@ def _task(fn: Callable, expected: str, item: Any, *shared: Any) -> Any:
         raise InputError(f"compute.scheduler: a worker runs another installation than the client "
                          f"(Python, libraries or pipeline code differ: {here[:12]} vs {expected[:12]}); "
                          "set every worker up from the same requirements.lock and checkout")
-    with threadpool_limits(limits=1):
-        return fn(*shared, item)
+    _task_state.in_task = True
+    try:
+        with threadpool_limits(limits=1):
+            return fn(*shared, item)
+    finally:
+        _task_state.in_task = False
 
 
 def _one_thread(fn: Callable, shared: tuple, item: Any) -> Any:
@@ -166,7 +174,7 @@ def iter_tasks(fn: Callable[..., Any], items: Sequence[Any], shared: tuple = (),
     Dask routes. With ``n_jobs`` 1 and no client the calls run here, one after another, as
     plain calls; otherwise each runs with one BLAS thread (module docstring)."""
     items = list(items)
-    dask_client = dask_client if dask_client is not None else _active
+    dask_client = dask_client if dask_client is not None else active()
     if dask_client is not None and items:
         # The shared arguments go to every worker once; each item to one worker (spread
         # round-robin), and its task runs where its item is.

@@ -134,6 +134,23 @@ def test_subgroup_calibration_is_identical(dask_client):
     assert here["ici_lower"].notna().sum() == 5           # every group measured, one task each
 
 
+def test_a_tasks_own_pieces_run_inside_it_on_a_cluster_of_threads():
+    """Workers that are threads of the client's own process (processes=False): a task that
+    hands out pieces itself (a subgroup's intervals) runs them in the task, not as tasks
+    of its own, and the answer is the same."""
+    from pipeline.calibration import subgroup_calibration
+
+    rng = np.random.default_rng(12)
+    n = 1200
+    p = rng.uniform(0.05, 0.6, n)
+    pred = pd.DataFrame({"p": p, "y": (rng.random(n) < p).astype(int), "weight": 1.0,
+                         "family": rng.integers(0, 400, n), "sex": rng.choice(["female", "male"], n)})
+    here = subgroup_calibration(pred, 10, replicates=6, seed=9)
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert_identical(here, on_dask(client, subgroup_calibration, pred, 10, replicates=6, seed=9))
+
+
 def test_group_error_rate_intervals_are_identical(dask_client):
     rng = np.random.default_rng(4)
     n = 3000
