@@ -34,6 +34,18 @@ V = I^-1 (sum_g u_g u_g') I^-1 with u_g the sum of r_j over cluster g (no small-
 factor, as R). All sums over risk sets are cumulative sums over sorted times: O(n log n)
 for the sort, O(n p^2) per Newton step.
 
+How (``_RiskSets``): the rows are sorted once by (stratum, stop time), so that every
+stratum is one contiguous block and its event times one run of k, and every sum is
+taken over all strata at once: the sums over the row blocks between consecutive risk-set
+starts are one sparse product (block indicators carrying w_j, times X); the suffix sums
+over blocks and the cumulative sums over event times restart at each stratum's boundary
+(segments laid side by side in a zero-padded array: the same additions as one cumsum per
+stratum, so no stratum's sums are rounded by another's); X' diag(c) X is formed in blocks
+of rows that stay in cache, as Z'Z with Z = diag(sqrt(c)) X when c >= 0. The score is
+summed over event times as sum_k (sum of x over the events at t_k - sum_l xbar_kl), whose
+terms are small, rather than as the difference of two sums over every event (which loses
+digits to cancellation at a million rows). The fit runs with one BLAS thread.
+
 Checked against R ``survival`` 3.5-3 (coxph, cluster=, strata(), Surv(start, stop, event))
 and statsmodels PHReg (Breslow, groups=) in ``tests/test_cox.py``.
 
@@ -72,77 +84,220 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy import sparse as sp
 from scipy import stats
+from threadpoolctl import ThreadpoolController
+
+
+_blas: ThreadpoolController | None = None
+
+
+def _one_blas_thread():
+    """One BLAS thread for the fit: its matrix products are thin (rows x ~20 columns) and
+    memory-bound, where a second thread gains little on a quiet machine and costs much on
+    a busy one (measured at 1M rows x 15 on 2 shared cores: 2.7 s with one thread, 5-8 s
+    with two). The loaded libraries are looked up once (that takes ~40 ms)."""
+    global _blas
+    if _blas is None:
+        _blas = ThreadpoolController()
+    return _blas.limit(limits=1, user_api="blas")
 
 
 @dataclass
-class _Stratum:
-    """One stratum, its rows sorted by stop time once at fit (every pass is then contiguous)."""
+class _RiskSets:
+    """Every stratum at once: rows sorted by (stratum, stop time) once at fit, so each
+    stratum is a contiguous block and every pass over risk sets is a few array operations
+    over all strata together (no loop over strata).
 
-    rows: np.ndarray          # indices into the full data, in stop-time order
-    X: np.ndarray             # centred covariates of `rows` (sorted copy)
+    Event times are numbered k = 0..K-1 across strata: stratum g holds k_bounds[g] to
+    k_bounds[g+1] - 1, in time order. Sums over a risk set run to the end of its stratum
+    (``risk_to``); cumulative sums over k restart at each stratum (``_cumsum_within``).
+    """
+
+    rows: np.ndarray          # row of the input at each sorted position
+    X: np.ndarray             # centred covariates in sorted order (n x p)
     stop: np.ndarray
     start: np.ndarray
     event: np.ndarray
-    event_times: np.ndarray   # unique event times t_k
+    stratum: np.ndarray       # stratum code of each position
+    row_bounds: np.ndarray    # stratum g holds positions row_bounds[g]:row_bounds[g+1]
+    event_times: np.ndarray   # t_k
+    k_stratum: np.ndarray     # stratum of each t_k
+    k_bounds: np.ndarray      # stratum g's event times are k_bounds[g]:k_bounds[g+1]
     d: np.ndarray             # tied events per t_k
     k_of_event: np.ndarray    # for each event row its k
-    ev_rows: np.ndarray       # positions of event rows (sorted by time)
+    ev_rows: np.ndarray       # positions of event rows (sorted by stratum, time)
     ev_first: np.ndarray      # position in ev_rows where each t_k's events begin
     l_frac: np.ndarray        # l / d_k for each event row (Efron); 0 for Breslow
-    risk_from: np.ndarray     # first position with stop >= t_k
+    risk_from: np.ndarray     # first position of t_k's stratum with stop >= t_k
+    risk_to: np.ndarray       # end of t_k's stratum (one past its last position)
+    stop_idx: np.ndarray      # per position: event times (k order) up to (its stratum, its stop)
+    stop_at: np.ndarray       # per position: index of that count in ``_cum_at_risk``'s padded cumsum
     counting: bool
-    X_ev: np.ndarray | None = None        # covariates of the event rows (contiguous copy)
-    stop_k: np.ndarray | None = None      # number of event times <= stop, per row
-    start_k: np.ndarray | None = None     # number of event times <= start, per row
-    by_start: np.ndarray | None = None   # argsort of start (counting process only)
-    enter_from: np.ndarray | None = None  # first position (in start order) with start >= t_k
+    X_ev: np.ndarray          # covariates of the event rows (contiguous copy)
+    X_ev_by_k: np.ndarray     # their sums per event time (K x p)
+    at_risk: _SuffixPlan      # for the sums over R_k (from risk_from to the stratum's end)
+    by_k: sp.csr_matrix       # K x events: each t_k's tied events (values set to w on each call)
+    start_at: np.ndarray | None = None    # as stop_at, for the event times <= start
+    by_start: np.ndarray | None = None    # positions ordered by (stratum, start) (counting process)
+    enter_from: np.ndarray | None = None  # first position (in by_start order) of t_k's stratum with start >= t_k
+    entering: _SuffixPlan | None = None   # for the sums over rows entering at or after t_k
 
 
-def _prepare(X, stop, start, event, rows, efron) -> _Stratum:
-    order = np.argsort(stop[rows], kind="stable")
-    rows = rows[order]
-    stop, start, event = stop[rows], start[rows], event[rows]
+def _stable_order(values: np.ndarray) -> np.ndarray:
+    """Stable argsort; whole numbers spanning fewer than 2^16 (days, stratum codes) are
+    cast to 16 bits, which numpy sorts by radix sort (several times faster)."""
+    if len(values) and np.isfinite(values).all():
+        low = values.min()
+        if values.max() - low < 65536 and (values == np.floor(values)).all():
+            return np.argsort((values - low).astype(np.uint16), kind="stable")
+    return np.argsort(values, kind="stable")
+
+
+def _prepare(X, stop, start, event, labels, efron, center=None) -> _RiskSets:
+    """Sort once by (stratum, stop) (ties in the input's row order, as a per-stratum stable
+    sort) and index every event time. ``labels``: stratum codes 0..S-1 (each present);
+    ``center``: subtracted from the sorted copy of X (None: X is already centred)."""
+    n = len(stop)
+    labels = np.asarray(labels, dtype=np.int64)
+    n_strata = int(labels.max()) + 1 if n else 1
+    order = _stable_order(stop)
+    if n_strata > 1:
+        order = order[_stable_order(labels[order].astype(float))]
+    stop, start, event, stratum = stop[order], start[order], event[order], labels[order]
+    row_bounds = np.searchsorted(stratum, np.arange(n_strata + 1))
+    Xs = np.take(X, order, axis=0)
+    if center is not None:
+        Xs -= center
     ev_pos = np.flatnonzero(event)
-    event_times, first, d = np.unique(stop[ev_pos], return_index=True, return_counts=True)
-    k_of_event = np.repeat(np.arange(len(event_times)), d)
+    ev_stratum, ev_time = stratum[ev_pos], stop[ev_pos]
+    new_k = np.r_[True, (ev_stratum[1:] != ev_stratum[:-1]) | (ev_time[1:] != ev_time[:-1])] if len(ev_pos) \
+        else np.zeros(0, dtype=bool)
+    first = np.flatnonzero(new_k)
+    d = np.diff(np.r_[first, len(ev_pos)])
+    event_times, k_stratum = ev_time[first], ev_stratum[first]
+    k_bounds = np.searchsorted(k_stratum, np.arange(n_strata + 1))
+    k_of_event = np.repeat(np.arange(len(first)), d)
     within = np.arange(len(ev_pos)) - np.repeat(first, d)
     l_frac = within / np.repeat(d, d) if efron else np.zeros(len(ev_pos))
+    # first position of each run of equal (stratum, stop): t_k's risk set starts at its run
+    new_run = np.r_[True, (stratum[1:] != stratum[:-1]) | (stop[1:] != stop[:-1])] if n else np.zeros(0, bool)
+    run_start = np.maximum.accumulate(np.where(new_run, np.arange(n), 0))
+    risk_from = run_start[ev_pos[first]]
+    stop_idx = np.searchsorted(risk_from, run_start, side="right")
     counting = bool(np.isfinite(start).any())
-    Xs = np.ascontiguousarray(X[rows])
-    s = _Stratum(rows, Xs, stop, start, event, event_times, d, k_of_event, ev_pos,
-                 first, l_frac, np.searchsorted(stop, event_times, side="left"), counting,
-                 X_ev=np.ascontiguousarray(Xs[ev_pos]))
-    s.stop_k = np.searchsorted(event_times, stop, side="right")
+    X_ev = np.ascontiguousarray(Xs[ev_pos])
+    risk_to = row_bounds[k_stratum + 1]
+    r = _RiskSets(order, Xs, stop, start, event, stratum, row_bounds, event_times, k_stratum, k_bounds, d,
+                  k_of_event, ev_pos, first, l_frac, risk_from, risk_to, stop_idx, stop_idx + stratum, counting,
+                  X_ev, _segment_sums(X_ev, first), _suffix_plan(risk_from, risk_to, k_bounds, n),
+                  sp.csr_matrix((np.ones(len(ev_pos)), np.arange(len(ev_pos)), np.r_[first, len(ev_pos)]),
+                                shape=(len(first), len(ev_pos))))
     if counting:
-        s.start_k = np.searchsorted(event_times, start, side="right")
-        s.by_start = np.argsort(start, kind="stable")
-        s.enter_from = np.searchsorted(start[s.by_start], event_times, side="left")
-    return s
+        by_start = _stable_order(start)
+        if n_strata > 1:
+            by_start = by_start[_stable_order(stratum[by_start].astype(float))]
+        r.by_start = by_start
+        r.enter_from = _search_within(start[by_start], row_bounds, event_times, k_stratum, "left")
+        r.entering = _suffix_plan(r.enter_from, risk_to, k_bounds, n, order=by_start)
+        r.start_at = _search_within(event_times, k_bounds, start, stratum, "right") + stratum
+    return r
 
 
-def _suffix_sums(values: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """sum of values[i:] for each i in ``at`` (ascending; values in sorted order).
+def _search_within(sorted_values, bounds, query, query_segment, side) -> np.ndarray:
+    """``np.searchsorted`` of each query in its own segment of ``sorted_values`` (segment g
+    is bounds[g]:bounds[g+1], sorted within), as a global position: one search on
+    (segment, rank of value) keys."""
+    values = np.concatenate([sorted_values, query])
+    rank = np.unique(values, return_inverse=True)[1].reshape(-1).astype(np.int64)
+    width = int(rank.max()) + 1 if len(rank) else 1
+    segment = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+    key = segment * width + rank[:len(sorted_values)]
+    return np.searchsorted(key, query_segment * width + rank[len(sorted_values):], side=side)
 
-    Sums the row blocks between consecutive positions (one ``reduceat``), then cumulates
-    over the blocks from the end: O(n p) reads, O(K p) writes, no n x p temporary.
+
+def _cumsum_within(values: np.ndarray, bounds: np.ndarray, reverse: bool = False) -> np.ndarray:
+    """Cumulative sums along axis 0 restarting at each segment bounds[g]:bounds[g+1]
+    (from the segment's end when ``reverse``).
+
+    In the same order of additions as ``np.cumsum`` of each segment alone (the segments
+    laid side by side in a zero-padded array, one ``cumsum`` along it), so nothing from
+    one segment can round another's sums; when the padding would be large (very unequal
+    segments) a segmented doubling scan instead (log2 of the longest segment passes, each
+    partial sum within its segment)."""
+    lengths = np.diff(bounds)
+    n_seg, total = len(lengths), len(values)
+    if n_seg <= 1:
+        return np.cumsum(values[::-1], axis=0)[::-1] if reverse else np.cumsum(values, axis=0)
+    longest = int(lengths.max()) if total else 0
+    seg = np.repeat(np.arange(n_seg), lengths)
+    pos = np.arange(total) - bounds[seg]
+    if reverse:
+        pos = lengths[seg] - 1 - pos
+    if n_seg * longest <= 2 * total + 4096:
+        padded = np.zeros((n_seg, longest) + values.shape[1:])
+        padded[seg, pos] = values
+        return np.cumsum(padded, axis=1)[seg, pos]
+    order = np.argsort(seg * longest + pos, kind="stable") if reverse else np.arange(total)
+    out = values[order].astype(float)
+    seg_o = seg[order]
+    shift = 1
+    while shift < longest:
+        same = seg_o[shift:] == seg_o[:-shift]
+        add = out[:-shift] * (same if out.ndim == 1 else same[:, None])
+        out[shift:] = out[shift:] + add
+        shift *= 2
+    result = np.empty_like(out)
+    result[order] = out
+    return result
+
+
+@dataclass
+class _SuffixPlan:
+    """Where the sums of ``_suffix_sums`` come from, fixed for the fit: the row blocks between
+    consecutive positions at_k (cut at each stratum's end), which k owns each block, and a
+    sparse matrix whose row b picks block b's rows (its values set to w on each call)."""
+
+    blocks: sp.csr_matrix     # n_blocks x n: block b's rows (in ``rows`` order) in its row b
+    rows: np.ndarray          # the row (sorted position) of each stored entry, in block order
+    own: np.ndarray           # the k that own a block (the others' blocks are empty)
+    block: np.ndarray         # for each of those, its block
+    k_bounds: np.ndarray
+    n_k: int
+
+
+def _suffix_plan(at: np.ndarray, to: np.ndarray, k_bounds: np.ndarray, n: int,
+                 order: np.ndarray | None = None) -> _SuffixPlan:
+    """``at``: positions in ``order`` (None: the sorted positions themselves), ascending within
+    each stratum's event times; ``to``: the end of each k's stratum. k's block runs from
+    at_k to the next position or its stratum's end; equal consecutive positions give the
+    block to the last of them (the others are empty)."""
+    nonempty = at < to
+    bounds = np.unique(np.concatenate([at[nonempty], to]))
+    bounds = bounds[bounds < n]
+    first = int(bounds[0]) if len(bounds) else n
+    rows = np.arange(first, n) if order is None else np.ascontiguousarray(order[first:])
+    blocks = sp.csr_matrix((np.ones(n - first), rows, np.r_[bounds, n] - first), shape=(len(bounds), n))
+    last_of_run = np.r_[at[1:] != at[:-1], True] if len(at) else np.zeros(0, dtype=bool)
+    last_of_run[k_bounds[1:-1] - 1] = True
+    own = np.flatnonzero(nonempty & last_of_run)
+    return _SuffixPlan(blocks, rows, own, np.searchsorted(bounds, at[own]), k_bounds, len(at))
+
+
+def _suffix_sums(w: np.ndarray, X: np.ndarray, plan: _SuffixPlan) -> tuple[np.ndarray, np.ndarray]:
+    """sum of w_j and of w_j x_j over the rows of each k's suffix (``plan``; X, w in sorted order).
+
+    The block sums are one sparse product (block indicators carrying w, times X: O(n p),
+    no n x p temporary), then cumulated over the blocks from each stratum's end.
     """
-    n = len(values)
-    if len(at) == 0:
-        return np.zeros((0,) + values.shape[1:])
-    starts = np.minimum(at, n)
-    valid = starts < n
-    blocks = np.zeros((len(at),) + values.shape[1:])
-    if valid.any():
-        first_valid = np.flatnonzero(valid)
-        idx = starts[first_valid]
-        # reduceat over [idx_j, idx_{j+1}); the last block runs to the end
-        sums = np.add.reduceat(values, idx, axis=0)
-        # equal consecutive positions give a repeated block; zero all but the last of each run
-        same_as_next = np.append(idx[1:] == idx[:-1], False)
-        sums[same_as_next] = 0
-        blocks[first_valid] = sums
-    return np.cumsum(blocks[::-1], axis=0)[::-1]
+    m = plan.blocks
+    m.data = w[plan.rows]
+    s0 = np.zeros(plan.n_k)
+    S1 = np.zeros((plan.n_k, X.shape[1]))
+    if len(plan.own):
+        s0[plan.own] = np.add.reduceat(m.data, m.indptr[:-1])[plan.block]
+        S1[plan.own] = (m @ X)[plan.block]
+    return _cumsum_within(s0, plan.k_bounds, reverse=True), _cumsum_within(S1, plan.k_bounds, reverse=True)
 
 
 def _segment_sums(values: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -150,6 +305,41 @@ def _segment_sums(values: np.ndarray, first: np.ndarray) -> np.ndarray:
     if len(first) == 0:
         return np.zeros((0,) + values.shape[1:])
     return np.add.reduceat(values, first, axis=0)
+
+
+#: Rows per block of the blocked products: a block of X and its weighted copy stay in cache.
+CHUNK_ROWS = 8192
+
+
+def _weighted_cross(X: np.ndarray, coef: np.ndarray) -> np.ndarray:
+    """X' diag(coef) X in blocks of ``CHUNK_ROWS`` rows (each block of X read from memory once,
+    its weighted copy kept in cache); as Z'Z with Z = diag(sqrt(coef)) X (a symmetric rank-k
+    update: half the multiplications) when no coef is negative."""
+    n, p = X.shape
+    out = np.zeros((p, p))
+    scratch = np.empty((min(CHUNK_ROWS, n), p))
+    symmetric = bool(n == 0 or coef.min() >= 0)
+    scale = np.sqrt(coef) if symmetric else coef
+    for lo in range(0, n, CHUNK_ROWS):
+        block = X[lo:lo + CHUNK_ROWS]
+        z = np.multiply(block, scale[lo:lo + CHUNK_ROWS, None], out=scratch[:len(block)])
+        out += z.T @ z if symmetric else z.T @ block
+    return out
+
+
+def _cum_table(r: "_RiskSets", per_k: np.ndarray) -> np.ndarray:
+    """Cumulative sums of per_k over each stratum's event times, with a 0 before each
+    stratum's first (where ``stop_at``/``start_at`` point when no event time has passed)."""
+    return np.insert(_cumsum_within(per_k, r.k_bounds), r.k_bounds[:-1], 0.0, axis=0)
+
+
+def _cum_at_risk(r: "_RiskSets", table: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    """For the rows ``rows`` (sorted order): the sum of per_k over the row's stratum's event
+    times in (start_j, stop_j], read from ``_cum_table(r, per_k)``."""
+    upto_stop = table[r.stop_at[rows]]
+    if r.counting:
+        upto_stop = upto_stop - table[r.start_at[rows]]
+    return upto_stop
 
 
 @dataclass
@@ -253,7 +443,9 @@ def check_input(X: np.ndarray, stop: np.ndarray, event, names: list[str], entry=
         raise CoxInputError(f"covariate '{names[j]}'", bad[:, j].sum(), "a missing or infinite value (NaN or Inf)")
     if not np.isfinite(stop).all():
         raise CoxInputError("duration", (~np.isfinite(stop)).sum(), "a missing or infinite time")
-    ev = pd.to_numeric(pd.Series(np.asarray(event)), errors="coerce").to_numpy(dtype=float)
+    ev = np.asarray(event)
+    ev = (ev.astype(float) if ev.dtype.kind in "biuf"
+          else pd.to_numeric(pd.Series(ev), errors="coerce").to_numpy(dtype=float))
     not_binary = ~np.isin(ev, (0.0, 1.0))
     if not_binary.any():
         raise CoxInputError("event", not_binary.sum(), "a value other than 0 or 1")
@@ -267,8 +459,11 @@ def check_input(X: np.ndarray, stop: np.ndarray, event, names: list[str], entry=
         if (entry >= stop).any():   # R: "Stop time must be > start time" (it makes the row NA)
             raise CoxInputError("entry", (entry >= stop).sum(), "an entry time not before the stop time")
     for label, values in (("strata", strata), ("cluster", cluster)):
-        if values is not None and pd.isna(pd.Series(np.asarray(values, dtype=object))).any():
-            raise CoxInputError(label, pd.isna(pd.Series(np.asarray(values, dtype=object))).sum(), "a missing label")
+        if values is not None:
+            values = np.asarray(values)
+            missing = pd.isna(values) if values.dtype.kind in "fcOmM" else None   # (other kinds cannot be missing)
+            if missing is not None and missing.any():
+                raise CoxInputError(label, missing.sum(), "a missing label")
     return ev.astype(bool)
 
 
@@ -294,47 +489,55 @@ class CoxPH:
         self.max_iter = max_iter
 
     # -- core sums ------------------------------------------------------------------------
-    def _stratum_terms(self, s: _Stratum, w: np.ndarray) -> _Terms:
-        """Risk-set sums at each event time and the Efron scalar sums (see ``_Terms``)."""
-        wx = s.X * w[:, None]
-        s0 = _suffix_sums(w, s.risk_from)
-        S1 = _suffix_sums(wx, s.risk_from)
-        if s.counting:  # remove rows entering at or after t_k: at risk needs start < t_k
-            s0 = s0 - _suffix_sums(w[s.by_start], s.enter_from)
-            S1 = S1 - _suffix_sums(wx[s.by_start], s.enter_from)
-        w_ev = w[s.ev_rows]
-        d0 = _segment_sums(w_ev, s.ev_first)
-        D1 = _segment_sums(s.X_ev * w_ev[:, None], s.ev_first)
-        f = s.l_frac
-        s0_l = s0[s.k_of_event] - f * d0[s.k_of_event]
+    @staticmethod
+    def _terms(r: _RiskSets, w: np.ndarray) -> _Terms:
+        """Risk-set sums at each event time and the Efron scalar sums (see ``_Terms``), all
+        strata at once."""
+        s0, S1 = _suffix_sums(w, r.X, r.at_risk)
+        if r.counting:  # remove rows entering at or after t_k: at risk needs start < t_k
+            entering = _suffix_sums(w, r.X, r.entering)
+            s0, S1 = s0 - entering[0], S1 - entering[1]
+        w_ev = w[r.ev_rows]
+        d0 = _segment_sums(w_ev, r.ev_first)
+        r.by_k.data = w_ev
+        D1 = r.by_k @ r.X_ev
+        f = r.l_frac
+        s0_l = s0[r.k_of_event] - f * d0[r.k_of_event]
         inv = 1 / s0_l
         inv2 = inv * inv
-        seg = lambda v: _segment_sums(v, s.ev_first)  # noqa: E731
+        seg = lambda v: _segment_sums(v, r.ev_first)  # noqa: E731
         return _Terms(s0_l, S1, D1, seg(inv), seg(f * inv), seg(inv2), seg(f * inv2), seg(f * f * inv2))
 
     def _loglik_score_info(self, beta: np.ndarray, want_info: bool = True):
-        p = len(beta)
-        loglik, U, info = 0.0, np.zeros(p), np.zeros((p, p))
-        for s in self._strata:
-            eta = s.X @ beta
-            w = np.exp(eta)
-            t = self._stratum_terms(s, w)
-            loglik += float(eta[s.ev_rows].sum() - np.log(t.s0_l).sum())
-            U += s.X_ev.sum(0) - t.xbar_sum()
-            if want_info:
-                coef = w * self._cum_at_risk(s, t.a)
-                coef[s.ev_rows] -= w[s.ev_rows] * t.b[s.k_of_event]
-                info += (s.X * coef[:, None]).T @ s.X - t.xbar_outer()
+        r = self._rs
+        eta = r.X @ beta
+        w = np.exp(eta)
+        t = self._terms(r, w)
+        loglik = float(eta[r.ev_rows].sum() - np.log(t.s0_l).sum())
+        # U as a sum over event times of (events' x - sum_l xbar_kl): terms near 0 (the
+        # difference of two sums over every event would lose digits to cancellation)
+        U = (r.X_ev_by_k - t.S1 * t.a[:, None] + t.D1 * t.b[:, None]).sum(0)
+        info = None
+        if want_info:
+            coef = w * self._cum_at_risk(r, t.a)
+            coef[r.ev_rows] -= w[r.ev_rows] * t.b[r.k_of_event]
+            info = _weighted_cross(r.X, coef) - t.xbar_outer()
+        self._last = (beta.copy(), w, t)   # the fitted beta's sums, reused after the fit
         return loglik, U, info
 
+    def _at(self, beta: np.ndarray) -> tuple[np.ndarray, _Terms]:
+        """exp(x'beta) (sorted rows) and the risk-set terms at ``beta``."""
+        last = getattr(self, "_last", None)
+        if last is not None and np.array_equal(last[0], beta):
+            return last[1], last[2]
+        w = np.exp(self._rs.X @ beta)
+        return w, self._terms(self._rs, w)
+
     @staticmethod
-    def _cum_at_risk(s: _Stratum, per_k: np.ndarray) -> np.ndarray:
-        """For each row j: sum of per_k over event times t_k in (start_j, stop_j]."""
-        csum = np.concatenate([np.zeros((1,) + per_k.shape[1:]), np.cumsum(per_k, axis=0)])
-        upto_stop = csum[s.stop_k]
-        if s.counting:
-            upto_stop = upto_stop - csum[s.start_k]
-        return upto_stop
+    def _cum_at_risk(r: _RiskSets, per_k: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+        """For each row j (sorted order; those of ``rows``): sum of per_k over its stratum's
+        event times t_k in (start_j, stop_j]."""
+        return _cum_at_risk(r, _cum_table(r, per_k), rows)
 
     # -- public API -----------------------------------------------------------------------
     def fit(self, X, duration, event, *, entry=None, strata=None, cluster=None, names=None) -> "CoxPH":
@@ -342,7 +545,13 @@ class CoxPH:
 
         ``entry``: start times for counting-process (start, stop] data; ``strata``: labels
         (baseline hazard per stratum); ``cluster``: labels for the robust variance.
+
+        Runs with one BLAS thread (``_one_blas_thread``).
         """
+        with _one_blas_thread():
+            return self._fit(X, duration, event, entry, strata, cluster, names)
+
+    def _fit(self, X, duration, event, entry, strata, cluster, names) -> "CoxPH":
         if isinstance(X, pd.DataFrame):
             names = list(X.columns) if names is None else names
             X = X.to_numpy(dtype=float)
@@ -352,22 +561,21 @@ class CoxPH:
         stop = np.asarray(duration, dtype=float)
         event = check_input(X, stop, event, self.names_, entry, strata, cluster)
         start = np.full(n, -np.inf) if entry is None else np.asarray(entry, dtype=float)
+        if n == 0 or not event.any():
+            raise ValueError("no events: a Cox model cannot be fitted")
         # Centre covariates (as R does) for stability; coefficients are unchanged.
         self._center = X.mean(axis=0)
-        self._X = X - self._center
         if strata is None:
             labels, self.strata_levels_ = np.zeros(n, dtype=np.int64), np.array([None], dtype=object)
         else:
             labels, self.strata_levels_ = pd.factorize(np.asarray(strata))
-        self._strata = [_prepare(self._X, stop, start, event, r, self.ties == "efron")
-                        for r in (np.flatnonzero(labels == g) for g in range(labels.max() + 1))]
+        self._rs = _prepare(X, stop, start, event, labels, self.ties == "efron", center=self._center)
+        self._last = None
 
         beta = np.zeros(p)
         loglik0, U, info = self._loglik_score_info(beta)
         self.loglik_null_ = loglik0
         loglik = loglik0
-        if len(self._strata) == 0 or sum(len(s.d) for s in self._strata) == 0:
-            raise ValueError("no events: a Cox model cannot be fitted")
         for it in range(1, self.max_iter + 1):
             try:
                 step = np.linalg.solve(info, U)
@@ -409,16 +617,20 @@ class CoxPH:
         else:
             self.warnings_ = [f"Ran out of iterations and did not converge (max_iter = {self.max_iter})."]
         for message in self.warnings_:
-            warnings.warn(message, CoxConvergenceWarning, stacklevel=2)
+            warnings.warn(message, CoxConvergenceWarning, stacklevel=4)   # the caller of fit
         self.se_ = np.sqrt(np.diag(self.var_))
         self.n_obs_, self.n_events_ = n, int(event.sum())
         self._event = event
-        self.linear_predictor_ = (X - self._center) @ beta
-        self.score_residuals_ = self._score_residuals(beta)
+        self.linear_predictor_ = np.empty(n)
+        self.linear_predictor_[self._rs.rows] = self._rs.X @ beta
         if cluster is not None:
             codes = pd.factorize(np.asarray(cluster))[0]
-            u = np.stack([np.bincount(codes, weights=self.score_residuals_[:, c]) for c in range(p)], axis=1)
-            self.robust_var_ = self.var_ @ (u.T @ u) @ self.var_
+            by_column = self._sorted_score_residuals(beta)   # p x n: contiguous columns
+            sorted_codes = codes[self._rs.rows]
+            u = np.empty((p, codes.max() + 1))    # summed score residuals, covariate x cluster
+            for column, residuals in zip(u, by_column):
+                column[:] = np.bincount(sorted_codes, weights=residuals, minlength=len(column))
+            self.robust_var_ = self.var_ @ (u @ u.T) @ self.var_
             self.n_clusters_ = int(codes.max() + 1)
         else:
             self.robust_var_ = None
@@ -441,11 +653,10 @@ class CoxPH:
     def _baseline(self, beta: np.ndarray) -> pd.DataFrame:
         """Cumulative baseline hazard at the covariate means, per stratum: increments
         sum_l 1/S0_kl at each event time (Efron; Breslow d_k/S0_k), as R's survfit.coxph."""
-        parts = []
-        for level, s in zip(self.strata_levels_, self._strata):
-            dh = self._stratum_terms(s, np.exp(s.X @ beta)).a
-            parts.append(pd.DataFrame({"stratum": level, "time": s.event_times, "cumhaz": np.cumsum(dh)}))
-        return pd.concat(parts, ignore_index=True)
+        r = self._rs
+        dh = self._at(beta)[1].a
+        return pd.DataFrame({"stratum": self.strata_levels_[r.k_stratum], "time": r.event_times,
+                             "cumhaz": _cumsum_within(dh, r.k_bounds)})
 
     def predict_survival(self, X, times, stratum=None) -> np.ndarray:
         """S(t | x) = exp(-H0(t) exp((x - mean)' beta)) for rows of X at ``times`` (rows x times)."""
@@ -459,18 +670,33 @@ class CoxPH:
         risk = np.exp((X - self._center) @ self.coef_)
         return np.exp(-np.outer(risk, h0))
 
-    def _score_residuals(self, beta: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(self._X)
-        for s in self._strata:
-            w = np.exp(s.X @ beta)
-            t = self._stratum_terms(s, w)
-            ev, k = s.ev_rows, s.k_of_event
-            B_k = t.S1 * t.c0[:, None] - t.D1 * t.c1[:, None]        # sum_l xbar_kl / S0_kl
-            C_k = t.S1 * t.c1[:, None] - t.D1 * t.c2[:, None]        # sum_l f_l xbar_kl / S0_kl
-            mean_xbar = (t.S1 * t.a[:, None] - t.D1 * t.b[:, None]) / s.d[:, None]
-            r = -w[:, None] * (s.X * self._cum_at_risk(s, t.a)[:, None] - self._cum_at_risk(s, B_k))
-            r[ev] += s.X_ev - mean_xbar[k] + w[ev, None] * (s.X_ev * t.b[k, None] - C_k[k])
-            out[s.rows] = r
+    @property
+    def score_residuals_(self) -> np.ndarray:
+        """Score residuals (module docstring) of the fitted model, n x p in the input's row order."""
+        out = np.empty((len(self._rs.rows), len(self.coef_)))
+        out[self._rs.rows] = self._sorted_score_residuals(self.coef_).T
+        return out
+
+    def _sorted_score_residuals(self, beta: np.ndarray) -> np.ndarray:
+        """Score residuals in the sorted order, transposed (p x n: each covariate's contiguous)."""
+        r = self._rs
+        w, t = self._at(beta)
+        ev, k = r.ev_rows, r.k_of_event
+        B_k = t.S1 * t.c0[:, None] - t.D1 * t.c1[:, None]        # sum_l xbar_kl / S0_kl
+        C_k = t.S1 * t.c1[:, None] - t.D1 * t.c2[:, None]        # sum_l f_l xbar_kl / S0_kl
+        mean_xbar = (t.S1 * t.a[:, None] - t.D1 * t.b[:, None]) / r.d[:, None]
+        cum_a, cum_b = _cum_table(r, t.a), _cum_table(r, B_k)
+        out = np.empty(r.X.shape[::-1])
+        ev_bounds = np.searchsorted(ev, np.arange(0, len(w) + CHUNK_ROWS, CHUNK_ROWS))
+        for i, lo in enumerate(range(0, len(w), CHUNK_ROWS)):     # in blocks: no n x p temporaries
+            rows = slice(lo, lo + CHUNK_ROWS)
+            block = r.X[rows] * _cum_at_risk(r, cum_a, rows)[:, None]
+            block -= _cum_at_risk(r, cum_b, rows)
+            block *= -w[rows, None]
+            e = slice(ev_bounds[i], ev_bounds[i + 1])     # the block's events
+            x_ev, k_ev, w_ev = r.X_ev[e], k[e], w[ev[e], None]
+            block[ev[e] - lo] += x_ev - mean_xbar[k_ev] + w_ev * (x_ev * t.b[k_ev, None] - C_k[k_ev])
+            out[:, rows] = block.T
         return out
 
     def _transformed_times(self, transform: str) -> np.ndarray:
@@ -499,27 +725,30 @@ class CoxPH:
         ``var`` = V^-1 is the variance R's ``plot.cox.zph`` draws its band with.
         """
         ttimes = self._transformed_times(transform)
-        p = len(self.coef_)
-        rows, stratum, resid, used = [], [], [], []
-        for g, s in enumerate(self._strata):
-            t = self._stratum_terms(s, np.exp(s.X @ self.coef_))
-            mean_xbar = (t.S1 * t.a[:, None] - t.D1 * t.b[:, None]) / s.d[:, None]
-            resid.append(s.X_ev - mean_xbar[s.k_of_event])
-            rows.append(s.rows[s.ev_rows])
-            stratum.append(np.full(len(s.ev_rows), g))
-            varies = (s.X != s.X[:1]).any(axis=0) if len(s.X) else np.zeros(p, dtype=bool)
-            used.append(np.where(varies, len(s.ev_rows), 0))
-        resid, rows, stratum = np.vstack(resid), np.concatenate(rows), np.concatenate(stratum)
-        per_event = sum(np.minimum.outer(u, u) for u in used)
-        vmean = self._info / np.where(per_event == 0, 1, per_event)
-        scaled = np.full_like(resid, np.nan)
-        for g, u in enumerate(used):
-            k, sel = np.flatnonzero(u > 0), stratum == g
-            if len(k) and sel.any():
-                scaled[np.ix_(sel, k)] = np.linalg.solve(vmean[np.ix_(k, k)], resid[np.ix_(sel, k)].T).T
+        r = self._rs
+        _, t = self._at(self.coef_)
+        mean_xbar = (t.S1 * t.a[:, None] - t.D1 * t.b[:, None]) / r.d[:, None]
+        resid = r.X_ev - mean_xbar[r.k_of_event]
+        rows, stratum = r.rows[r.ev_rows], r.stratum[r.ev_rows]
+        n_strata = len(r.row_bounds) - 1
+        with _one_blas_thread():
+            varies = (np.maximum.reduceat(r.X, r.row_bounds[:-1], axis=0)
+                      != np.minimum.reduceat(r.X, r.row_bounds[:-1], axis=0))    # per stratum x covariate
+            used = np.where(varies, np.bincount(stratum, minlength=n_strata)[:, None], 0)
+            per_event = np.minimum(used[:, :, None], used[:, None, :]).sum(axis=0)
+            vmean = self._info / np.where(per_event == 0, 1, per_event)
+            scaled = np.full_like(resid, np.nan)
+            # one solve per set of varying covariates (usually one set for every stratum)
+            patterns, pattern_of = np.unique(used > 0, axis=0, return_inverse=True)
+            pattern_of = pattern_of.reshape(-1)
+            for i, pattern in enumerate(patterns):
+                k, sel = np.flatnonzero(pattern), pattern_of[stratum] == i
+                if len(k) and sel.any():
+                    scaled[np.ix_(sel, k)] = np.linalg.solve(vmean[np.ix_(k, k)], resid[np.ix_(sel, k)].T).T
+            var = np.linalg.inv(vmean)
         return ScaledSchoenfeld(
             row=rows, stratum=self.strata_levels_[stratum], time=self._stop[rows], x=ttimes[rows],
-            y=pd.DataFrame(scaled + self.coef_, columns=self.names_), var=np.linalg.inv(vmean), transform=transform)
+            y=pd.DataFrame(scaled + self.coef_, columns=self.names_), var=var, transform=transform)
 
     def zph(self, transform: str = "km") -> pd.DataFrame:
         """Test of proportional hazards, as R's ``cox.zph(fit, transform="km")`` (survival 3.x).
@@ -531,23 +760,22 @@ class CoxPH:
         With U the interaction score and I the expanded information,
         chisq = u' I^-1 u with u = (0, ..., 0, U).
         """
-        p = self._X.shape[1]
+        r = self._rs
+        p = r.X.shape[1]
         ttimes = self._transformed_times(transform)
         gtime = ttimes - ttimes[self._event].mean()
-        U = np.zeros(p)
-        blocks = [np.zeros((p, p)) for _ in range(3)]  # sum V, sum g V, sum g^2 V
-        for s in self._strata:
-            w = np.exp(s.X @ self.coef_)
-            t = self._stratum_terms(s, w)
-            ev = s.ev_rows
-            g_ev = gtime[s.rows][ev]
-            g_k = _segment_sums(g_ev, s.ev_first) / s.d  # g is constant within a tied time
-            U += (g_ev[:, None] * s.X_ev).sum(0) - t.xbar_sum(g_k)
-            for power, block in enumerate(blocks):
+        w, t = self._at(self.coef_)
+        ev = r.ev_rows
+        g_ev = gtime[r.rows[ev]]
+        g_k = _segment_sums(g_ev, r.ev_first) / r.d  # g is constant within a tied time
+        U = (g_ev[:, None] * r.X_ev).sum(0) - t.xbar_sum(g_k)
+        blocks = []  # sum V, sum g V, sum g^2 V
+        with _one_blas_thread():
+            for power in range(3):
                 gp = g_k ** power
-                coef = w * self._cum_at_risk(s, gp * t.a)
-                coef[ev] -= w[ev] * (gp * t.b)[s.k_of_event]
-                block += (s.X * coef[:, None]).T @ s.X - t.xbar_outer(gp)
+                coef = w * self._cum_at_risk(r, gp * t.a)
+                coef[ev] -= w[ev] * (gp * t.b)[r.k_of_event]
+                blocks.append(_weighted_cross(r.X, coef) - t.xbar_outer(gp))
         i11, i12, i22 = blocks
         full = np.block([[i11, i12], [i12.T, i22]])
         rows = []

@@ -97,7 +97,8 @@ from scipy.sparse import csgraph
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from pipeline.cox import CoxConvergenceWarning, CoxPH, _prepare, _Stratum, check_input
+from pipeline.cox import (CoxConvergenceWarning, CoxPH, _cum_table, _cumsum_within, _prepare, _RiskSets,
+                          _weighted_cross, check_input)
 
 #: R's default: clusters above this number get the sparse (diagonal) frailty information.
 SPARSE_ABOVE = 5
@@ -163,13 +164,22 @@ def _next_theta(thetas: list[float], logliks: list[float]) -> float | None:
 
 @dataclass
 class _ClusterIndex:
-    """One stratum's rows (in its stop-time order) by cluster, fixed for the whole fit."""
+    """The rows (in their (stratum, stop-time) order) by cluster, fixed for the whole fit; a
+    group is a cluster's rows in one stratum."""
 
-    g: np.ndarray             # cluster code of each row (stop-time order)
-    members: sp.csr_matrix    # q x n_s indicator: members @ v sums v by cluster
-    perm: np.ndarray          # order by (cluster, stop time)
-    next_group: np.ndarray    # for each position in perm order: where its cluster's block ends
-    run_start: np.ndarray     # positions (perm order) starting a run of one cluster and one time
+    g: np.ndarray             # cluster code of each row (sorted order)
+    members: sp.csr_matrix    # q x n indicator: members @ v sums v by cluster
+    # Sums by cluster of products with row weights, as sparse products (no n x p temporary);
+    # each holds one entry per row (of ``perm``; ``by_event``: per event row, ``event_rows``)
+    # whose values are set to the weights before use:
+    by_row: sp.csr_matrix     # q x n: by_row @ X_perm = sum_{j in g} v_j x_j
+    X_perm: np.ndarray        # the covariates in ``perm`` order (so by_row reads them in sequence)
+    by_stop: sp.csr_matrix    # q x (K + strata): by_stop @ _cum_table(per_k) = sum_{j in g} v_j (cumulated per_k)_j
+    by_event: sp.csr_matrix   # q x K: by_event @ per_k = sum over g's events of v_j per_k(j)
+    event_rows: np.ndarray    # sorted position of each event entry of ``by_event``
+    perm: np.ndarray          # order by (cluster, stratum, stop time)
+    group_bounds: np.ndarray  # positions (perm order) where each group begins, and n
+    run_start: np.ndarray     # positions (perm order) starting a run of one group and one time
     run_has_event: np.ndarray # which runs hold an event
     run_g: np.ndarray         # cluster of each run holding an event
     run_first: np.ndarray     # start position of each run holding an event
@@ -177,23 +187,31 @@ class _ClusterIndex:
     event_perm: np.ndarray    # event indicator in perm order (float)
 
 
-def _cluster_index(s: _Stratum, codes: np.ndarray, q: int) -> _ClusterIndex:
+def _cluster_index(s: _RiskSets, codes: np.ndarray, q: int) -> _ClusterIndex:
     g = codes[s.rows]
     n = len(g)
-    perm = np.argsort(g, kind="stable")       # stable: stop-time order kept within a cluster
-    gp, tp = g[perm], s.stop[perm]
-    new_group = np.r_[True, gp[1:] != gp[:-1]]
-    group_start = np.flatnonzero(new_group)
-    group_end = np.r_[group_start[1:], n]
-    next_group = np.repeat(group_end, np.diff(np.r_[group_start, n]))
+    key = g * (int(s.stratum.max()) + 1 if n else 1) + s.stratum
+    perm = np.argsort(key, kind="stable")     # stable: stop-time order kept within a group
+    kp, gp, tp = key[perm], g[perm], s.stop[perm]
+    new_group = np.r_[True, kp[1:] != kp[:-1]]
+    group_bounds = np.r_[np.flatnonzero(new_group), n]
     new_run = new_group | np.r_[True, tp[1:] != tp[:-1]]
     run_start = np.flatnonzero(new_run)
     event_perm = s.event[perm].astype(float)
     has_event = np.add.reduceat(event_perm, run_start) > 0 if n else np.zeros(0, bool)
     first = run_start[has_event]
-    run_k = np.searchsorted(s.event_times, tp[first])
+    run_k = s.stop_idx[perm[first]] - 1    # an event time of the run's stratum: the last counted
     members = sp.csr_matrix((np.ones(n), (g, np.arange(n))), shape=(q, n))
-    return _ClusterIndex(g, members, perm, next_group, run_start, has_event, gp[first], first, run_k, event_perm)
+    by_cluster = np.searchsorted(gp, np.arange(q + 1))       # perm is in cluster order
+    by_row = sp.csr_matrix((np.ones(n), np.arange(n), by_cluster), shape=(q, n))
+    by_stop = sp.csr_matrix((np.ones(n), s.stop_at[perm], by_cluster), shape=(q, len(s.d) + len(s.row_bounds) - 1))
+    ev_entries = np.flatnonzero(s.event[perm])
+    event_rows = perm[ev_entries]
+    by_event = sp.csr_matrix((np.ones(len(ev_entries)), s.stop_idx[event_rows] - 1,
+                              np.searchsorted(gp[ev_entries], np.arange(q + 1))), shape=(q, len(s.d)))
+    return _ClusterIndex(g, members, by_row, np.take(s.X, perm, axis=0), by_stop, by_event, event_rows, perm,
+                         group_bounds, run_start,
+                         has_event, gp[first], first, run_k, event_perm)
 
 
 class GammaFrailtyCox:
@@ -235,24 +253,25 @@ class GammaFrailtyCox:
         for s, ci in zip(self._strata, self._index):
             eta = s.X @ beta + omega[ci.g]
             w = np.exp(eta)
-            t = self._cox._stratum_terms(s, w)
+            t = CoxPH._terms(s, w)
             ev, k = s.ev_rows, s.k_of_event
             pl += float(eta[ev].sum() - np.log(t.s0_l).sum())
             u_beta += s.X_ev.sum(0) - t.xbar_sum()
             expected = w * CoxPH._cum_at_risk(s, t.a)
             expected[ev] -= w[ev] * t.b[k]
             u_omega += ci.members @ (s.event - expected)
-            info_beta += (s.X * expected[:, None]).T @ s.X - t.xbar_outer()
+            info_beta += _weighted_cross(s.X, expected) - t.xbar_outer()
             B_k = t.S1 * t.c0[:, None] - t.D1 * t.c1[:, None]
             C_k = t.S1 * t.c1[:, None] - t.D1 * t.c2[:, None]
-            v = s.X * expected[:, None] - w[:, None] * CoxPH._cum_at_risk(s, B_k)
-            v[ev] += w[ev, None] * C_k[k]
-            cross += ci.members @ v
+            # cross_g = sum_{j in g} [x_j E_j - w_j (cumulated B)_j + delta_j w_j C_k(j)]
+            ci.by_row.data = expected[ci.perm]
+            ci.by_stop.data = w[ci.perm]
+            ci.by_event.data = w[ci.event_rows]
+            cross += ci.by_row @ ci.X_perm - ci.by_stop @ _cum_table(s, B_k) + ci.by_event @ C_k
             m_sum += ci.members @ expected
             # sum_kl m_gkl^2: pairs of rows of a cluster both at risk (see the docstring)
             wp = w[ci.perm]
-            suffix = np.r_[np.cumsum(wp[::-1])[::-1], 0.0]
-            later = suffix[:-1] - suffix[ci.next_group]            # T_j
+            later = _cumsum_within(wp, ci.group_bounds, reverse=True)   # T_j
             g0 = CoxPH._cum_at_risk(s, t.c0)[ci.perm]
             m_sq += np.bincount(ci.g[ci.perm], weights=wp * g0 * (2 * later - wp), minlength=q)
             if self.ties == "efron" and len(ci.run_first):
@@ -276,12 +295,12 @@ class GammaFrailtyCox:
         for s in self._dense_strata:
             eta = s.X @ theta_all
             w = np.exp(eta)
-            t = self._cox._stratum_terms(s, w)
+            t = CoxPH._terms(s, w)
             pl += float(eta[s.ev_rows].sum() - np.log(t.s0_l).sum())
             u += s.X_ev.sum(0) - t.xbar_sum()
             coef = w * CoxPH._cum_at_risk(s, t.a)
             coef[s.ev_rows] -= w[s.ev_rows] * t.b[s.k_of_event]
-            info += (s.X * coef[:, None]).T @ s.X - t.xbar_outer()
+            info += _weighted_cross(s.X, coef) - t.xbar_outer()
         e_omega = np.exp(omega)
         ppl = pl - nu * float(np.sum(e_omega - omega))
         d_omega = info[:q, :q] + np.diag(nu * e_omega)
@@ -376,11 +395,9 @@ class GammaFrailtyCox:
         q = len(self.clusters_)
         self._events_per_cluster = np.bincount(codes, weights=event, minlength=q)
         labels = np.zeros(n, dtype=np.int64) if strata is None else pd.factorize(np.asarray(strata))[0]
-        rows_by_stratum = [np.flatnonzero(labels == v) for v in range(labels.max() + 1)]
         start = np.full(n, -np.inf)
         efron = self.ties == "efron"
         Xc = X - X.mean(axis=0)          # centred, as R and CoxPH (coefficients unchanged)
-        self._cox = CoxPH(ties=self.ties)
         # groups of clusters closed under shared strata: connected components of the
         # cluster-stratum graph
         link = sp.coo_matrix((np.ones(n), (codes, labels)), shape=(q, labels.max() + 1)).tocsr()
@@ -389,13 +406,13 @@ class GammaFrailtyCox:
         self._group_size = np.bincount(self._group).astype(float)
         self._sparse = (q > SPARSE_ABOVE) if self.sparse is None else bool(self.sparse)
         if self._sparse:
-            self._strata = [_prepare(Xc, stop, start, event, r, efron) for r in rows_by_stratum]
+            self._strata = [_prepare(Xc, stop, start, event, labels, efron)]   # every stratum at once
             self._index = [_cluster_index(s, codes, q) for s in self._strata]
         else:
             if q > DENSE_MAX:
                 raise ValueError(f"exact (non-sparse) frailty information is for at most {DENSE_MAX} clusters")
             Xa = np.hstack([np.eye(q)[codes], Xc])
-            self._dense_strata = [_prepare(Xa, stop, start, event, r, efron) for r in rows_by_stratum]
+            self._dense_strata = [_prepare(Xa, stop, start, event, labels, efron)]
         return X, stop, event, strata, q
 
     def _fit(self, X, duration, event, cluster, strata, names) -> "GammaFrailtyCox":

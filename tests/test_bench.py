@@ -1,0 +1,67 @@
+"""The benchmark's plumbing (no timing here: speed targets live in ``make bench`` itself)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from pipeline import bench
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_stage_of_dvc_yaml_is_measured_in_its_order():
+    stages = bench.pipeline_stages(ROOT)
+    declared = [spec["cmd"].split(".")[-1] for spec in yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"].values()]
+    assert stages == declared
+    assert stages[:3] == ["simulate", "clean", "episodes"] and {"survival", "calibration", "report"} <= set(stages)
+
+
+def test_scratch_copy_runs_its_own_code_with_the_size_set_and_no_data(tmp_path):
+    project = tmp_path / "project"
+    for rel in ("pipeline/__init__.py", "params.yaml", "dvc.yaml"):
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_bytes((ROOT / rel).read_bytes())
+    for rel in ("data/raw/banded/la.csv", "data/raw/synthetic/big.csv", "data/clean/x.parquet", ".git/HEAD",
+                ".dvc/cache/ab", ".dvc/config"):
+        (project / rel).parent.mkdir(parents=True, exist_ok=True)
+        (project / rel).write_text("x")
+    work = tmp_path / "work"
+    bench.scratch_project(project, work, 1234, "synthetic")
+    assert yaml.safe_load((work / "params.yaml").read_text())["simulate"]["n_children"] == 1234
+    assert (work / "data/raw/banded/la.csv").exists() and (work / ".dvc/config").exists()
+    for left_out in ("data/raw/synthetic", "data/clean", ".git", ".dvc/cache"):
+        assert not (work / left_out).exists(), left_out
+
+
+def test_readme_block_is_replaced_and_nothing_else(tmp_path):
+    (tmp_path / "README.md").write_text(f"# P\n\nbefore\n{bench.README_START}\nold table\n{bench.README_END}\nafter\n")
+    assert bench.write_readme(tmp_path, "| new |\n")
+    assert (tmp_path / "README.md").read_text() == (f"# P\n\nbefore\n{bench.README_START}\n| new |\n"
+                                                    f"{bench.README_END}\nafter\n")
+    (tmp_path / "README.md").write_text("no markers\n")
+    assert not bench.write_readme(tmp_path, "| new |\n")
+    assert (tmp_path / "README.md").read_text() == "no markers\n"
+
+
+def row(stage, wall, cpu, mb, children=1_000_000):
+    return {"source": "synthetic", "children": children, "stage": stage, "wall_s": wall, "cpu_s": cpu, "peak_mb": mb,
+            "referrals": 1_575_307, "index_referrals": 1_338_088, "load": [1.0, 2.0]}
+
+
+def test_totals_and_targets_by_hand():
+    rows = [row("simulate", 40.0, 38.0, 3196), row("clean", 50.0, 49.0, 2313), row("episodes", 13.0, 12.5, 2461),
+            row("survival", 200.0, 190.0, 5000)]
+    table = bench.stage_table(rows)
+    # first three: 40 + 50 + 13 = 103.0 s wall, 38 + 49 + 12.5 = 99.5 s CPU, max(3196, 2313, 2461) MB
+    assert "| synthetic | 1,000,000 | | | simulate + clean + episodes | 103.0 | 99.5 | 3,196 |" in table
+    # whole pipeline: 103 + 200 = 303.0 s wall, 99.5 + 190 = 289.5 s CPU, max 5,000 MB
+    assert "| **whole pipeline** | **303.0** | 289.5 | **5,000** |" in table
+    assert "| 1,575,307 | 1,338,088 |" in table
+    checks = bench.verdicts(rows, [{"rows": 1_000_000, "covariates": 15, "ours_s": 3.5}],
+                            {"children": 1_000_000, "rows": 1_338_088, "terms": 20, "strata": 8, "clusters": 585_653,
+                             "seconds": 4.2, "cpu_s": 4.0})
+    assert "103.0 s, 3,196 MB (meets the target of 180 s and 6,144 MB)" in checks[0]
+    assert "4.2 s (4.0 s CPU) (meets the target of 5 s)" in checks[1]
+    assert "3.5 s (MISSES the target of 3 s)" in checks[2]
