@@ -5,7 +5,7 @@ Reads ``data/analysis/rereport.parquet`` and writes, under ``reports/survival/``
 * ``km_overall.csv``, ``km_by_group.csv``: Kaplan-Meier cumulative re-report (1 - S) and
   Nelson-Aalen cumulative hazard with 95% CIs (lifelines: log(-log) intervals for S,
   log intervals for H) and numbers at risk; ``cumulative_rereport.csv`` at the horizons;
-  ``logrank.csv`` (lifelines multivariate log-rank test per grouping).
+  ``logrank.csv`` (multivariate log-rank test per grouping, ``nonparametric.logrank_test``).
 * ``hazard_ratios.csv``: Cox model (``pipeline.cox.CoxPH``; Efron ties, LA strata,
   family-cluster robust SEs) with the true hazard ratio beside each estimate when the
   input is the synthetic default; ``ph_tests.csv``: scaled-Schoenfeld tests as R's
@@ -48,7 +48,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines.statistics import multivariate_logrank_test
 from lifelines.utils import concordance_index
 
 from pipeline import config
@@ -64,7 +63,8 @@ from pipeline.fit_warnings import FitWarnings
 from pipeline.frailty import TABLE_COLUMNS as FRAILTY_COLUMNS, fit_shared_frailty, frailty_problem
 from pipeline.io import write_csv, write_json
 from pipeline.settings import survival_settings
-from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, nelson_aalen, step_read
+from pipeline.nonparametric import (DAYS_PER_MONTH, aalen_johansen, kaplan_meier, logrank_test, nelson_aalen,
+                                    step_read)
 from pipeline.schoenfeld import COLUMNS as SCHOENFELD_COLUMNS
 from pipeline.schoenfeld import schoenfeld_table
 
@@ -148,14 +148,22 @@ def on_grid(curve: pd.DataFrame, times: np.ndarray, months: float = 72, step: fl
     return out[out[["cumulative_rereport"]].notna().all(axis=1)]
 
 
+def string_levels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each row's level as text (``astype(str)``) as a code into the distinct texts: the
+    conversion is done once per distinct value rather than once per row."""
+    raw, distinct_values = pd.factorize(values, use_na_sentinel=False)
+    text = pd.Series(distinct_values, dtype=object).astype(str).to_numpy()
+    merged, names = pd.factorize(text)        # two raw values may read the same as text
+    return merged[raw], list(names)
+
+
 def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], min_count: int
              ) -> dict[str, pd.DataFrame]:
     horizons_days = [m * DAYS_PER_MONTH for m in horizons_months]
     overall = km_table(df["time_days"], df["event"], min_count)
     by_group, cumulative, logrank = [], [], []
 
-    def horizon_rows(variable: str, level: str, sub: pd.DataFrame, curve: pd.DataFrame | None) -> None:
-        n, events = len(sub), int(sub["event"].sum())
+    def horizon_rows(variable: str, level: str, n: int, events: int, curve: pd.DataFrame | None) -> None:
         read = at_horizons(curve, horizons_days) if curve is not None else None
         for i, m in enumerate(horizons_months):
             row = {"variable": variable, "level": level, "n": n if n >= min_count else np.nan,
@@ -164,28 +172,31 @@ def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], 
                        {"cumulative_rereport": np.nan, "lower": np.nan, "upper": np.nan, "at_risk": np.nan})
             cumulative.append(row)
 
-    horizon_rows("all", "all", df, overall)
+    time, event = df["time_days"].to_numpy(), df["event"].to_numpy()
+    horizon_rows("all", "all", len(df), int(event.sum()), overall)
+    levels_of = {}
     for var in groups:
         if var not in df.columns:
             continue
-        levels = df[var].astype(str)
-        for level in sorted(levels.unique()):
-            sub = df[levels == level]
-            curve = km_table(sub["time_days"], sub["event"], min_count) if len(sub) >= min_count else None
+        codes, names = string_levels(df[var])
+        levels_of[var] = sorted(names)
+        for level in levels_of[var]:
+            rows = codes == names.index(level)
+            t, e = time[rows], event[rows]
+            curve = km_table(t, e, min_count) if len(t) >= min_count else None
             if curve is not None and not curve.empty:
-                by_group.append(on_grid(curve, sub["time_days"].to_numpy()).assign(variable=var, level=level))
-            horizon_rows(var, level, sub, curve if curve is not None and not curve.empty else None)
-        if levels.nunique() > 1:
-            test = multivariate_logrank_test(df["time_days"], levels, df["event"])
-            logrank.append({"variable": var, "groups": int(levels.nunique()), "chisq": test.test_statistic,
-                            "df": int(levels.nunique() - 1), "p": test.p_value})
+                by_group.append(on_grid(curve, t).assign(variable=var, level=level))
+            horizon_rows(var, level, len(t), int(e.sum()), curve if curve is not None and not curve.empty else None)
+        if len(names) > 1:
+            chisq, dof, p = logrank_test(time, codes, event)
+            logrank.append({"variable": var, "groups": len(names), "chisq": chisq, "df": dof, "p": p})
     km_cols = ["variable", "level", "time_days", "time_months", "at_risk", "cumulative_rereport",
                "cumulative_lower", "cumulative_upper"]
     return {
         "km_overall": overall,
         "km_by_group": complementary_at_risk(
             pd.concat(by_group, ignore_index=True)[km_cols],
-            {v: sorted(df[v].astype(str).unique()) for v in groups if v in df.columns},
+            levels_of,
             float(overall["time_days"].max())) if by_group else pd.DataFrame(columns=km_cols),
         "cumulative_rereport": complementary_suppression(
             complementary_suppression(pd.DataFrame(cumulative), ["variable", "horizon_months"], "n", ["n", "events"]),
