@@ -292,15 +292,26 @@ def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_mon
 def recurrent_data(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Counting-process rows per child: time since the child's first index origin, one
     (start, stop] per index episode; gaps (open cases) are time not at risk. Rows whose
-    interval overlaps the previous one (a referral while a case was open) are left out."""
-    d = df.sort_values(["child_id", "origin_date"], kind="stable").copy()
-    first = d.groupby("child_id")["origin_date"].transform("min")
-    d["start"] = (d["origin_date"] - first).dt.days.astype(float)
-    d["stop"] = d["start"] + d["time_days"]
-    d["episode"] = d.groupby("child_id").cumcount() + 1
-    prev_stop = d.groupby("child_id")["stop"].shift(1)
-    overlap = (prev_stop > d["start"]).to_numpy()
-    d["episode_stratum"] = np.minimum(d["episode"], 4).astype(str).str.replace("4", "4+")
+    interval overlaps the previous one (a referral while a case was open) are left out.
+
+    Rows in (child_id, origin_date) order; the child's first origin, episode number and
+    previous stop are read off that order in numpy (no pandas group-by on the text ids)."""
+    codes = pd.factorize(df["child_id"], sort=True)[0]          # sorted codes: the ids' order
+    origin = df["origin_date"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    if (codes < 0).any() or df["origin_date"].isna().any():     # missing ids or dates sort last, as pandas does
+        order = df.reset_index(drop=True).sort_values(["child_id", "origin_date"], kind="stable").index.to_numpy()
+    else:
+        order = np.lexsort((origin, codes))
+    d = df.take(order)
+    child, origin = codes[order], origin[order]
+    new_child = np.r_[True, child[1:] != child[:-1]] if len(d) else np.zeros(0, dtype=bool)
+    first_row = np.maximum.accumulate(np.where(new_child, np.arange(len(d)), 0))   # each row's child's first row
+    start = ((origin - origin[first_row]) // 86_400_000_000_000).astype(float)   # whole days (.dt.days)
+    stop = start + d["time_days"].to_numpy()
+    episode = np.arange(len(d)) - first_row + 1
+    overlap = np.r_[False, stop[:-1] > start[1:]] & ~new_child if len(d) else new_child
+    d = d.assign(start=start, stop=stop, episode=episode,
+                 episode_stratum=np.array(["1", "2", "3", "4+"], dtype=object)[np.minimum(episode, 4) - 1])
     return d[~overlap], int(overlap.sum())
 
 
