@@ -48,11 +48,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines.utils import concordance_index
 
 from pipeline import config
 from pipeline.aft import DISTRIBUTIONS, AFTConvergenceWarning, AFTRegression
 from pipeline.cli import InputError, stage_entry
+from pipeline.concordance import concordance_index
 from pipeline import cox_model
 from pipeline.cox import CoxConvergenceWarning, CoxInputError, CoxPH, check_input
 from pipeline.cox_model import fit_cox
