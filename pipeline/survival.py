@@ -322,11 +322,12 @@ def recurrent(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], log: FitWarn
     log = log or FitWarnings(FIT_WARNINGS)
     with log.fitting("andersen_gill"):
         ag = CoxPH(ties=s["ties"]).fit(Xd, d["stop"], d["event"], entry=d["start"], cluster=d["child_id"])
+    ag_table = hazard_ratio_table(ag).assign(model="andersen_gill")
+    del ag    # a fit keeps sorted copies of the design (~1 GB at a million rows): gone before the next
     with log.fitting("pwp_gap_time"):
         pwp = CoxPH(ties=s["ties"]).fit(Xd, d["time_days"], d["event"], strata=d["episode_stratum"],
                                         cluster=d["child_id"])
-    table = pd.concat([hazard_ratio_table(ag).assign(model="andersen_gill"),
-                       hazard_ratio_table(pwp).assign(model="pwp_gap_time")], ignore_index=True)
+    table = pd.concat([ag_table, hazard_ratio_table(pwp).assign(model="pwp_gap_time")], ignore_index=True)
     return table, {"rows": int(len(d)), "children": int(d["child_id"].nunique()),
                    "events": int(d["event"].sum()), "overlapping_rows_left_out": overlapping}
 
@@ -346,6 +347,7 @@ def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: i
                 model = fit_cox(df, X, s, event=(df["event_type"] == cause).astype(int),
                                 what=f"cause-specific Cox model of {cause}")
             tables.append(hazard_ratio_table(model).assign(cause=cause))
+            del model    # its sorted copies of the design go before the next cause's fit
     cif = pd.concat(curves, ignore_index=True).rename(columns={"time": "time_days"})
     cif = cif[["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"]]
     published = {c: (n if n >= min_count else None) for c, n in counts.items()}
