@@ -159,6 +159,10 @@ def smoothed_errors(p: np.ndarray, y: np.ndarray, weights: np.ndarray) -> dict[s
     without its other measures, so that a replicate with no events still scores."""
     used = weights > 0
     ux, _, mass, events = distinct(p[used], y[used], weights[used])
+    return _errors_on_distinct(ux, mass, events)
+
+
+def _errors_on_distinct(ux: np.ndarray, mass: np.ndarray, events: np.ndarray) -> dict[str, float]:
     error = np.abs(ux - lowess_distinct(ux, mass, events))
     e50, e90 = weighted_quantile(error, mass, [0.5, 0.9])
     return {"ici": float(np.sum(mass * error) / mass.sum()), "e50": float(e50), "e90": float(e90)}
@@ -192,7 +196,20 @@ def _reweighted_errors(p: np.ndarray, y: np.ndarray, w: np.ndarray, multipliciti
 
 
 def _redrawn_errors(p: np.ndarray, w: np.ndarray, outcomes: np.ndarray) -> list:
-    return [smoothed_errors(p, y.astype(float), w) for y in outcomes]
+    """``smoothed_errors`` of each outcome set: the predictions and weights are the same in
+    every set, so ``distinct``'s sort, distinct values and masses are made once (the same
+    sort of the same array: the same numbers to the bit) and only the events are summed."""
+    used = w > 0
+    pu, wu = p[used], w[used]
+    order = np.argsort(pu)                                   # as lowess.distinct sorts
+    xs = pu[order]
+    new = np.empty(len(xs), dtype=bool)
+    new[:1] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    group = np.cumsum(new) - 1
+    ux, mass = xs[new], np.bincount(group, weights=wu[order])
+    return [_errors_on_distinct(ux, mass, np.bincount(group, weights=(wu * y.astype(float)[used])[order]))
+            for y in outcomes]
 
 
 def error_intervals(p, y, weights, family, replicates: int, seed: int, stream: str,
