@@ -6,7 +6,7 @@ in the report), and so is any cell from which it could be recovered by subtracti
 (each stage withholds the linked cells with it: the four cells of an error table, a
 group's events with its size, ...).
 
-``scan`` is the independent check: it reads every CSV, JSON, Markdown and HTML file
+``scan`` is the independent check: it reads every CSV, JSON, Markdown, HTML and text file
 under the given folders and reports
 
 * any child, family, referral or plan identifier of the input, raw or pseudonymised, as a
@@ -23,7 +23,10 @@ tested where they are made. Counts in the HTML and Markdown report come from the
 CSV and JSON files. Data-processing tallies in ``metrics/clean.json`` (rows read, kept,
 rejected by reason, normalised) count records of the extract, not people with an
 attribute; they are published so that the reconciliation rows in = kept + rejected can
-be checked, and are exempt (``EXEMPT_JSON``).
+be checked, and are exempt (``EXEMPT_JSON``). So are the output-checking bundle's ACRO files
+(``reports/outputs/results.json``, ``session_summary.json``): their integers are cell positions,
+numbers of flagged cells and residual degrees of freedom, and the tables they describe are
+scanned beside them.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ NON_COUNT_KEYS = frozenset({
     "seed", "folds", "df", "year", "intercept", "shrinkage", "optimism_r2", "riley_minimum_n",
     "covariates_with_truth", "true_value_in_95ci",
 })
-EXEMPT_JSON = frozenset({"clean.json"})
+EXEMPT_JSON = frozenset({"clean.json", "results.json", "session_summary.json"})
+SCANNED = (".csv", ".json", ".md", ".html", ".txt")     # text files; .txt for identifiers only
 ID_PATTERNS = (re.compile(r"[A-Za-z0-9_\-./]{4,}"), re.compile(r"[A-Za-z0-9]{4,}"))
 
 
@@ -77,7 +81,7 @@ def scan(folders: list[Path], min_count: int, identifiers: set[str]) -> list[str
     problems = []
     identifiers = {i for i in identifiers if not (i.isdigit() and len(i) < 6)}
     for folder in folders:
-        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in (".csv", ".json", ".md", ".html")):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in SCANNED):
             text = path.read_text(encoding="utf-8", errors="replace")
             tokens = set().union(*(pattern.findall(text) for pattern in ID_PATTERNS))
             leaked = sorted(tokens & identifiers)

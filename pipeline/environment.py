@@ -93,9 +93,22 @@ def lock_differences(pins: dict[str, tuple[str, str]]) -> list[str]:
     return differences
 
 
+def installed_dependencies() -> list[str]:
+    """The runtime dependencies the installed package declares (when the working directory is
+    not the project's root, e.g. a stage run in a copy holding only its inputs)."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("rereferral-pipeline") or []
+    except metadata.PackageNotFoundError:
+        return []
+    return sorted({canonical(requirement_name(r)) for r in requires if "extra ==" not in r})
+
+
 def describe(root: Path) -> dict[str, Any]:
     """Python, platform, each declared dependency's installed version, and the lock check."""
-    names = sorted(declared(root / PYPROJECT)["dependencies"])
+    names = sorted(declared(root / PYPROJECT)["dependencies"] if (root / PYPROJECT).exists()
+                   else installed_dependencies())
     lock = root / LOCK_FILE
     if lock.exists():
         differences = lock_differences(locked(lock))

@@ -18,6 +18,13 @@ intervals from resampling whole families. Decision curve: net benefit
 TP/n - FP/n * t/(1-t) of the model, of flagging everyone and of flagging no one, at each
 threshold t (Vickers and Elkin 2006).
 
+The headline rule's figures (per 1,000 and rates) also get 95% percentile intervals from a
+family bootstrap that refits the model on resampled development families and resamples the
+validation families (``pipeline.headline_bootstrap``): ``headline_intervals.csv``, the
+headline statement and ``reports/errors/default_rule.json``'s ``_lower``/``_upper``. The Wilson intervals of
+the rules table hold the fitted model fixed (``reports/errors/default_rule.json``: ``_wilson_lower``/``_upper``);
+they leave out the refit's uncertainty and are too narrow for the expected performance.
+
 For the Cox model at ``errors.survival_horizon_months``: the same rules on predicted risk
 1 - S(H | x), with each status at H weighted by the inverse probability of remaining
 uncensored (IPCW; Kaplan-Meier of the censoring times; rows censored before H weigh 0;
@@ -26,7 +33,8 @@ size (sum w)^2 / sum w^2.
 
 Without validation predictions (the logistic model could not be estimated) or without
 the Cox model's risks, the stage writes those tables with their header and no rows, and
-``status`` / ``not_estimated`` in the metrics (and the headline statement) say why.
+``status`` / ``not_estimated`` in the metrics (and the headline sentence) say why. The headline
+sentence is report text (``reports/errors/headline.txt``), not a metric.
 
 Disclosure: the four cells of any table with a cell below ``disclosure.min_cell_count``
 are withheld together, with every rate and frequency computed from them (the margins
@@ -45,6 +53,16 @@ from pipeline.disclosure import complementary_suppression
 from pipeline.schema import group_columns
 from pipeline.settings import Labels, labels
 
+#: The headline sentence ("Of 1,000 referrals, ..."), for the report and the terminal.
+HEADLINE = "reports/errors/headline.txt"
+#: Every figure of the headline rule (counts, rates, per 1,000; Wilson and bootstrap intervals).
+DEFAULT_RULE = "reports/errors/default_rule.json"
+
+
+def headline_metrics(rule: str | None, at_rule: dict[str, Any]) -> dict[str, Any]:
+    """The headline rule's figures as short-named metrics (per 1,000 and two rates)."""
+    return {"rule": rule, **{k: at_rule.get(f"{k}_per_1000") for k in ("events", "flagged", "tp", "fp", "fn")},
+            "sensitivity": at_rule.get("sensitivity"), "ppv": at_rule.get("ppv")}
 CELLS = ("tp", "fp", "fn", "tn")
 RATES = {  # name: (numerator cells, denominator cells)
     "sensitivity": (("tp",), ("tp", "fn")),
@@ -82,6 +100,19 @@ def per_thousand(cells: dict[str, float]) -> dict[str, int]:
     out = dict(zip(CELLS, map(int, counts)))
     out["flagged"], out["events"] = out["tp"] + out["fp"], out["tp"] + out["fn"]
     return out
+
+
+def headline_measures(p: np.ndarray, y: np.ndarray, weight: np.ndarray, percent: float) -> dict[str, float]:
+    """The top-``percent``% rule's four cells per 1,000 (unrounded: the percentiles of a
+    bootstrap should not carry the rounding of each replicate) and its rates, on weighted rows."""
+    flags, y = top_percent_flags(p, percent, weight), np.asarray(y).astype(bool)
+    cells = {"tp": weight[flags & y].sum(), "fp": weight[flags & ~y].sum(), "fn": weight[~flags & y].sum(),
+             "tn": weight[~flags & ~y].sum()}
+    total = sum(cells.values())
+    out = {f"{c}_per_1000": 1000 * cells[c] / total for c in CELLS}
+    out["flagged_per_1000"] = out["tp_per_1000"] + out["fp_per_1000"]
+    out["events_per_1000"] = out["tp_per_1000"] + out["fn_per_1000"]
+    return {**out, **dict(zip(RATES, rate_values(cells)))}
 
 
 def confusion(y: np.ndarray, flagged: np.ndarray, weight: np.ndarray | None = None) -> dict[str, Any]:
@@ -227,15 +258,54 @@ def horizon_words(days: float) -> str:
 
 
 def headline(row: pd.Series | dict[str, Any], horizon_days: float, rule_words: str,
-             words: Labels = Labels()) -> str:
-    """The natural-frequency statement for one rule ("of 1,000 referrals, ...")."""
+             words: Labels = Labels(), intervals: dict[str, tuple[float, float]] | None = None) -> str:
+    """The natural-frequency statement for one rule ("of 1,000 referrals, ..."); with
+    ``intervals`` ({"tp_per_1000": (lower, upper), ...}) each figure but the flagged
+    (fixed by a top-k% rule) carries its 95% interval, rounded half up."""
     r = dict(row)
     if any(pd.isna(r.get(f"{c}_per_1000")) for c in CELLS):
         return f"For {rule_words}, a cell of the table is below the disclosure threshold, so no figures are shown."
     f = {k: int(r[f"{k}_per_1000"]) for k in PER_1000}
-    return (f"Of 1,000 {words.subjects}, {f['events']} {words.have_outcome} within {horizon_words(horizon_days)}. "
-            f"Flagging {rule_words} flags {f['flagged']}: {f['tp']} of them {words.have_outcome} "
-            f"and {f['fp']} {words.have_not}; {f['fn']} {words.missed} are not flagged.")
+
+    def ci(key: str, first: bool = False) -> str:
+        bounds = (intervals or {}).get(f"{key}_per_1000")
+        if bounds is None or any(pd.isna(b) for b in bounds):
+            return ""
+        lower, upper = (int(np.floor(b + 0.5)) for b in bounds)
+        return f" ({'95% CI ' if first else ''}{lower}-{upper})"
+
+    return (f"Of 1,000 {words.subjects}, {f['events']}{ci('events', True)} {words.have_outcome} within "
+            f"{horizon_words(horizon_days)}. Flagging {rule_words} flags {f['flagged']}: {f['tp']}{ci('tp')} of them "
+            f"{words.have_outcome} and {f['fp']}{ci('fp')} {words.have_not}; {f['fn']}{ci('fn')} {words.missed} "
+            "are not flagged.")
+
+
+#: The headline rule's figures that get intervals from the bootstrap that refits the model.
+HEADLINE_MEASURES = (*(f"{c}_per_1000" for c in ("events", "flagged", *CELLS)), *RATES)
+
+
+def headline_uncertainty(pred: pd.DataFrame, design: tuple[pd.DataFrame, pd.DataFrame] | None, head: pd.Series,
+                         percent: float, s: dict[str, Any], seed: int) -> pd.DataFrame:
+    """measure, estimate, lower, upper: the headline figures (per 1,000 as published, rounded
+    by largest remainders) with 95% percentile intervals from the family bootstrap that
+    refits the model (``pipeline.headline_bootstrap``; replicates' per-1,000 values
+    unrounded). Withheld (NaN) with the figures; no bootstrap without the design matrices."""
+    from functools import partial
+
+    from pipeline import headline_bootstrap
+
+    estimate = {m: float(head[m]) for m in HEADLINE_MEASURES}
+    if design is None or any(pd.isna(head[f"{c}_per_1000"]) for c in CELLS):
+        table = pd.DataFrame({"measure": list(estimate), "estimate": np.nan, "lower": np.nan, "upper": np.nan,
+                              "replicates": 0})
+        return table
+    dev, val, folds = headline_bootstrap.design_rows(*design, pred)
+    draws = headline_bootstrap.refit_replicates(dev, val, partial(headline_measures, percent=percent),
+                                                int(s["bootstrap_replicates"]), seed, folds=folds,
+                                                n_jobs=int(s.get("n_jobs", 1)), progress=True)
+    table = headline_bootstrap.percentile_intervals(draws, estimate)
+    table.attrs["method"] = headline_bootstrap.describe(folds, len(draws), draws.attrs["failed_replicates"])
+    return table
 
 
 def _metric(value: Any, whole: bool) -> int | float | None:
@@ -245,8 +315,13 @@ def _metric(value: Any, whole: bool) -> int | float | None:
 
 
 def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon_days: float, min_count: int,
-        seed: int, words: Labels = Labels()) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
-    """All error-rate tables and the headline metrics (pure: predictions and settings in)."""
+        seed: int, words: Labels = Labels(), design: tuple[pd.DataFrame, pd.DataFrame] | None = None
+        ) -> tuple[dict[str, pd.DataFrame], dict[str, Any]]:
+    """All error-rate tables and the headline metrics (pure: predictions and settings in).
+
+    ``design``: the development rows (design columns, y, weight, family) and the validation
+    design matrix (rows as ``pred``), for the headline's intervals from the bootstrap that
+    refits the model; without it the headline has no intervals."""
     from pipeline.outcome import binary_outcome
     from pipeline.nonparametric import DAYS_PER_MONTH
     from pipeline.plot_tables import long_form
@@ -269,14 +344,19 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
     by_threshold = rules[rules["kind"] == "threshold"]
     plot = pd.DataFrame({"threshold": by_threshold["threshold"], "false_positives_per_1000": by_threshold["fp_per_1000"],
                          "false_negatives_per_1000": by_threshold["fn_per_1000"]})
+    uncertainty = headline_uncertainty(pred, design, head, default_k, s, seed)
+    bounds = {r.measure: (r.lower, r.upper) for r in uncertainty.itertuples()}
+    replicates = int(uncertainty["replicates"].max())
     # Long form for dvc plots (pipeline.plot_tables): a withheld value has no row, never a zero.
     tables = {"rules": rules, "by_group": groups, "decision_curve": curve,
               "plot_fp_fn": long_form(plot, "threshold", list(plot.columns[1:]), "per_1000"),
-              "plot_decision_curve": long_form(curve, "threshold", list(curve.columns[1:]), "net_benefit")}
+              "plot_decision_curve": long_form(curve, "threshold", list(curve.columns[1:]), "net_benefit"),
+              "headline_intervals": uncertainty}
     metrics: dict[str, Any] = {
         "default_rule": default_rule, "horizon_days": horizon_days,
         "statement": headline(head, horizon_days,
-                              f"the {default_k:g}% of {words.subjects} with the highest predicted risk", words)
+                              f"the {default_k:g}% of {words.subjects} with the highest predicted risk", words, bounds)
+        + (f" (95% intervals from {replicates} bootstrap resamples, each refitting the model.)" if replicates else "")
         + (f" (Weighted by the inverse probability of censoring: figures for the {words.subjects} as if all were followed "
            "for the whole horizon.)" if weight is not None else ""),
         "validation_referrals": int(len(pred)) if len(pred) >= min_count else None,
@@ -285,6 +365,17 @@ def run(pred: pd.DataFrame, cox: pd.DataFrame | None, s: dict[str, Any], horizon
                             for k in ("threshold", *CELLS, *RATES, *(f"{r}_lower" for r in RATES),
                                       *(f"{r}_upper" for r in RATES), *(f"{c}_per_1000" for c in PER_1000))},
     }
+    # Intervals at the headline rule: the refitting bootstrap's; the fixed-model Wilson ones kept, named so.
+    at = metrics["at_default_rule"]
+    for r in RATES:
+        at[f"{r}_wilson_lower"], at[f"{r}_wilson_upper"] = at.pop(f"{r}_lower"), at.pop(f"{r}_upper")
+    for measure, (lower, upper) in bounds.items():
+        whole = measure.endswith("_per_1000")
+        at[f"{measure}_lower"] = None if pd.isna(lower) else int(np.floor(lower + 0.5)) if whole else round(lower, 4)
+        at[f"{measure}_upper"] = None if pd.isna(upper) else int(np.floor(upper + 0.5)) if whole else round(upper, 4)
+    metrics["headline_intervals"] = (uncertainty.attrs["method"] if replicates
+                                     else "not computed (figures withheld, or no design matrices)")
+    metrics["wilson_intervals"] = "*_wilson_lower/_upper: Wilson 95% intervals holding the fitted model fixed"
     if cox is not None and len(cox):
         months = float(s["survival_horizon_months"])
         column = f"risk_{months:g}m"
@@ -314,6 +405,7 @@ TABLES = {
     "decision_curve": ["threshold", "net_benefit_model", "net_benefit_flag_all", "net_benefit_flag_none"],
     "plot_fp_fn": ["threshold", "series", "per_1000"],
     "plot_decision_curve": ["threshold", "series", "net_benefit"],
+    "headline_intervals": ["measure", "estimate", "lower", "upper", "replicates"],
     "survival_ipcw": ["horizon_months", *RULE_COLUMNS],
 }
 
@@ -353,7 +445,7 @@ def main() -> None:
     from pathlib import Path
 
     from pipeline import config
-    from pipeline.io import write_csv, write_json
+    from pipeline.io import write_csv, write_json, write_text
 
     params = config.load_params()
     s = params["errors"]
@@ -362,6 +454,7 @@ def main() -> None:
     cox_path = Path("data/predictions/cox_validation.parquet")
     cox = pd.read_parquet(cox_path) if cox_path.exists() else None
     check_settings(s, cox)
+    from pipeline.cli import InputError
     from pipeline.estimable import binary_problem, empty, record
 
     logistic_path = Path("metrics/logistic.json")
@@ -369,7 +462,12 @@ def main() -> None:
                if logistic_path.exists() else None) or binary_problem(pred["y"], "validation rows")
     horizon_days = float(params["logistic"]["horizon_days"])
     if problem is None:
-        tables, metrics = run(pred, cox, s, horizon_days, min_count, int(params["seed"]), labels(params))
+        design = (pd.read_parquet("data/predictions/development.parquet"),
+                  pd.read_parquet("data/predictions/validation_design.parquet"))
+        try:
+            tables, metrics = run(pred, cox, s, horizon_days, min_count, int(params["seed"]), labels(params), design)
+        except ValueError as err:   # design files that do not match the predictions
+            raise InputError(f"errors: {err}") from None
     else:
         tables, metrics = not_estimated(problem, s, horizon_days)
     if cox is None or not len(cox):
@@ -378,8 +476,17 @@ def main() -> None:
                "(see metrics/calibration.json)")
     for name, table in tables.items():
         write_csv(table, Path("reports/errors") / f"{name}.csv")
+    # The sentence is report text, not a metric: `dvc metrics diff` and `dvc exp show` stay
+    # narrow, and the numbers it is made of are metrics (at_default_rule).
+    statement = metrics.pop("statement")
+    write_text(statement + "\n", HEADLINE)
+    # Every figure of the headline rule with its intervals is a report table; the metrics keep
+    # the few a one-parameter experiment is judged by, so `dvc exp show` fits a terminal.
+    at_rule = metrics.pop("at_default_rule", {})
+    write_json(at_rule, DEFAULT_RULE)
+    metrics = {"headline": headline_metrics(metrics.get("default_rule"), at_rule), **metrics}
     write_json(metrics, Path("metrics/errors.json"))
-    print(f"errors: {metrics['statement']}")
+    print(f"errors: {statement}")
 
 
 if __name__ == "__main__":

@@ -509,6 +509,7 @@ def fit_shared_frailty(X: pd.DataFrame, duration, event, cluster: pd.Series, str
         "clusters": int(model.n_clusters_) if model.n_clusters_ >= min_count else None,
         "i_loglik": float(model.loglik_), "cox_partial_loglik": float(model.loglik_cox_),
         "iterations": model.n_iter_[0], "converged": model.converged_,
+        "df": round(float(model.frailty_df_), 4),   # the frailty term's degrees of freedom (R's); outputs' residual df
         "sentence": frailty_sentence(model.theta_, model.lr_p_, alpha),
         "method": "penalised partial likelihood, variance by R's I-likelihood search; equals R's "
                   "coxph(Surv(time, event) ~ x + strata(s) + frailty(cluster, distribution = 'gamma'))",

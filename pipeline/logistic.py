@@ -35,6 +35,7 @@ from pipeline.estimable import binary_problem, record
 from pipeline.schema import CASE_LEVEL_GROUPS
 from pipeline.split import validation_split
 from pipeline.design import design_matrix
+from pipeline import table_one
 
 def fit_logit(X: pd.DataFrame, y: pd.Series, cluster: pd.Series | None = None,
               weight: np.ndarray | None = None) -> pd.DataFrame:
@@ -75,13 +76,15 @@ def grouped_kfold_predictions(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray
     return p, fold
 
 
-def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None = None, seed: int = 0
-        ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
+def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None = None, seed: int = 0,
+        min_count: int = 10) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
     """Outcome, split, fit, validation predictions (pure: analysis table and settings in).
 
     ``split: temporal`` validates on families first seen after ``cutoff``;
     ``split: grouped_kfold`` validates on out-of-fold predictions for every row
     (``folds`` folds of whole families), the reported model being fitted to all rows.
+    Table 1 (``table1``: ``pipeline.table_one``) describes the rows split and by outcome,
+    counts below ``min_count`` withheld; it is written whether or not a model can be fitted.
     """
     from pipeline.samplesize import riley_binary
 
@@ -92,7 +95,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     if unknown:
         raise ValueError(f"logistic.splines names {', '.join(unknown)}, not in logistic.covariates")
     if data.empty:
-        return not_estimated("no rows with a known outcome at the horizon", s, outcome_counts, {"method": split})
+        return with_table_one(not_estimated("no rows with a known outcome at the horizon", s, outcome_counts,
+                                            {"method": split}), table_one.empty())
     if split in ("temporal", "random_clusters"):
         dev, val, split_counts = validation_split(data, s, seed)
         split = split_counts.pop("method")
@@ -101,6 +105,7 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
         split_counts = {"folds": int(s["folds"]), "rows": int(len(data)), "families": int(data["family_id"].nunique())}
     else:
         raise ValueError(f"logistic.split must be temporal, random_clusters or grouped_kfold, not {split!r}")
+    described = table_one.describe_split(dev, val, s, min_count)
     problem = binary_problem(dev["y"], "development rows") or binary_problem(val["y"], "validation rows")
     if problem is not None and split == "temporal":
         problem += " (move logistic.cutoff)"
@@ -110,7 +115,7 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     if problem is None and X_dev.shape[1] + 1 >= len(dev):
         problem = "as many model parameters as development rows (a categorical covariate with a level per row?)"
     if problem is not None:
-        return not_estimated(problem, s, outcome_counts, {"method": split, **split_counts})
+        return with_table_one(not_estimated(problem, s, outcome_counts, {"method": split, **split_counts}), described)
     X_val, _ = design_matrix(val, s["covariates"], s.get("categorical", []), reference)
     X_val = X_val.reindex(columns=X_dev.columns, fill_value=0.0)
     y_dev, w_dev = dev["y"].to_numpy(), dev["weight"].to_numpy()
@@ -126,7 +131,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
             p_val, fold = grouped_kfold_predictions(X_dev, y_dev, w_dev, pd.factorize(dev["family_id"])[0], splines,
                                                     int(s["folds"]), seed)
         except ValueError as err:   # too few families or one outcome in a fold's training rows
-            return not_estimated(str(err), s, outcome_counts, {"method": split, **split_counts})
+            return with_table_one(not_estimated(str(err), s, outcome_counts, {"method": split, **split_counts}),
+                                  described)
     else:
         p_val = model.predict_proba(X_val)[:, 1]
     p_dev = model.predict_proba(X_dev)[:, 1]
@@ -163,8 +169,19 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
                         "basis": "Riley et al. BMJ 2020;368:m441, with the development model's own R^2_CS"},
     }
     development = design.assign(y=y_dev, weight=w_dev, family=pd.factorize(dev["family_id"])[0]).reset_index(drop=True)
-    return ({"odds_ratios": odds.reset_index()}, metrics,
-            {"predictions": predictions, "development": development, "model": model_json})
+    # The validation rows in the same design (rows as predictions; no identifiers): the errors
+    # stage refits the model on resampled development families and predicts these.
+    validation_design = pd.DataFrame(model["design"].transform(X_val), columns=design.columns)
+    return ({"odds_ratios": odds.reset_index(), "table1": described}, metrics,
+            {"predictions": predictions, "development": development, "validation_design": validation_design,
+             "model": model_json})
+
+
+def with_table_one(result: tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]], table1: pd.DataFrame
+                   ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
+    """``run``'s result with Table 1 among its tables."""
+    tables, metrics, out = result
+    return {**tables, "table1": table1}, metrics, out
 
 
 def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any], split_counts: dict[str, Any]
@@ -184,7 +201,8 @@ def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any]
     model_json = {"status": metrics["status"], "terms": [], "coef": [], "covariates": s["covariates"],
                   "categorical": s.get("categorical", []), "horizon_days": s["horizon_days"]}
     odds = pd.DataFrame(columns=["term", "coef", "se", "or", "or_lower", "or_upper", "p"])
-    return {"odds_ratios": odds}, metrics, {"predictions": predictions, "development": development, "model": model_json}
+    return {"odds_ratios": odds}, metrics, {"predictions": predictions, "development": development,
+                                            "validation_design": pd.DataFrame(), "model": model_json}
 
 
 def main() -> None:
@@ -200,13 +218,15 @@ def main() -> None:
     df = pd.read_parquet("data/analysis/rereport.parquet")
     s = logistic_settings(params, df)
     try:
-        tables, metrics, out = run(df, s, config.extract_date(params), int(params["seed"]))
+        tables, metrics, out = run(df, s, config.extract_date(params), int(params["seed"]),
+                                   int(params["disclosure"]["min_cell_count"]))
     except ValueError as err:
         raise InputError(f"logistic: {err}") from None
     for name, table in tables.items():
         write_csv(table, Path("reports/logistic") / f"{name}.csv")
     write_parquet(out["predictions"], Path("data/predictions/validation.parquet"))
     write_parquet(out["development"], Path("data/predictions/development.parquet"))
+    write_parquet(out["validation_design"], Path("data/predictions/validation_design.parquet"))
     write_json(out["model"], Path("models/logistic.json"))
     write_json(metrics, Path("metrics/logistic.json"))
     if "status" in metrics:

@@ -198,9 +198,11 @@ def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], 
             pd.concat(by_group, ignore_index=True)[km_cols],
             levels_of,
             float(overall["time_days"].max())) if by_group else pd.DataFrame(columns=km_cols),
-        "cumulative_rereport": complementary_suppression(
+        # Levels' counts add up to the "all" row's: a lone withheld n, events or number at risk
+        # would follow by subtraction, so each gets its secondary suppression.
+        "cumulative_rereport": complementary_suppression(complementary_suppression(
             complementary_suppression(pd.DataFrame(cumulative), ["variable", "horizon_months"], "n", ["n", "events"]),
-            ["variable", "horizon_months"], "events", ["events"]),
+            ["variable", "horizon_months"], "events", ["events"]), ["variable", "horizon_months"], "at_risk", ["at_risk"]),
         "logrank": pd.DataFrame(logrank, columns=["variable", "groups", "chisq", "df", "p"]),
     }
 

@@ -58,9 +58,10 @@ def test_report_reconciles_the_within_a_year_figures():
 
     table = outcome_figures({"dfe_rereferral_within_12_months": {"share": 0.2264}},
                             {"cumulative_rereport": {"12_months": 0.3001}, "cumulative_incidence": {"12_months": 0.2926}},
-                            {"horizon_days": 365, "at_default_rule": {"events_per_1000": 255}},
+                            {"horizon_days": 365, "at_default_rule": {"events_per_1000": 255, "events_per_1000_lower": 241,
+                                                                      "events_per_1000_upper": 266}},
                             {"cox": {"12_months": {"mean_observed": 0.264}}}, Labels())
-    assert table["value"].tolist() == ["22.6%", "30.0%", "29.3%", "26.4%", "25.5%"]
+    assert table["value"].tolist() == ["22.6%", "30.0%", "29.3%", "26.4%", "25.5% (95% CI 24.1%-26.6%)"]
     assert "censored" in table["what it counts"].iloc[1] and "not re-referred" in table["what it counts"].iloc[2]
     prepared = outcome_figures({}, {"cumulative_rereport": {"12_months": 0.3}}, {}, {}, Labels())
     assert prepared["figure"].tolist() == ["1 - Kaplan-Meier at 12 months (all index episodes)"]

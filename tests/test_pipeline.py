@@ -65,12 +65,14 @@ def test_repro_makes_every_output(project):
     assert all(truth["achieved_meets_target"].values()), truth["achieved"]
     for rel in ("reports/calibration/optimism.csv", "reports/calibration/deciles.csv", "metrics/calibration.json",
                 "metrics/logistic.json", "models/logistic.json", "reports/logistic/odds_ratios.csv",
+                "reports/logistic/table1.csv",
                 "reports/survival/hazard_ratios.csv", "reports/survival/ph_tests.csv",
                 "reports/survival/plot_curves.csv", "reports/durations/planner_summary.csv",
                 "reports/durations/banded_estimates.csv", "metrics/survival.json", "metrics/durations.json",
                 "models/cox.json", "models/cox_baseline.csv", "reports/errors/rules.csv",
                 "reports/errors/by_group.csv", "reports/errors/decision_curve.csv", "reports/errors/survival_ipcw.csv",
-                "metrics/errors.json", "reports/report.html", "reports/summary.md"):
+                "metrics/errors.json", "reports/report.html", "reports/summary.md",
+                "reports/outputs/results.json", "metrics/outputs.json"):
         assert (project / rel).exists(), rel
     # On the default (after cleaning), the truth sits inside the 95% CI for at least 17 of the
     # 20 covariates that have one (P = 0.984 under nominal coverage; see test_survival).
@@ -141,8 +143,18 @@ def test_report_leads_with_how_often_the_model_is_wrong(project):
                     "decision-curve", "sample-size", "tripod", "limitations", "reproducibility"):
         assert f"<section id='{section}'>" in page, section
     assert "src='http" not in page and 'src="http' not in page and "Content-Security-Policy" in page
-    headline = json.loads((project / "metrics/errors.json").read_text())["statement"]
+    headline = (project / "reports/errors/headline.txt").read_text().strip()
     assert headline in (project / "reports/summary.md").read_text() and headline.startswith("Of 1,000 referrals")
+
+
+def test_report_made_by_footers_name_files_the_run_made(project):
+    from pipeline.report import MADE_BY
+
+    named = [path for entries in MADE_BY.values() for *_, files in entries for path in files]
+    assert "reports/logistic/table1.csv" in named
+    assert [path for path in named if not (project / path).is_file()] == []
+    page = (project / "reports/report.html").read_text()
+    assert page.count("<p class='made-by'>made by: stage") == len(MADE_BY)
 
 
 def test_report_in_headless_chromium(project):
@@ -162,7 +174,7 @@ def test_headline_rule_experiment(project):
     """dvc exp run -S errors.default_top_percent=10 changes the headline."""
     sh(["dvc", "exp", "run", "-S", "errors.default_top_percent=10"], project)
     changed = json.loads(sh(["dvc", "metrics", "diff", "--json"], project).stdout)["metrics/errors.json"]
-    assert changed["at_default_rule.flagged_per_1000"] == {"old": 200, "new": 100, "diff": -100}
+    assert changed["headline.flagged"] == {"old": 200, "new": 100, "diff": -100}
     assert "flags 100:" in (project / "reports/summary.md").read_text()
     # Later experiments start from the default parameters; no test after this one needs
     # the default outputs, so they are not rebuilt (the suite's time is budgeted).
@@ -193,7 +205,7 @@ def test_logistic_experiment_horizon_ipcw_kfold_spline(project):
     changed = json.loads(sh(["dvc", "metrics", "diff", "--json"], project).stdout)
     assert changed["metrics/logistic.json"]["horizon_days"]["new"] == 180
     assert "validation.c" in changed["metrics/calibration.json"]
-    assert "within 180 days" in json.loads((project / "metrics/errors.json").read_text())["statement"]
+    assert "within 180 days" in (project / "reports/errors/headline.txt").read_text()
     sh(["git", "checkout", "--", "params.yaml"], project)
 
 

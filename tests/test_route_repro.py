@@ -86,8 +86,8 @@ def test_prepared_table_route_runs_every_stage_to_the_report(tmp_path):
         "no_financial_aid", "financial_aid"}
     logistic = json.loads((work / "metrics/logistic.json").read_text())
     assert logistic["split"]["method"] == "grouped_kfold" and logistic["validation"]["n"] == 432
-    errors = json.loads((work / "metrics/errors.json").read_text())
-    assert errors["statement"].startswith("Of 1,000 people") and "have a re-arrest within 364 days" in errors["statement"]
+    headline = (work / "reports/errors/headline.txt").read_text()
+    assert headline.startswith("Of 1,000 people") and "have a re-arrest within 364 days" in headline
     # No plans in a prepared table: the durations stage says so, and deletes nothing git tracks.
     assert json.loads((work / "metrics/durations.json").read_text())["plans"] == 0
     status = sh(["git", "status", "--porcelain"], work).stdout
@@ -129,7 +129,7 @@ def test_cin_census_route_runs_every_stage_to_the_report(tmp_path):
     hr = pd.read_csv(work / "reports/survival/hazard_ratios.csv")
     assert "financial_problems" not in set(hr["covariate"]) and "substance_misuse" in set(hr["covariate"])
     assert json.loads((work / "metrics/durations.json").read_text())["plans"] > 100
-    assert json.loads((work / "metrics/errors.json").read_text())["statement"].startswith("Of 1,000 referrals")
+    assert (work / "reports/errors/headline.txt").read_text().startswith("Of 1,000 referrals")
     status = sh(["git", "status", "--porcelain"], work).stdout
     assert not [line for line in status.splitlines() if line.startswith((" D", "D "))], status
 
