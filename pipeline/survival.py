@@ -334,8 +334,12 @@ def recurrent(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], log: FitWarn
                    "events": int(d["event"].sum()), "overlapping_rows_left_out": overlapping}
 
 
-def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: int, log: FitWarnings | None = None
-              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: int, log: FitWarnings | None = None,
+              full: CoxPH | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Aalen-Johansen curves of each cause and cause-specific Cox models. ``full``: the
+    full-data Cox model of re-referral, fitted without warnings on these rows and design;
+    when the re-referral cause is exactly its event, it is that model (the same fit on
+    the same numbers), not fitted twice."""
     code = {c: i + 1 for i, c in enumerate(CAUSES)}
     event_type = df["event_type"].map(code).fillna(0).astype(int).to_numpy()
     curves, tables, counts = [], [], {}
@@ -345,9 +349,12 @@ def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: i
         cif = cif[cif["at_risk"] >= min_count]
         curves.append(cif.assign(cause=cause, time_months=(cif["time"] / DAYS_PER_MONTH).round(3)))
         if cause != "age_18" and counts[cause] >= min_count:
-            with (log or FitWarnings(FIT_WARNINGS)).fitting(f"cause_specific_{cause}"):
-                model = fit_cox(df, X, s, event=(df["event_type"] == cause).astype(int),
-                                what=f"cause-specific Cox model of {cause}")
+            event = (df["event_type"] == cause).astype(int)
+            if full is not None and np.array_equal(event.to_numpy(), df["event"].to_numpy()):
+                model = full
+            else:
+                with (log or FitWarnings(FIT_WARNINGS)).fitting(f"cause_specific_{cause}"):
+                    model = fit_cox(df, X, s, event=event, what=f"cause-specific Cox model of {cause}")
             tables.append(hazard_ratio_table(model).assign(cause=cause))
             del model    # its sorted copies of the design go before the next cause's fit
     cif = pd.concat(curves, ignore_index=True).rename(columns={"time": "time_days"})
@@ -482,7 +489,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
         else:
             try:
                 tables["competing_cif"], tables["cause_specific_hazard_ratios"], metrics["competing_events"] = \
-                    competing(df, X, s, min_count, log)
+                    competing(df, X, s, min_count, log,
+                              full=model if not any(r["model"] == "cox" for r in log.records) else None)
                 rr = tables["competing_cif"][tables["competing_cif"]["cause"] == "re_referral"]
                 # The project's one observed risk by a horizon (competing ends a "no"), beside 1 - KM.
                 metrics["cumulative_incidence"] = {
