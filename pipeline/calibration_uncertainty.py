@@ -83,7 +83,7 @@ from threadpoolctl import threadpool_limits
 from pipeline.bootstrap import family_draws
 from pipeline.scoring import logistic_recalibration, weighted_quantile
 from pipeline.config import seed_sequence
-from pipeline.lowess import distinct, lowess_distinct
+from pipeline.lowess import distinct, lowess_distinct, lowess_distinct_many
 
 LEVEL = 0.95
 WITHIN = "within what a perfectly calibrated model shows at this size"
@@ -162,8 +162,9 @@ def smoothed_errors(p: np.ndarray, y: np.ndarray, weights: np.ndarray) -> dict[s
     return _errors_on_distinct(ux, mass, events)
 
 
-def _errors_on_distinct(ux: np.ndarray, mass: np.ndarray, events: np.ndarray) -> dict[str, float]:
-    error = np.abs(ux - lowess_distinct(ux, mass, events))
+def _errors_on_distinct(ux: np.ndarray, mass: np.ndarray, events: np.ndarray,
+                        smooth: np.ndarray | None = None) -> dict[str, float]:
+    error = np.abs(ux - (lowess_distinct(ux, mass, events) if smooth is None else smooth))
     e50, e90 = weighted_quantile(error, mass, [0.5, 0.9])
     return {"ici": float(np.sum(mass * error) / mass.sum()), "e50": float(e50), "e90": float(e90)}
 
@@ -198,7 +199,8 @@ def _reweighted_errors(p: np.ndarray, y: np.ndarray, w: np.ndarray, multipliciti
 def _redrawn_errors(p: np.ndarray, w: np.ndarray, outcomes: np.ndarray) -> list:
     """``smoothed_errors`` of each outcome set: the predictions and weights are the same in
     every set, so ``distinct``'s sort, distinct values and masses are made once (the same
-    sort of the same array: the same numbers to the bit) and only the events are summed."""
+    sort of the same array: the same numbers to the bit), only the events are summed, and
+    the smooths share their windows (``lowess_distinct_many``: the same numbers to the bit)."""
     used = w > 0
     pu, wu = p[used], w[used]
     order = np.argsort(pu)                                   # as lowess.distinct sorts
@@ -208,8 +210,13 @@ def _redrawn_errors(p: np.ndarray, w: np.ndarray, outcomes: np.ndarray) -> list:
     np.not_equal(xs[1:], xs[:-1], out=new[1:])
     group = np.cumsum(new) - 1
     ux, mass = xs[new], np.bincount(group, weights=wu[order])
-    return [_errors_on_distinct(ux, mass, np.bincount(group, weights=(wu * y.astype(float)[used])[order]))
-            for y in outcomes]
+    out = []
+    for at in range(0, len(outcomes), 25):      # 25 sets at a time: 2 x 25 x distinct p floats in memory
+        events = np.array([np.bincount(group, weights=(wu * y.astype(float)[used])[order])
+                           for y in outcomes[at:at + 25]])
+        smooths = lowess_distinct_many(ux, mass, events)    # one window geometry for every outcome set
+        out.extend(_errors_on_distinct(ux, mass, e, s) for e, s in zip(events, smooths))
+    return out
 
 
 def error_intervals(p, y, weights, family, replicates: int, seed: int, stream: str,
