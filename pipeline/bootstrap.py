@@ -12,11 +12,12 @@ scoring steps is then that of the repeated rows (tested), and nothing is copied.
 same reason rows sharing one (x, y) are pooled into one row weighted by their summed weight
 (``distinct_rows``; on the default's coded covariates a million rows are ~70,000): the same
 likelihood and measures, up to the order of floating-point sums.
-Replicates run in parallel (joblib, ``n_jobs``), a few per task so that the data travel
-to each worker a few times rather than once per replicate, with one BLAS thread per
-worker: measured on 2 cores, default BLAS threading made parallel replicates 2.7-8.6x
-slower. Each replicate's random stream is spawned from one seed, so results do not
-depend on the number of workers, the tasks or their scheduling.
+Replicates run in parallel (``pipeline.compute.iter_tasks``: joblib with ``n_jobs``, or
+Dask tasks with ``compute.scheduler``), a few per task so that the data travel to each
+worker a few times rather than once per replicate, with one BLAS thread per worker:
+measured on 2 cores, default BLAS threading made parallel replicates 2.7-8.6x slower.
+Each replicate's random stream is spawned from one seed, so results do not depend on the
+number of workers, the tasks, their scheduling or the machine they ran on.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from pipeline import compute
 from pipeline.config import seed_sequence
 
 Fit = Callable[..., Any]                               # fit(X, y, weight, start=None) -> model
@@ -46,7 +47,7 @@ def family_draws(family: np.ndarray, replicates: int, seed: int, stream: str) ->
     """Each replicate's family multiplicity per row, for the percentile intervals of the
     calibration and errors stages (each its own named ``stream``, so their draws are independent)."""
     code = pd.factorize(np.asarray(family))[0]
-    for child in seed_sequence(seed, stream).spawn(replicates):
+    for child in family_seeds(replicates, seed, stream):
         yield family_multiplicity(np.random.default_rng(child), code, int(code.max()) + 1)
 
 
@@ -60,9 +61,22 @@ def distinct_rows(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return code, first
 
 
+def family_seeds(replicates: int, seed: int, stream: str) -> list[np.random.SeedSequence]:
+    """The child seed of each replicate of ``family_draws``: a task given some of them draws
+    exactly the multiplicities ``family_draws`` gives for those replicates."""
+    return seed_sequence(seed, stream).spawn(replicates)
+
+
+def seed_chunks(replicates: int, seed: int, stream: str, n_jobs: int = 1) -> list[list[np.random.SeedSequence]]:
+    """``family_seeds`` cut into a few runs per parallel slot (``compute.slots``), in order."""
+    return compute.chunks(family_seeds(replicates, seed, stream), 2 * compute.slots(n_jobs))
+
+
 def _replicates(X: np.ndarray, y: np.ndarray, weight: np.ndarray, family_code: np.ndarray, fit: Fit,
-                score: Score, start: Any, seeds: list[np.random.SeedSequence],
-                pooled: tuple[np.ndarray, np.ndarray] | None = None) -> list[tuple[dict, dict]]:
+                score: Score, start: Any, pooled: tuple[np.ndarray, np.ndarray] | None,
+                seeds: list[np.random.SeedSequence]) -> list[tuple[dict, dict]]:
+    """Apparent and test scores of the replicates of ``seeds`` (one task); ``pooled``:
+    ``distinct_rows`` of (X, y), or None for row by row."""
     n_families = int(family_code.max()) + 1
     out = []
     if pooled is not None:                  # rows with one (x, y) as one row weighted by their sum
@@ -109,10 +123,9 @@ def optimism(X: np.ndarray, y: np.ndarray, weight: np.ndarray, family: np.ndarra
     if pooled is not None and len(pooled[1]) > len(y) / 2:
         pooled = None                       # (mostly distinct rows, e.g. splines: nothing to gain)
     seeds = seed_sequence(seed, "optimism_bootstrap").spawn(replicates)
-    per_task = max(1, -(-replicates // (10 * max(n_jobs, 1))))
+    per_task = max(1, -(-replicates // (10 * compute.slots(n_jobs))))
     chunks = [seeds[i:i + per_task] for i in range(0, replicates, per_task)]
-    tasks = Parallel(n_jobs=n_jobs, return_as="generator")(
-        delayed(_replicates)(X, y, weight, family_code, fit, score, model, chunk, pooled) for chunk in chunks)
+    tasks = compute.iter_tasks(_replicates, chunks, (X, y, weight, family_code, fit, score, model, pooled), n_jobs)
     results = []
     with tqdm(total=replicates, desc="bootstrap replicates", unit="rep", disable=not progress, file=sys.stderr) as bar:
         for chunk in tasks:                 # in submission order: results do not depend on timing

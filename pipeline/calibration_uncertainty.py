@@ -77,10 +77,8 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from joblib import Parallel, delayed
-from threadpoolctl import threadpool_limits
-
-from pipeline.bootstrap import family_draws
+from pipeline import compute
+from pipeline.bootstrap import family_multiplicity, family_seeds
 from pipeline.scoring import logistic_recalibration, weighted_quantile
 from pipeline.config import seed_sequence
 from pipeline.lowess import distinct, lowess_distinct, lowess_distinct_many
@@ -175,25 +173,23 @@ def percentile_interval(draws: pd.DataFrame, level: float = LEVEL) -> dict[str, 
     return {f"{m}_{side}": float(q[m].iloc[i]) for m in draws.columns for i, side in enumerate(("lower", "upper"))}
 
 
-def _one_thread(function: Callable, shared: tuple, chunk: np.ndarray) -> list:
-    with threadpool_limits(limits=1):
-        return function(*shared, chunk)
-
-
-def in_chunks(function: Callable[..., list], shared: tuple, replicates: np.ndarray, n_jobs: int = 1) -> list:
-    """``function(*shared, rows)`` over chunks of ``replicates`` (one row each), results in
-    order. With ``n_jobs`` > 1 the chunks run in parallel (joblib, one BLAS thread each, as
-    the optimism bootstrap); the replicates are drawn before, so results do not depend on
-    the number of workers."""
-    if n_jobs <= 1 or len(replicates) < 2:
+def in_chunks(function: Callable[..., list], shared: tuple, replicates, n_jobs: int = 1) -> list:
+    """``function(*shared, chunk)`` over consecutive chunks of ``replicates`` (a sequence, one
+    replicate each), results in order: here (in ``n_jobs`` joblib processes, one BLAS thread
+    each, as the optimism bootstrap) or as Dask tasks (``pipeline.compute``). Each replicate
+    is drawn before or from its own seed, so results do not depend on the workers."""
+    if compute.active() is None and (n_jobs <= 1 or len(replicates) < 2):
         return function(*shared, replicates)
-    chunks = np.array_split(replicates, min(len(replicates), 2 * n_jobs))
-    parts = Parallel(n_jobs=n_jobs)(delayed(_one_thread)(function, shared, c) for c in chunks)
+    parts = compute.map_tasks(function, compute.chunks(replicates, 2 * compute.slots(n_jobs)), shared, n_jobs)
     return [r for part in parts for r in part]
 
 
-def _reweighted_errors(p: np.ndarray, y: np.ndarray, w: np.ndarray, multiplicities: np.ndarray) -> list:
-    return [smoothed_errors(p, y, w * times) for times in multiplicities]
+def _reweighted_errors(p: np.ndarray, y: np.ndarray, w: np.ndarray, family_code: np.ndarray,
+                       seeds: list[np.random.SeedSequence]) -> list:
+    """ICI, E50 and E90 of the family-bootstrap replicates of ``seeds`` (``family_draws``'s draws)."""
+    n_families = int(family_code.max()) + 1
+    return [smoothed_errors(p, y, w * family_multiplicity(np.random.default_rng(s), family_code, n_families))
+            for s in seeds]
 
 
 def _redrawn_errors(p: np.ndarray, w: np.ndarray, outcomes: np.ndarray) -> list:
@@ -223,8 +219,9 @@ def error_intervals(p, y, weights, family, replicates: int, seed: int, stream: s
                     level: float = LEVEL, n_jobs: int = 1) -> dict[str, float]:
     """Family-bootstrap percentile intervals of ICI, E50 and E90 (``ici_lower`` ...)."""
     p, y, w = (np.asarray(a, dtype=float) for a in (p, y, weights))
-    multiplicities = np.array(list(family_draws(family, replicates, seed, stream)))
-    return percentile_interval(pd.DataFrame(in_chunks(_reweighted_errors, (p, y, w), multiplicities, n_jobs)), level)
+    code = pd.factorize(np.asarray(family))[0]        # as family_draws: the same multiplicities
+    draws = in_chunks(_reweighted_errors, (p, y, w, code), family_seeds(replicates, seed, stream), n_jobs)
+    return percentile_interval(pd.DataFrame(draws), level)
 
 
 def noise_floor_draws(p, weights, replicates: int, seed: int, stream: str, n_jobs: int = 1) -> pd.DataFrame:

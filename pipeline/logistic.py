@@ -28,6 +28,7 @@ import statsmodels.api as sm
 from scipy import stats
 from sklearn.model_selection import GroupKFold
 
+from pipeline.compute import map_tasks
 from pipeline.logistic_model import prediction_pipeline
 from pipeline.outcome import binary_outcome
 from pipeline.config import seed_sequence
@@ -68,12 +69,23 @@ def grouped_kfold_predictions(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray
     p, fold = np.full(len(y), np.nan), np.zeros(len(y), dtype=int)
     shuffle = np.random.RandomState(np.random.MT19937(seed_sequence(seed, "grouped_kfold")))   # sklearn's RNG type
     splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=shuffle)
-    for k, (train, test) in enumerate(splitter.split(X, y, groups=family)):
+    splits = list(splitter.split(X, y, groups=family))
+    for k, (train, _) in enumerate(splits):
         if np.unique(y[train]).size < 2:
             raise ValueError(f"fold {k + 1} of {folds}: the other folds hold only one outcome; use fewer folds")
-        model = prediction_pipeline(splines).fit(X.iloc[train], y[train], model__sample_weight=weight[train])
-        p[test], fold[test] = model.predict_proba(X.iloc[test])[:, 1], k + 1
+    # One task per fold (pipeline.compute: here in turn, or on the Dask cluster of compute.scheduler).
+    for k, ((_, test), risk) in enumerate(zip(splits, map_tasks(fold_risk, splits, (X, y, weight, splines)))):
+        p[test], fold[test] = risk, k + 1
     return p, fold
+
+
+def fold_risk(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray, splines: dict[str, int] | None,
+              split: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """One fold of ``grouped_kfold_predictions``: the pipeline fitted to the training rows,
+    its predicted risk for the held-out rows."""
+    train, test = split
+    model = prediction_pipeline(splines).fit(X.iloc[train], y[train], model__sample_weight=weight[train])
+    return model.predict_proba(X.iloc[test])[:, 1]
 
 
 def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None = None, seed: int = 0,
@@ -208,13 +220,14 @@ def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any]
 def main() -> None:
     from pathlib import Path
 
-    from pipeline import config
+    from pipeline import compute, config
     from pipeline.cli import InputError
     from pipeline.io import write_csv, write_json, write_parquet
 
     from pipeline.settings import labels, logistic_settings
 
     params = config.load_params()
+    compute.use(params)      # compute.scheduler: the tasks below run on that Dask cluster
     df = pd.read_parquet("data/analysis/rereport.parquet")
     s = logistic_settings(params, df)
     try:
