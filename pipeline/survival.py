@@ -319,7 +319,7 @@ def recurrent_data(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
 
 def recurrent(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], log: FitWarnings | None = None
               ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    d, overlapping = recurrent_data(df)
+    d, overlapping = recurrent_data(df[["child_id", "origin_date", "time_days", "event"]])   # no copy of the rest
     Xd = X.loc[d.index]
     log = log or FitWarnings(FIT_WARNINGS)
     with log.fitting("andersen_gill"):
