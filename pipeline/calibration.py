@@ -171,9 +171,10 @@ def subgroup_calibration(pred: pd.DataFrame, min_count: int, replicates: int = 0
     intervals and the noise floor of ICI and E90 (``calibration_uncertainty``; none when
     ``replicates`` is 0). Groups with fewer than ``min_count`` events or non-events are
     withheld (counts and measures)."""
-    from pipeline.calibration_uncertainty import binary_uncertainty, with_intervals
+    from pipeline import compute
+    from pipeline.calibration_uncertainty import with_intervals
 
-    rows = []
+    rows, measured, groups = [], [], []
     for var in group_columns(pred):
         for level, g in pred.groupby(pred[var].astype(str), sort=True):
             events = int(g["y"].sum())
@@ -182,13 +183,25 @@ def subgroup_calibration(pred: pd.DataFrame, min_count: int, replicates: int = 0
                 row.update(n=np.nan, events=np.nan)
             else:
                 v = val_prob(g["p"], g["y"], g["weight"] if "weight" in g else None)
-                found = binary_uncertainty(g["p"], g["y"], g["weight"] if "weight" in g else np.ones(len(g)),
-                                           g["family"], replicates, seed, f"calibration_subgroup/{var}={level}",
-                                           n_jobs) if replicates else {}
-                row.update(with_intervals(dict(observed_expected=v["observed_expected"], citl=v["citl"], slope=v["slope"],
-                                               ici=v["eavg"], e90=v["e90"], c=v["c"]), found))
+                measured.append((row, dict(observed_expected=v["observed_expected"], citl=v["citl"], slope=v["slope"],
+                                           ici=v["eavg"], e90=v["e90"], c=v["c"])))
+                groups.append((g["p"].to_numpy(), g["y"].to_numpy(),
+                               g["weight"].to_numpy() if "weight" in g else np.ones(len(g)), g["family"].to_numpy(),
+                               f"calibration_subgroup/{var}={level}"))
             rows.append(row)
+    # One task per group (here in n_jobs processes, or on the Dask cluster of compute.scheduler).
+    found = compute.map_tasks(_group_uncertainty, groups, (replicates, seed), n_jobs) if replicates else [{}] * len(groups)
+    for (row, values), intervals in zip(measured, found):
+        row.update(with_intervals(values, intervals))
     return complementary_suppression(pd.DataFrame(rows), ["variable"], "n", ["n", "events"])
+
+
+def _group_uncertainty(replicates: int, seed: int, group: tuple) -> dict[str, Any]:
+    """``calibration_uncertainty.binary_uncertainty`` for one subgroup (one task)."""
+    from pipeline.calibration_uncertainty import binary_uncertainty
+
+    p, y, w, family, stream = group
+    return binary_uncertainty(p, y, w, family, replicates, seed, stream)
 
 
 def fold_calibration(pred: pd.DataFrame, min_count: int) -> pd.DataFrame:
@@ -332,12 +345,13 @@ def main() -> None:
     Each part that cannot be estimated (no validation predictions because the logistic
     model could not be fitted; a Cox model without events, say) writes its tables with
     their header and no rows, and ``status`` / ``not_estimated`` in the metrics say why."""
-    from pipeline import config
+    from pipeline import compute, config
     from pipeline.cli import InputError
     from pipeline.estimable import binary_problem, empty, model_problem, record
     from pipeline.io import write_csv, write_json, write_parquet
 
     params = config.load_params()
+    compute.use(params)      # compute.scheduler: the tasks below run on that Dask cluster
     min_count = int(params["disclosure"]["min_cell_count"])
     pred = pd.read_parquet("data/predictions/validation.parquet")
     dev = pd.read_parquet("data/predictions/development.parquet")
@@ -385,6 +399,8 @@ def main() -> None:
         tables.update({name: empty(TABLES[name]) for name in ("cox_calibration", "cox_curves", "cox_by_tenth")})
     write_parquet(risks, Path("data/predictions/cox_validation.parquet"))   # for the errors stage
     for name, table in tables.items():
+        if not len(table.columns) and name in TABLES:   # no groups to describe: still a headed table
+            table = pd.DataFrame(columns=TABLES[name])
         write_csv(table, Path("reports/calibration") / f"{name}.csv")
     order = ["horizon_days", "censoring", "weighting", "validation", "cox", "recalibration", "optimism_corrected"]
     metrics = {**{k: metrics[k] for k in order if k in metrics}, **metrics}   # the usual order of the keys

@@ -77,13 +77,11 @@ import numpy as np
 import pandas as pd
 from scipy import special, stats
 
-from joblib import Parallel, delayed
-from threadpoolctl import threadpool_limits
-
-from pipeline.bootstrap import family_draws
+from pipeline import compute
+from pipeline.bootstrap import family_multiplicity, family_seeds
 from pipeline.scoring import logistic_recalibration, weighted_quantile
 from pipeline.config import seed_sequence
-from pipeline.lowess import distinct, lowess_distinct
+from pipeline.lowess import distinct, lowess_distinct, lowess_distinct_many
 
 LEVEL = 0.95
 WITHIN = "within what a perfectly calibrated model shows at this size"
@@ -159,7 +157,12 @@ def smoothed_errors(p: np.ndarray, y: np.ndarray, weights: np.ndarray) -> dict[s
     without its other measures, so that a replicate with no events still scores."""
     used = weights > 0
     ux, _, mass, events = distinct(p[used], y[used], weights[used])
-    error = np.abs(ux - lowess_distinct(ux, mass, events))
+    return _errors_on_distinct(ux, mass, events)
+
+
+def _errors_on_distinct(ux: np.ndarray, mass: np.ndarray, events: np.ndarray,
+                        smooth: np.ndarray | None = None) -> dict[str, float]:
+    error = np.abs(ux - (lowess_distinct(ux, mass, events) if smooth is None else smooth))
     e50, e90 = weighted_quantile(error, mass, [0.5, 0.9])
     return {"ici": float(np.sum(mass * error) / mass.sum()), "e50": float(e50), "e90": float(e90)}
 
@@ -170,37 +173,55 @@ def percentile_interval(draws: pd.DataFrame, level: float = LEVEL) -> dict[str, 
     return {f"{m}_{side}": float(q[m].iloc[i]) for m in draws.columns for i, side in enumerate(("lower", "upper"))}
 
 
-def _one_thread(function: Callable, shared: tuple, chunk: np.ndarray) -> list:
-    with threadpool_limits(limits=1):
-        return function(*shared, chunk)
-
-
-def in_chunks(function: Callable[..., list], shared: tuple, replicates: np.ndarray, n_jobs: int = 1) -> list:
-    """``function(*shared, rows)`` over chunks of ``replicates`` (one row each), results in
-    order. With ``n_jobs`` > 1 the chunks run in parallel (joblib, one BLAS thread each, as
-    the optimism bootstrap); the replicates are drawn before, so results do not depend on
-    the number of workers."""
-    if n_jobs <= 1 or len(replicates) < 2:
+def in_chunks(function: Callable[..., list], shared: tuple, replicates, n_jobs: int = 1) -> list:
+    """``function(*shared, chunk)`` over consecutive chunks of ``replicates`` (a sequence, one
+    replicate each), results in order: here (in ``n_jobs`` joblib processes, one BLAS thread
+    each, as the optimism bootstrap) or as Dask tasks (``pipeline.compute``). Each replicate
+    is drawn before or from its own seed, so results do not depend on the workers."""
+    if compute.active() is None and (n_jobs <= 1 or len(replicates) < 2):
         return function(*shared, replicates)
-    chunks = np.array_split(replicates, min(len(replicates), 2 * n_jobs))
-    parts = Parallel(n_jobs=n_jobs)(delayed(_one_thread)(function, shared, c) for c in chunks)
+    parts = compute.map_tasks(function, compute.chunks(replicates, 2 * compute.slots(n_jobs)), shared, n_jobs)
     return [r for part in parts for r in part]
 
 
-def _reweighted_errors(p: np.ndarray, y: np.ndarray, w: np.ndarray, multiplicities: np.ndarray) -> list:
-    return [smoothed_errors(p, y, w * times) for times in multiplicities]
+def _reweighted_errors(p: np.ndarray, y: np.ndarray, w: np.ndarray, family_code: np.ndarray,
+                       seeds: list[np.random.SeedSequence]) -> list:
+    """ICI, E50 and E90 of the family-bootstrap replicates of ``seeds`` (``family_draws``'s draws)."""
+    n_families = int(family_code.max()) + 1
+    return [smoothed_errors(p, y, w * family_multiplicity(np.random.default_rng(s), family_code, n_families))
+            for s in seeds]
 
 
 def _redrawn_errors(p: np.ndarray, w: np.ndarray, outcomes: np.ndarray) -> list:
-    return [smoothed_errors(p, y.astype(float), w) for y in outcomes]
+    """``smoothed_errors`` of each outcome set: the predictions and weights are the same in
+    every set, so ``distinct``'s sort, distinct values and masses are made once (the same
+    sort of the same array: the same numbers to the bit), only the events are summed, and
+    the smooths share their windows (``lowess_distinct_many``: the same numbers to the bit)."""
+    used = w > 0
+    pu, wu = p[used], w[used]
+    order = np.argsort(pu)                                   # as lowess.distinct sorts
+    xs = pu[order]
+    new = np.empty(len(xs), dtype=bool)
+    new[:1] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    group = np.cumsum(new) - 1
+    ux, mass = xs[new], np.bincount(group, weights=wu[order])
+    out = []
+    for at in range(0, len(outcomes), 25):      # 25 sets at a time: 2 x 25 x distinct p floats in memory
+        events = np.array([np.bincount(group, weights=(wu * y.astype(float)[used])[order])
+                           for y in outcomes[at:at + 25]])
+        smooths = lowess_distinct_many(ux, mass, events)    # one window geometry for every outcome set
+        out.extend(_errors_on_distinct(ux, mass, e, s) for e, s in zip(events, smooths))
+    return out
 
 
 def error_intervals(p, y, weights, family, replicates: int, seed: int, stream: str,
                     level: float = LEVEL, n_jobs: int = 1) -> dict[str, float]:
     """Family-bootstrap percentile intervals of ICI, E50 and E90 (``ici_lower`` ...)."""
     p, y, w = (np.asarray(a, dtype=float) for a in (p, y, weights))
-    multiplicities = np.array(list(family_draws(family, replicates, seed, stream)))
-    return percentile_interval(pd.DataFrame(in_chunks(_reweighted_errors, (p, y, w), multiplicities, n_jobs)), level)
+    code = pd.factorize(np.asarray(family))[0]        # as family_draws: the same multiplicities
+    draws = in_chunks(_reweighted_errors, (p, y, w, code), family_seeds(replicates, seed, stream), n_jobs)
+    return percentile_interval(pd.DataFrame(draws), level)
 
 
 def noise_floor_draws(p, weights, replicates: int, seed: int, stream: str, n_jobs: int = 1) -> pd.DataFrame:

@@ -88,6 +88,8 @@ def scan(folders: list[Path], min_count: int, identifiers: set[str]) -> list[str
             if leaked:
                 problems.append(f"{path}: identifier(s) of the input: {', '.join(leaked[:5])}")
             if path.suffix == ".csv":
+                if not text.strip():       # a table that could not be estimated may hold no header either
+                    continue
                 frame = pd.read_csv(path)
                 for column in frame.columns:
                     if column in COUNT_NAMES:

@@ -28,6 +28,8 @@ plan's sequence for the child (``first`` / ``second_or_subsequent``).
 
 Rows that cannot be index referrals are counted by reason in ``metrics/episodes.json``.
 The rules are pure functions in ``pipeline/derive.py`` (shared with ``pipeline.published``).
+With ``compute.scheduler`` set they run on partitions of whole families as Dask tasks, with
+the same result (``pipeline/family_partitions.py``).
 """
 
 from __future__ import annotations
@@ -38,10 +40,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipeline import config
+from pipeline import compute, config
 from pipeline.cli import stage_entry
-from pipeline.derive import (_empty_children_plans, analysis_table_to_rereport, derive_cpp_durations, derive_rereport,
+from pipeline.derive import (_empty_children_plans, analysis_table_to_rereport, derive_cpp_durations,
                              dfe_rereferral_share, episode_start_days, no_rows_reason)
+from pipeline.family_partitions import cpp_durations_by_family, rereport_by_family
 from pipeline.io import write_json, write_parquet
 
 ANALYSIS_DIR = Path("data/analysis")
@@ -50,6 +53,7 @@ CLEAN_DIR = Path("data/clean")
 
 def main() -> None:
     params = config.load_params()
+    compute.use(params)
     ep = params["episodes"]
     extract_date = config.extract_date(params)
     measures: dict[str, Any] = {}
@@ -60,10 +64,10 @@ def main() -> None:
     else:
         children, referrals, plans = (pd.read_parquet(CLEAN_DIR / f"{name}.parquet")
                                       for name in ("children", "referrals", "plans"))
-        rereport, counts = derive_rereport(
+        rereport, counts = rereport_by_family(
             children, referrals, plans, extract_date=extract_date, index=ep["index"],
             time_origin=ep["time_origin"], same_episode_days=int(ep["same_episode_days"]))
-        durations = derive_cpp_durations(children, plans, extract_date=extract_date)
+        durations = cpp_durations_by_family(children, plans, extract_date=extract_date)
         share, in_year = dfe_rereferral_share(*episode_start_days(referrals, int(ep["same_episode_days"])),
                                               extract_date)
         measures["dfe_rereferral_within_12_months"] = {

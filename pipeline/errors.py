@@ -203,19 +203,47 @@ def rate_values(cells: dict[str, float]) -> np.ndarray:
         return np.array([sum(cells[c] for c in num) / sum(cells[c] for c in den) for num, den in RATES.values()])
 
 
+def _rates(y: np.ndarray, flags: np.ndarray, mask: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The six rates within ``mask`` from its weighted cells."""
+    return rate_values({"tp": np.float64(w[mask & flags & y].sum()), "fp": np.float64(w[mask & flags & ~y].sum()),
+                        "fn": np.float64(w[mask & ~flags & y].sum()), "tn": np.float64(w[mask & ~flags & ~y].sum())})
+
+
+def _replicate_rates(y: np.ndarray, flags: np.ndarray, w0: np.ndarray, family_code: np.ndarray,
+                     masks: np.ndarray, seeds: list) -> np.ndarray:
+    """The rates within each group (a row of ``masks``) in the family-bootstrap replicates of
+    ``seeds`` (``bootstrap.family_draws``'s draws): shape (replicates, groups, rates). One task."""
+    from pipeline.bootstrap import family_multiplicity
+
+    n_families = int(family_code.max()) + 1
+    out = np.empty((len(seeds), len(masks), len(RATES)))
+    for i, seed in enumerate(seeds):
+        w = w0 * family_multiplicity(np.random.default_rng(seed), family_code, n_families)
+        for j, mask in enumerate(masks):
+            out[i, j] = _rates(y, flags, mask, w)
+    return out
+
+
 def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicates: int, seed: int) -> pd.DataFrame:
     """The rule's rates within each group; difference and ratio against the largest group,
     with 95% percentile intervals from resampling whole families (groups withheld when a
-    cell is small; their differences too)."""
-    from pipeline.bootstrap import family_draws
+    cell is small; their differences too). The replicates run as tasks (``pipeline.compute``:
+    here, or on the Dask cluster of ``compute.scheduler``), each drawing its own families."""
+    from pipeline import compute
+    from pipeline.bootstrap import seed_chunks
 
     y = pred["y"].to_numpy().astype(bool)
     w0 = pred["weight"].to_numpy(dtype=float) if "weight" in pred else np.ones(len(pred))
-    draws = [w0 * times for times in family_draws(pred["family"].to_numpy(), replicates, seed, stream="group_rates")]
+    groups = [(var, level) for var in group_columns(pred) for level in sorted(pred[var].astype(str).unique())]
+    masks = np.array([pred[var].astype(str).to_numpy() == level for var, level in groups]).reshape(len(groups), len(pred))
+    family_code = pd.factorize(pred["family"].to_numpy())[0]
+    parts = compute.map_tasks(_replicate_rates, seed_chunks(replicates, seed, "group_rates"),
+                              (y, flags, w0, family_code, masks))
+    boot_all = np.concatenate(parts) if parts else np.empty((0, len(groups), len(RATES)))
+    column = {group: j for j, group in enumerate(groups)}
 
     def rates(mask: np.ndarray, w: np.ndarray) -> np.ndarray:
-        return rate_values({"tp": np.float64(w[mask & flags & y].sum()), "fp": np.float64(w[mask & flags & ~y].sum()),
-                            "fn": np.float64(w[mask & ~flags & y].sum()), "tn": np.float64(w[mask & ~flags & ~y].sum())})
+        return _rates(y, flags, mask, w)
 
     rows = []
     for var in group_columns(pred):
@@ -224,7 +252,7 @@ def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicate
         reference = sizes.index[0]
         ref_mask = levels == reference
         ref_point = rates(ref_mask, w0)
-        ref_boot = np.array([rates(ref_mask, w) for w in draws])
+        ref_boot = boot_all[:, column[(var, reference)]]
         for level in sorted(sizes.index):
             mask = levels == level
             row = withhold_small({"variable": var, "level": level, "reference_level": reference,
@@ -232,7 +260,7 @@ def group_rates(pred: pd.DataFrame, flags: np.ndarray, min_count: int, replicate
             row = {k: v for k, v in row.items() if not k.endswith("_per_1000")}
             if not np.isnan(row["tp"]) and level != reference:
                 point = rates(mask, w0)
-                boot = np.array([rates(mask, w) for w in draws])
+                boot = boot_all[:, column[(var, level)]]
                 with np.errstate(invalid="ignore", divide="ignore"):
                     diff, ratio = boot - ref_boot, boot / ref_boot
                 for j, name in enumerate(GROUP_RATES):
@@ -444,10 +472,11 @@ def main() -> None:
     import json
     from pathlib import Path
 
-    from pipeline import config
+    from pipeline import compute, config
     from pipeline.io import write_csv, write_json, write_text
 
     params = config.load_params()
+    compute.use(params)      # compute.scheduler: the tasks below run on that Dask cluster
     s = params["errors"]
     min_count = int(params["disclosure"]["min_cell_count"])
     pred = pd.read_parquet("data/predictions/validation.parquet")
@@ -475,6 +504,8 @@ def main() -> None:
         record(metrics, "survival_model_error_rates", "no validation risks from the Cox model "
                "(see metrics/calibration.json)")
     for name, table in tables.items():
+        if not len(table.columns) and name in TABLES:   # no groups to describe: still a headed table
+            table = pd.DataFrame(columns=TABLES[name])
         write_csv(table, Path("reports/errors") / f"{name}.csv")
     # The sentence is report text, not a metric: `dvc metrics diff` and `dvc exp show` stay
     # narrow, and the numbers it is made of are metrics (at_default_rule).

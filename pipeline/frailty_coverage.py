@@ -14,7 +14,8 @@ stage's two models on the survival stage's covariates, LA strata and family clus
 The truth is the simulation's conditional log hazard ratio (``truth.json``); a categorical
 indicator the simulation gives no effect has truth 0. Prints coverage per model and
 covariate, pooled over the simulated effects and over the null indicators, and writes
-every interval to ``--out`` (CSV) when given.
+every interval to ``--out`` (CSV) when given. With ``compute.scheduler`` in params.yaml the
+replicates run as Dask tasks (``pipeline.compute``), each from its own seed as here.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import pandas as pd
 from scipy import stats
 from threadpoolctl import threadpool_limits
 
-from pipeline import config, simulate, survival
+from pipeline import compute, config, simulate, survival
 from pipeline.cox import CoxPH
 from pipeline.derive import derive_rereport
 from pipeline.design import design_matrix
@@ -70,12 +71,17 @@ def coverage(params: dict[str, Any], replicates: int, n_children: int, frailty_v
              progress: bool = False) -> pd.DataFrame:
     """Every interval of every replicate (seeds ``params['seed'] + r``)."""
     parts = []
+    seeds = [int(params["seed"]) + r for r in range(replicates)]
     with threadpool_limits(limits=1, user_api="blas"):
-        for r in range(replicates):
-            parts.append(replicate(params, int(params["seed"]) + r, n_children, frailty_variance))
+        for r, part in enumerate(compute.iter_tasks(_replicate_task, seeds, (params, n_children, frailty_variance))):
+            parts.append(part)
             if progress:
                 print(f"replicate {r + 1}/{replicates}", file=sys.stderr, flush=True)
     return pd.concat(parts, ignore_index=True)
+
+
+def _replicate_task(params: dict[str, Any], n_children: int, frailty_variance: float, seed: int) -> pd.DataFrame:
+    return replicate(params, seed, n_children, frailty_variance)
 
 
 def summarise(intervals: pd.DataFrame) -> pd.DataFrame:
@@ -105,7 +111,9 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="write every interval to this CSV")
     args = parser.parse_args()
     t0 = time.perf_counter()
-    intervals = coverage(config.load_params(), args.replicates, args.children, args.frailty_variance, progress=True)
+    params = config.load_params()
+    compute.use(params)
+    intervals = coverage(params, args.replicates, args.children, args.frailty_variance, progress=True)
     if args.out:
         intervals.to_csv(args.out, index=False)
     with pd.option_context("display.width", 200, "display.max_columns", 20):

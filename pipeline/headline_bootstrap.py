@@ -52,7 +52,8 @@ A replicate whose development draw has one outcome only, or whose fit fails, can
 be refitted: it is skipped and counted (``attrs["failed_replicates"]``).
 
 Replicates run in parallel (joblib, ``n_jobs``) in chunks with one BLAS thread per
-worker, from ``PARALLEL_FROM_ROWS`` development rows: below that, starting the workers
+worker, from ``PARALLEL_FROM_ROWS`` development rows (with ``compute.scheduler``, as Dask
+tasks at any size: ``pipeline.compute``): below that, starting the workers
 (each imports scikit-learn) costs more than it saves (measured at the 25k-children
 default: 5.9-6.8 s for the stage serially, 11.7-13.2 s with two workers). Each
 replicate's streams are spawned from the seed up front, so results do not depend on the
@@ -66,10 +67,10 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
-from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
+from pipeline import compute
 from pipeline.bootstrap import family_multiplicity
 from pipeline.config import seed_sequence
 from pipeline.logistic_model import fit_model
@@ -170,12 +171,10 @@ def refit_replicates(dev: Rows, val: Rows | None, statistic: Statistic, replicat
         seeds = [(s,) for s in dev_seeds]
         task = ("kfold", (dev, int(folds), statistic, fit, start))
     n_jobs = n_jobs if len(dev.y) >= PARALLEL_FROM_ROWS else 1
-    per_task = max(1, -(-replicates // (10 * max(n_jobs, 1))))
+    per_task = max(1, -(-replicates // (10 * compute.slots(n_jobs))))
     chunks = [seeds[i:i + per_task] for i in range(0, replicates, per_task)]
-    if n_jobs == 1:
-        results_iter = (_chunk(task, c) for c in chunks)
-    else:
-        results_iter = Parallel(n_jobs=n_jobs, return_as="generator")(delayed(_chunk)(task, c) for c in chunks)
+    # Here in turn or in n_jobs processes, or as Dask tasks with compute.scheduler (pipeline.compute).
+    results_iter = compute.iter_tasks(_chunk, chunks, (task,), n_jobs)
     results: list[dict[str, float] | None] = []
     with tqdm(total=replicates, desc="headline bootstrap", unit="rep", disable=not progress, file=sys.stderr) as bar:
         for chunk in results_iter:            # in submission order: results do not depend on timing

@@ -28,6 +28,7 @@ import statsmodels.api as sm
 from scipy import stats
 from sklearn.model_selection import GroupKFold
 
+from pipeline.compute import map_tasks
 from pipeline.logistic_model import prediction_pipeline
 from pipeline.outcome import binary_outcome
 from pipeline.config import seed_sequence
@@ -35,6 +36,7 @@ from pipeline.estimable import binary_problem, record
 from pipeline.schema import CASE_LEVEL_GROUPS
 from pipeline.split import validation_split
 from pipeline.design import design_matrix
+from pipeline import table_one
 
 def fit_logit(X: pd.DataFrame, y: pd.Series, cluster: pd.Series | None = None,
               weight: np.ndarray | None = None) -> pd.DataFrame:
@@ -67,21 +69,34 @@ def grouped_kfold_predictions(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray
     p, fold = np.full(len(y), np.nan), np.zeros(len(y), dtype=int)
     shuffle = np.random.RandomState(np.random.MT19937(seed_sequence(seed, "grouped_kfold")))   # sklearn's RNG type
     splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=shuffle)
-    for k, (train, test) in enumerate(splitter.split(X, y, groups=family)):
+    splits = list(splitter.split(X, y, groups=family))
+    for k, (train, _) in enumerate(splits):
         if np.unique(y[train]).size < 2:
             raise ValueError(f"fold {k + 1} of {folds}: the other folds hold only one outcome; use fewer folds")
-        model = prediction_pipeline(splines).fit(X.iloc[train], y[train], model__sample_weight=weight[train])
-        p[test], fold[test] = model.predict_proba(X.iloc[test])[:, 1], k + 1
+    # One task per fold (pipeline.compute: here in turn, or on the Dask cluster of compute.scheduler).
+    for k, ((_, test), risk) in enumerate(zip(splits, map_tasks(fold_risk, splits, (X, y, weight, splines)))):
+        p[test], fold[test] = risk, k + 1
     return p, fold
 
 
-def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None = None, seed: int = 0
-        ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
+def fold_risk(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray, splines: dict[str, int] | None,
+              split: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """One fold of ``grouped_kfold_predictions``: the pipeline fitted to the training rows,
+    its predicted risk for the held-out rows."""
+    train, test = split
+    model = prediction_pipeline(splines).fit(X.iloc[train], y[train], model__sample_weight=weight[train])
+    return model.predict_proba(X.iloc[test])[:, 1]
+
+
+def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None = None, seed: int = 0,
+        min_count: int = 10) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
     """Outcome, split, fit, validation predictions (pure: analysis table and settings in).
 
     ``split: temporal`` validates on families first seen after ``cutoff``;
     ``split: grouped_kfold`` validates on out-of-fold predictions for every row
     (``folds`` folds of whole families), the reported model being fitted to all rows.
+    Table 1 (``table1``: ``pipeline.table_one``) describes the rows split and by outcome,
+    counts below ``min_count`` withheld; it is written whether or not a model can be fitted.
     """
     from pipeline.samplesize import riley_binary
 
@@ -92,7 +107,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     if unknown:
         raise ValueError(f"logistic.splines names {', '.join(unknown)}, not in logistic.covariates")
     if data.empty:
-        return not_estimated("no rows with a known outcome at the horizon", s, outcome_counts, {"method": split})
+        return with_table_one(not_estimated("no rows with a known outcome at the horizon", s, outcome_counts,
+                                            {"method": split}), table_one.empty())
     if split in ("temporal", "random_clusters"):
         dev, val, split_counts = validation_split(data, s, seed)
         split = split_counts.pop("method")
@@ -101,6 +117,7 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
         split_counts = {"folds": int(s["folds"]), "rows": int(len(data)), "families": int(data["family_id"].nunique())}
     else:
         raise ValueError(f"logistic.split must be temporal, random_clusters or grouped_kfold, not {split!r}")
+    described = table_one.describe_split(dev, val, s, min_count)
     problem = binary_problem(dev["y"], "development rows") or binary_problem(val["y"], "validation rows")
     if problem is not None and split == "temporal":
         problem += " (move logistic.cutoff)"
@@ -110,7 +127,7 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     if problem is None and X_dev.shape[1] + 1 >= len(dev):
         problem = "as many model parameters as development rows (a categorical covariate with a level per row?)"
     if problem is not None:
-        return not_estimated(problem, s, outcome_counts, {"method": split, **split_counts})
+        return with_table_one(not_estimated(problem, s, outcome_counts, {"method": split, **split_counts}), described)
     X_val, _ = design_matrix(val, s["covariates"], s.get("categorical", []), reference)
     X_val = X_val.reindex(columns=X_dev.columns, fill_value=0.0)
     y_dev, w_dev = dev["y"].to_numpy(), dev["weight"].to_numpy()
@@ -126,7 +143,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
             p_val, fold = grouped_kfold_predictions(X_dev, y_dev, w_dev, pd.factorize(dev["family_id"])[0], splines,
                                                     int(s["folds"]), seed)
         except ValueError as err:   # too few families or one outcome in a fold's training rows
-            return not_estimated(str(err), s, outcome_counts, {"method": split, **split_counts})
+            return with_table_one(not_estimated(str(err), s, outcome_counts, {"method": split, **split_counts}),
+                                  described)
     else:
         p_val = model.predict_proba(X_val)[:, 1]
     p_dev = model.predict_proba(X_dev)[:, 1]
@@ -166,9 +184,16 @@ def run(df: pd.DataFrame, s: dict[str, Any], extract_date: pd.Timestamp | None =
     # The validation rows in the same design (rows as predictions; no identifiers): the errors
     # stage refits the model on resampled development families and predicts these.
     validation_design = pd.DataFrame(model["design"].transform(X_val), columns=design.columns)
-    return ({"odds_ratios": odds.reset_index()}, metrics,
+    return ({"odds_ratios": odds.reset_index(), "table1": described}, metrics,
             {"predictions": predictions, "development": development, "validation_design": validation_design,
              "model": model_json})
+
+
+def with_table_one(result: tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]], table1: pd.DataFrame
+                   ) -> tuple[dict[str, pd.DataFrame], dict[str, Any], dict[str, Any]]:
+    """``run``'s result with Table 1 among its tables."""
+    tables, metrics, out = result
+    return {**tables, "table1": table1}, metrics, out
 
 
 def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any], split_counts: dict[str, Any]
@@ -195,17 +220,19 @@ def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any]
 def main() -> None:
     from pathlib import Path
 
-    from pipeline import config
+    from pipeline import compute, config
     from pipeline.cli import InputError
     from pipeline.io import write_csv, write_json, write_parquet
 
     from pipeline.settings import labels, logistic_settings
 
     params = config.load_params()
+    compute.use(params)      # compute.scheduler: the tasks below run on that Dask cluster
     df = pd.read_parquet("data/analysis/rereport.parquet")
     s = logistic_settings(params, df)
     try:
-        tables, metrics, out = run(df, s, config.extract_date(params), int(params["seed"]))
+        tables, metrics, out = run(df, s, config.extract_date(params), int(params["seed"]),
+                                   int(params["disclosure"]["min_cell_count"]))
     except ValueError as err:
         raise InputError(f"logistic: {err}") from None
     for name, table in tables.items():

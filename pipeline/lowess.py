@@ -103,6 +103,17 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
     instead of O(anchors n). The expansion is about each block's centre, where |u| is
     small against h, so its terms shrink and nothing cancels catastrophically.
     """
+    return lowess_distinct_many(ux, mass, np.asarray(mass_y, dtype=float)[None, :], frac, delta)[0]
+
+
+def lowess_distinct_many(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: float = 2 / 3,
+                         delta: float | None = None) -> np.ndarray:
+    """``lowess_distinct`` for several outcome vectors on the same x and weights (``mass_y``
+    one row each): row r of the result is ``lowess_distinct(ux, mass, mass_y[r])`` to the
+    bit. Anchors, windows, tricube weights and every sum of the weights alone depend on x
+    and the weights only, so they are made once; each row's sums of y take the same
+    operations in the same order as a single call (the noise floor redraws y on fixed
+    predictions hundreds of times)."""
     m = len(ux)
     total = mass.sum()
     cum = np.cumsum(mass)
@@ -112,6 +123,7 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
     ns = max(min(np.floor(frac * total + 1e-7), total), 2.0)
     last_start = max(np.ceil(total - ns), 0.0)
     tol = 1e-9 * max(total, 1.0)
+    rows = range(len(mass_y))
 
     def x_at_many(position: np.ndarray) -> np.ndarray:
         return ux[np.minimum(np.searchsorted(cum, position - tol), m - 1)]
@@ -138,13 +150,16 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
         half = np.where(ends > ux[starts], (ends - ux[starts]) / 2, 1.0)   # moments in units of half a block
         u = (ux - centre[block_of]) / half[block_of]
         power = np.ones(m)
-        moments_m, moments_my = np.empty((len(starts), 12)), np.empty((len(starts), 12))
+        moments_m = np.empty((len(starts), 12))
+        moments_my = [np.empty((len(starts), 12)) for _ in rows]
         for k in range(12):
             moments_m[:, k] = np.add.reduceat(mass * power, starts)
-            moments_my[:, k] = np.add.reduceat(mass_y * power, starts)
+            for r in rows:
+                moments_my[r][:, k] = np.add.reduceat(mass_y[r] * power, starts)
             power = power * u
 
-    def direct(lo: int, hi: int, x0: float, h: float, k_left: int, part: float) -> np.ndarray:
+    def direct(lo: int, hi: int, x0: float, h: float, k_left: int, part: float, sums: np.ndarray) -> None:
+        """Add the window's points lo..hi-1, one by one, to each row's five sums."""
         d = ux[lo:hi] - x0
         r = np.abs(d)
         q = r / h if h > 0 else np.zeros_like(r)
@@ -154,24 +169,28 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
         t[r > 0.999 * h] = 0.0
         if lo == k_left:
             t[0] *= part
-        v, ty = t * mass[lo:hi], t * mass_y[lo:hi]
-        return np.array([v.sum(), v @ d, v @ (d * d), ty.sum(), ty @ d])
+        v = t * mass[lo:hi]
+        weight_sums = (v.sum(), v @ d, v @ (d * d))
+        for row in rows:
+            ty = t * mass_y[row, lo:hi]
+            sums[row] += np.array([*weight_sums, ty.sum(), ty @ d])
 
     def window_sums(x0: float, h: float, k_left: int, part: float) -> np.ndarray:
+        sums = np.zeros((len(mass_y), 5))
         h9, h1 = 0.999 * h, 0.001 * h
         lo = max(k_left, int(np.searchsorted(ux, x0 - h9)))
         hi = int(np.searchsorted(ux, x0 + h9, side="right"))   # rounding at the edges: exact blocks
         if not blocked or h == 0:
-            return direct(k_left, min(hi + 1, m), x0, h, k_left, part)
+            direct(k_left, min(hi + 1, m), x0, h, k_left, part, sums)
+            return sums
         edges = [lo, int(np.searchsorted(ux, x0 - h1)), int(np.searchsorted(ux, x0 + h1, side="right")), hi]
         b_lo, b_hi = lo // BLOCK, min(hi, m - 1) // BLOCK
         exact = set()
         for e in [k_left, *edges]:
             exact.update(b for b in (min(max(e - 1, 0), m - 1) // BLOCK, min(e, m - 1) // BLOCK,
                                      min(e + 1, m - 1) // BLOCK) if b_lo <= b <= b_hi)
-        sums = np.zeros(5)
         for b in exact:
-            sums += direct(max(b * BLOCK, k_left), min((b + 1) * BLOCK, m), x0, h, k_left, part)
+            direct(max(b * BLOCK, k_left), min((b + 1) * BLOCK, m), x0, h, k_left, part, sums)
         blocks = np.array([b for b in range(b_lo, b_hi + 1) if b not in exact], dtype=int)
         if len(blocks):
             first, last = blocks * BLOCK, np.minimum(blocks * BLOCK + BLOCK, m) - 1
@@ -180,18 +199,24 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
             e_scaled = (centre[blocks] - x0) / h
             e_pow = e_scaled[:, None] ** np.arange(12)
             u_scale = (half[blocks] / h)[:, None] ** np.arange(12.0)     # <= 1: the block lies within h
-            mm, mmy = moments_m[blocks] * u_scale, moments_my[blocks] * u_scale
+            mm = moments_m[blocks] * u_scale
+            mmy = [moments_my[row][blocks] * u_scale for row in rows]
             for s, name in enumerate(("left", "near", "right")):
                 use = inside & (side == s)
                 if not use.any():
                     continue
                 mat = _POLY[name]
                 ep = e_pow[use]
-                sums[0] += np.sum((ep @ mat[0]) * mm[use])
-                sums[1] += h * np.sum((ep @ mat[1]) * mm[use])
-                sums[2] += h * h * np.sum((ep @ mat[2]) * mm[use])
-                sums[3] += np.sum((ep @ mat[0]) * mmy[use])
-                sums[4] += h * np.sum((ep @ mat[1]) * mmy[use])
+                t0, t1 = ep @ mat[0], ep @ mat[1]
+                sum0 = np.sum(t0 * mm[use])
+                sum1 = h * np.sum(t1 * mm[use])
+                sum2 = h * h * np.sum((ep @ mat[2]) * mm[use])
+                for row in rows:
+                    sums[row, 0] += sum0
+                    sums[row, 1] += sum1
+                    sums[row, 2] += sum2
+                    sums[row, 3] += np.sum(t0 * mmy[row][use])
+                    sums[row, 4] += h * np.sum(t1 * mmy[row][use])
         return sums
 
     # Anchors depend on x alone: the first point, then the last point within delta of the
@@ -206,21 +231,23 @@ def lowess_distinct(ux: np.ndarray, mass: np.ndarray, mass_y: np.ndarray, frac: 
     lefts = np.minimum(np.searchsorted(cum, starts + 1 - tol), m - 1)
     parts = np.minimum(1.0, (cum[lefts] - starts) / mass[lefts])   # share of the left-end tie block in the window
 
-    fitted = np.empty(m)
+    fitted = np.empty((len(mass_y), m))
     last = -1
     for anchor, x0, h, k_left, part in zip(anchors, anchor_x, spans, lefts.tolist(), parts):
-        a, s1, s2, y0, y1 = window_sums(x0, h, k_left, part)
-        value = y0 / a
-        if h > 0:
-            mean_offset = s1 / a
-            spread = s2 / a - mean_offset * mean_offset
-            if np.sqrt(max(spread, 0.0)) > 0.001 * x_range:
-                slope = -mean_offset / spread
-                value = (y0 + slope * (y1 - mean_offset * y0)) / a
-        fitted[anchor] = value
-        if last >= 0 and anchor - last > 1:
-            between = slice(last + 1, anchor)
-            alpha = (ux[between] - ux[last]) / (x0 - ux[last])
-            fitted[between] = alpha * value + (1 - alpha) * fitted[last]
+        all_sums = window_sums(x0, h, k_left, part)
+        for row in rows:
+            a, s1, s2, y0, y1 = all_sums[row]
+            value = y0 / a
+            if h > 0:
+                mean_offset = s1 / a
+                spread = s2 / a - mean_offset * mean_offset
+                if np.sqrt(max(spread, 0.0)) > 0.001 * x_range:
+                    slope = -mean_offset / spread
+                    value = (y0 + slope * (y1 - mean_offset * y0)) / a
+            fitted[row, anchor] = value
+            if last >= 0 and anchor - last > 1:
+                between = slice(last + 1, anchor)
+                alpha = (ux[between] - ux[last]) / (x0 - ux[last])
+                fitted[row, between] = alpha * value + (1 - alpha) * fitted[row, last]
         last = anchor
     return fitted

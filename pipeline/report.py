@@ -22,6 +22,7 @@ import hashlib
 import html
 import io
 import json
+import re
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,10 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from pipeline import environment
+from pipeline import environment, field_labels
 from pipeline.plot_tables import wide_form
 from pipeline.settings import Labels, labels
+from pipeline.table_one import level_key
 
 WITHHELD = "\u2014"   # shown for a withheld (small count) or undefined value
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -63,7 +65,8 @@ TRIPOD_AI = [
     ("13 Class imbalance", "Methods used", "not applicable: no resampling or reweighting for imbalance"),
     ("14 Fairness", "Approaches to address fairness", "subgroups"),
     ("15 Model output", "Output and any thresholds", "how-often-wrong; decision-curve"),
-    ("16 Training versus evaluation", "Differences between development and evaluation data", "cohort"),
+    ("16 Training versus evaluation", "Differences between development and evaluation data",
+     "cohort (Table 1: development and validation rows side by side)"),
     ("17 Ethical approval", "Ethics committee", "not applicable to the synthetic default; the user's to report"),
     ("18 Funding", "Sources of funding", "not applicable (open-source project)"),
     ("19 Conflicts of interest", "Declarations", "none (open-source project)"),
@@ -72,7 +75,7 @@ TRIPOD_AI = [
     ("22 Data sharing", "Availability of data", "reproducibility: the synthetic default regenerates from the seed"),
     ("23 Code sharing", "Availability of code", "reproducibility (git object ids of the code)"),
     ("24 Patient and public involvement", "Details", "not done: a limitation"),
-    ("25 Participants (results)", "Flow, characteristics, missing data", "data; cohort"),
+    ("25 Participants (results)", "Flow, characteristics, missing data", "data; cohort (the flow in sentences; Table 1)"),
     ("26 Model development", "Participants and outcome events per analysis", "cohort; sample-size"),
     ("27 Model specification", "Full model (coefficients) for predictions", "odds-ratios (models/logistic.json)"),
     ("28 Model performance", "Performance with CIs, including subgroups", "how-often-wrong; calibration; subgroups"),
@@ -94,40 +97,148 @@ def figure_uri(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def fmt(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+NOISE = 1e-10   # |x| below this is floating-point noise (an apparent CITL of -1.7e-13): shown as 0
+
+
+def decimals(value: float) -> int:
+    """Decimals that show an estimate to 2-3 significant figures: none from 100 (232, 1,173),
+    one from 10 (23.4), two from 0.1 (1.50, 0.31), three from 0.01 (0.017), and two
+    significant figures below that (0.0083, 0.00041)."""
+    size = abs(value)
+    if size >= 100:
+        return 0
+    if size >= 10:
+        return 1
+    if size >= 0.1:
+        return 2
+    if size >= 0.01:
+        return 3
+    return min(12, 1 - int(np.floor(np.log10(size))))
+
+
+def fmt(value: Any, digits: int | None = None, kind: str | None = None) -> str:
+    """A value as the report writes it (HTML-escaped); the one formatting rule.
+
+    Withheld or undefined (None, NaN): WITHHELD. Text as it is. ``kind`` (a field's
+    ``format`` in ``pipeline/field_labels.yaml``): ``p`` a p-value ("<0.001", "0.006",
+    "0.03", ">0.99"); ``count`` a whole number with thousands separators; ``year`` or
+    ``text`` written as it is (2025, not 2,025). Otherwise whole numbers (and floats that
+    are whole from 10 up) with thousands separators; |x| < 1e-10 (floating-point noise) as 0;
+    other numbers to 2-3 significant figures (``decimals``), or to ``digits`` decimals when
+    given."""
+    if value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return WITHHELD
-    if isinstance(value, (int, np.integer)) or (isinstance(value, float) and float(value).is_integer()
-                                                 and abs(value) >= 10):
-        return f"{int(value):,}"
-    if isinstance(value, (float, np.floating)):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value != 0 else f"{value:.{digits}f}"
-    return html.escape(str(value))
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if not isinstance(value, (int, float, np.integer, np.floating)):
+        return html.escape(str(value))
+    number = float(value)
+    if kind in ("year", "text"):
+        return f"{int(number)}" if number.is_integer() else html.escape(str(value))
+    if kind == "p":
+        return "&lt;0.001" if number < 0.001 else "&gt;0.99" if number > 0.99 else (
+            f"{number:.3f}" if number < 0.01 else f"{number:.2f}")
+    if abs(number) < NOISE:
+        return "0"
+    if kind == "count" or isinstance(value, (int, np.integer)) or (number.is_integer() and abs(number) >= 10):
+        return f"{number:,.0f}"
+    if digits is not None:
+        return f"{number:.{digits}g}" if abs(number) < 1e-3 else unsigned_zero(f"{number:,.{digits}f}")
+    return f"{number:,.{decimals(number)}f}"
 
 
-def table_html(df: pd.DataFrame, table_id: str | None = None, digits: int = 3) -> str:
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    body = "".join("<tr>" + "".join(f"<td>{fmt(v, digits)}</td>" for v in row) + "</tr>"
-                   for row in df.itertuples(index=False))
+def unsigned_zero(text: str) -> str:
+    """"-0.000" (a small negative number rounded) as "0.000"."""
+    return text[1:] if text.startswith("-") and not text.strip("-0.,") else text
+
+
+def fmt_interval(value: Any, lower: Any, upper: Any, digits: int | None = None) -> str:
+    """"0.31 (0.27\u20130.35)", "-0.14 (-0.26 to -0.01)": an estimate and its interval, all three
+    to the same decimals: the estimate's (``decimals``), but no more than one beyond what the
+    interval's width needs (0.000 (-0.093 to 0.072), not 0.00037 (-0.09250 to 0.07206));
+    the estimate alone when a bound is missing."""
+    if fmt(value) == WITHHELD:
+        return WITHHELD
+    if fmt(lower) == WITHHELD or fmt(upper) == WITHHELD:
+        return fmt(value, digits)
+    value, lower, upper = float(value), float(lower), float(upper)
+    if digits is None:
+        width = abs(upper - lower)
+        by_width = decimals(width) + 1 if width >= NOISE else None
+        by_value = decimals(value) if abs(value) >= NOISE else None
+        digits = min([d for d in (by_value, by_width) if d is not None], default=2)
+
+    def one(x: float) -> str:
+        return unsigned_zero(f"{x:,.{digits}f}")
+    dash = " to " if min(lower, upper) < 0 else "\u2013"
+    return f"{one(value)} ({one(lower)}{dash}{one(upper)})"
+
+
+def p_words(p: Any) -> str:
+    """"p < 0.001", "p = 0.03": a p-value in a sentence."""
+    shown = html.unescape(fmt(p, kind="p"))
+    return f"p {shown[0]} {shown[1:]}" if shown[0] in "<>" else f"p = {shown}"
+
+
+NEUTRAL_CELLS = {WITHHELD, "reference", ""}   # say nothing about a column being text or numbers
+TEXT_CELL = re.compile(r"^(?![\s<>+\-\u2212\u2264\u2265]*[\d.,])")   # a cell that does not start as a number
+
+
+def _cells(df: pd.DataFrame, digits: int | None) -> tuple[list[list[str]], list[bool]]:
+    """Every cell as the report writes it, and whether each column is text (left-aligned)."""
+    kinds = [field_labels.value_format(str(c)) for c in df.columns]
+    rows = [[fmt(v, digits, kind) for v, kind in zip(row, kinds)] for row in df.itertuples(index=False)]
+    text = [i == 0 or any(r[i] not in NEUTRAL_CELLS and TEXT_CELL.match(html.unescape(r[i])) for r in rows)
+            for i in range(len(df.columns))]
+    return rows, text
+
+
+def table_html(df: pd.DataFrame, table_id: str | None = None, digits: int | None = None,
+               words: Labels = Labels()) -> str:
+    """A table with labelled headers (``pipeline/field_labels.yaml``) and formatted cells
+    (``fmt``), text columns left-aligned, in a container that scrolls sideways if a table is
+    ever wider than the page (the page itself never does)."""
+    rows, text = _cells(df, digits)
+    cls = [" class='text'" if t and i else "" for i, t in enumerate(text)]
+    head = "".join(f"<th{c}>{html.escape(field_labels.label(str(col), words))}</th>" for col, c in zip(df.columns, cls))
+    body = "".join("<tr>" + "".join(f"<td{c}>{v}</td>" for v, c in zip(row, cls)) + "</tr>" for row in rows)
     ident = f' id="{table_id}"' if table_id else ""
-    return f"<table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    return f"<div class='table'><table{ident}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
-def table_markdown(df: pd.DataFrame, digits: int = 3) -> str:
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |", "|" + "---|" * len(df.columns)]
-    for row in df.itertuples(index=False):
-        lines.append("| " + " | ".join(html.unescape(fmt(v, digits)) for v in row) + " |")
+def table_markdown(df: pd.DataFrame, digits: int | None = None, words: Labels = Labels()) -> str:
+    rows, _ = _cells(df, digits)
+    lines = ["| " + " | ".join(field_labels.label(str(c), words).replace("|", "\\|") for c in df.columns) + " |",
+             "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(html.unescape(v).replace("|", "\\|") for v in row) + " |" for row in rows]
     return "\n".join(lines)
 
 
+def readable(df: pd.DataFrame, words: Labels = Labels()) -> pd.DataFrame:
+    """A stage's table for reading: ``variable`` and ``level`` as one ``group`` column
+    ("local authority: LA01"), model terms, measures and methods by their labels."""
+    out = df.copy()
+    if {"variable", "level"} <= set(out.columns):
+        order = {v: i for i, v in enumerate(dict.fromkeys(out["variable"]))}
+        out = out.iloc[sorted(range(len(out)), key=lambda i: (order[out["variable"].iloc[i]],
+                                                               level_key(str(out["level"].iloc[i]))))]
+        out.insert(list(out.columns).index("variable"), "group",
+                   [field_labels.group(v, lv, words) for v, lv in zip(out["variable"], out["level"])])
+        out = out.drop(columns=["variable", "level"])
+    for column in ("covariate", "term", "measure", "method"):
+        if column in out:
+            out[column] = [field_labels.term(v, words) for v in out[column]]
+    return out
+
+
 def with_interval(value: Any, lower: Any, upper: Any, whole: bool) -> Any:
-    """"111 (104-117)": a figure with its 95% interval (per-1,000 figures as whole numbers,
-    rounded half up); the figure alone when it or a bound is withheld."""
+    """"111 (104\u2013117)": a figure with its 95% interval (per-1,000 figures as whole numbers,
+    rounded half up; others as ``fmt_interval``); the figure alone when it or a bound is withheld."""
     if any(v is None or pd.isna(v) for v in (value, lower, upper)):
         return value
     if whole:
-        return f"{int(value)} ({int(np.floor(lower + 0.5))}-{int(np.floor(upper + 0.5))})"
-    return f"{fmt(float(value))} ({fmt(float(lower))}-{fmt(float(upper))})"
+        return f"{int(value)} ({int(np.floor(lower + 0.5))}\u2013{int(np.floor(upper + 0.5))})"
+    return fmt_interval(value, lower, upper)
 
 
 def error_table(rules: pd.DataFrame, default_rule: str, intervals: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -260,7 +371,7 @@ def _forest(hr: pd.DataFrame, words: Labels, units: str, plt: Any) -> dict[str, 
              if hr["hr_lower"].min() / 1.2 <= t <= hr["hr_upper"].max() * 1.2]
     ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
-    ax.set_yticks(ypos, hr["covariate"])
+    ax.set_yticks(ypos, [field_labels.term(c, words) for c in hr["covariate"]])
     ax.set(xlabel="hazard ratio (log scale)", title=f"Cox model of {words.outcome}: hazard ratios")
     ax.legend(loc="lower right", fontsize=8)
     out["forest"] = figure_uri(fig)
@@ -284,7 +395,7 @@ def _schoenfeld(table: pd.DataFrame, hr: pd.DataFrame, plt: Any) -> dict[str, st
         ticks = curve.iloc[np.linspace(0, len(curve) - 1, min(6, len(curve))).astype(int)]
         ax.set_xticks(ticks["time_km"], [f"{m:.1f}" for m in ticks["time_months"]])
         ax.set(xlabel="months since the origin (spaced as 1 - Kaplan-Meier)", ylabel="log hazard ratio",
-               title=f"Does the hazard ratio for {term} change over follow-up?")
+               title=f"Does the hazard ratio for {field_labels.term(term)} change over follow-up?")
         ax.legend(fontsize=8)
         out[f"schoenfeld:{term}"] = figure_uri(fig)
     return out
@@ -307,6 +418,7 @@ def ph_section(surv: dict[str, Any], ph: pd.DataFrame, figs: dict[str, str]) -> 
                      "log hazard ratio over follow-up, smoothed as R's <code>plot(cox.zph(fit))</code>; the Cox "
                      "estimate is its average. Points are means of bins of at least the disclosure threshold of "
                      "events; no individual residual is shown.</p>")
+        # (the alt text names the term as the model does: pipeline/outputs.yaml names the figure by it)
         parts += [image(figs, key, f"Scaled Schoenfeld residuals for {key.split(':', 1)[1]}") for key in flagged]
     else:
         parts.append("<p>No term flagged: the proportional-hazards tests (global test first, then each term "
@@ -315,13 +427,24 @@ def ph_section(surv: dict[str, Any], ph: pd.DataFrame, figs: dict[str, str]) -> 
     return "".join(parts)
 
 
+# Each series its own line style, so that one lying on another (all plans and first plans,
+# nine in ten plans being first plans) still shows: drawn widest first, narrower on top.
+PLAN_SERIES_STYLE = {
+    "all_plans": {"color": "0.55", "lw": 5, "ls": "-", "zorder": 1},
+    "first_plans": {"color": "C0", "lw": 1.6, "ls": "--", "zorder": 2},
+    "repeat_plans": {"color": "C3", "lw": 1.4, "ls": ":", "marker": "o", "markevery": 6, "ms": 3.5, "zorder": 3},
+}
+
+
 def _durations(open_share: pd.DataFrame, plt: Any) -> dict[str, str]:
     out = {}
     fig, ax = plt.subplots(figsize=(7, 4))   # (no rows when the input has no plans: the section says so instead)
     for col in [c for c in open_share.columns if c != "time_months"]:
-        ax.plot(open_share["time_months"], open_share[col], label=col.replace("_", " "))
-    ax.set(xlabel="months since the plan started", ylabel="share still open", title="Child protection plans still open")
-    ax.legend()
+        ax.plot(open_share["time_months"], open_share[col], label=field_labels.label(col),
+                **PLAN_SERIES_STYLE.get(col, {}))
+    ax.set(xlabel="months since the plan started", ylabel=field_labels.label("open_share"),
+           title="Child protection plans still open")
+    ax.legend(title="Kaplan-Meier", fontsize=8)
     out["durations"] = figure_uri(fig)
     return out
 
@@ -428,24 +551,32 @@ def not_estimated(stage_metrics: dict[str, Any], part: str) -> str:
 
 
 FLOOR_MEASURES = {"ici": "ICI", "e90": "E90"}
+# What the calibration-curve measures are (Austin and Steyerberg 2019), said once in the hierarchy table.
+MEASURE_DEFINITIONS = {"eavg": "mean absolute difference between the calibration curve and the diagonal",
+                       "e50": "its median", "e90": "its 90th percentile", "emax": "its largest"}
 
 
-def with_intervals(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
-    """A calibration table for reading: each measure with its 95% interval in one column,
-    "value (lower-upper)"; each noise floor as "median / 95th percentile" and its reading
-    as within / beyond (the text above the table says what they mean)."""
+def with_intervals(df: pd.DataFrame, digits: int | None = None, rename: bool = False, words: Labels = Labels(),
+                   floor_values: bool = True) -> pd.DataFrame:
+    """A table for reading: each estimate ``m`` with ``m_lower`` and ``m_upper`` as one
+    column, "value (lower-upper)" (``fmt_interval``; headed "<label> (95% CI)" with
+    ``rename``); each noise floor as "median / 95th percentile" and its reading as within /
+    beyond (the text above the table says what they mean; without ``floor_values`` only the
+    reading)."""
     out = df.copy()
+    combined = {}
     for m in [c[:-len("_lower")] for c in df.columns if c.endswith("_lower") and c[:-len("_lower")] in df]:
-        out[m] = [WITHHELD if fmt(v) == WITHHELD else f"{fmt(v, digits)} ({fmt(lo, digits)}\u2013{fmt(hi, digits)})"
-                  for v, lo, hi in zip(df[m], df[f"{m}_lower"], df[f"{m}_upper"])]
+        out[m] = [fmt_interval(v, lo, hi, digits) for v, lo, hi in zip(df[m], df[f"{m}_lower"], df[f"{m}_upper"])]
         out = out.drop(columns=[f"{m}_lower", f"{m}_upper"])
+        combined[m] = field_labels.label(m, words, note="95% CI")
     for m, name in FLOOR_MEASURES.items():
         if f"{m}_floor_p95" in df:
-            out[f"{name} floor (median / 95th)"] = [WITHHELD if fmt(a) == WITHHELD else f"{fmt(a, digits)} / {fmt(b, digits)}"
-                                                   for a, b in zip(df[f"{m}_floor_p50"], df[f"{m}_floor_p95"])]
+            if floor_values:
+                out[f"{name} floor (median / 95th)"] = [WITHHELD if fmt(a) == WITHHELD else f"{fmt(a, digits)} / {fmt(b, digits)}"
+                                                       for a, b in zip(df[f"{m}_floor_p50"], df[f"{m}_floor_p95"])]
             out[f"{name} vs floor"] = [str(r).split(" ")[0] if isinstance(r, str) else WITHHELD for r in df[f"{m}_reading"]]
             out = out.drop(columns=[f"{m}_floor_p50", f"{m}_floor_p95", f"{m}_reading"])
-    return out
+    return out.rename(columns=combined) if rename else out
 
 
 def beyond_floor(rows: pd.DataFrame, name: Any) -> list[str]:
@@ -457,7 +588,7 @@ def beyond_floor(rows: pd.DataFrame, name: Any) -> list[str]:
         if beyond:
             values = " and ".join(f"{FLOOR_MEASURES[m]} {fmt(r[m], 4)}" for m in beyond)
             floors = " and ".join(fmt(r[f"{m}_floor_p95"], 4) for m in beyond)
-            sentences.append(f"{name(r)}: {values} {'are' if len(beyond) > 1 else 'is'} beyond what a perfectly "
+            sentences.append(f"{name(r)[:1].upper()}{name(r)[1:]}: {values} {'are' if len(beyond) > 1 else 'is'} beyond what a perfectly "
                              f"calibrated model shows at this size (95th percentile {floors}).")
     return sentences
 
@@ -471,7 +602,8 @@ def floor_sentences(validation: dict[str, Any], subgroups: pd.DataFrame, cox: pd
     parts = [f"{FLOOR_MEASURES[m]} {fmt(validation.get('eavg' if m == 'ici' else m), 4)} is {floor[m]['reading']} "
              f"(a perfectly calibrated model scored the same way: median {fmt(floor[m]['floor_p50'], 4)}, "
              f"95th percentile {fmt(floor[m]['floor_p95'], 4)})" for m in FLOOR_MEASURES if m in floor]
-    groups = beyond_floor(subgroups, lambda r: f"{r['variable']} {r['level']}") + beyond_floor(
+    groups = beyond_floor(subgroups, lambda r: f"{field_labels.label(r['variable'])} "
+                                               f"{field_labels.level(r['variable'], r['level'])}") + beyond_floor(
         cox, lambda r: f"Cox model at {float(r['horizon_months']):g} months")
     return [f"Noise floor (outcomes drawn from the predictions themselves): {'; '.join(parts)}. The floor is a "
             f"reference for reading ICI and E90, not a correction to them; their bootstrap intervals carry the same "
@@ -490,7 +622,7 @@ def cluster_word(params: dict[str, Any], clean: dict[str, Any]) -> str:
 def strata_words(params: dict[str, Any], surv: dict[str, Any]) -> str:
     strata = (params["input"]["analysis_table"].get("strata") if params["input"]["source"] == "analysis_table"
               else params["survival"].get("strata"))
-    return f"baseline hazard per {strata}" if strata else "no strata"
+    return f"baseline hazard per {field_labels.label(strata)}" if strata else "no strata"
 
 
 def source_statement(params: dict[str, Any], clean: dict[str, Any], epi: dict[str, Any], logi: dict[str, Any],
@@ -536,25 +668,30 @@ def banded_section(root: Path) -> str:
         return "<p>No banded counts in this input.</p>"
     count = "published_plans_ended" if "published_plans_ended" in est else "plans_ended"
 
-    def bounded(r: pd.Series, col: str, digits: int) -> str:
+    def bounded(r: pd.Series, col: str) -> str:
         point, low, high = r.get(col), r.get(f"{col}_low"), r.get(f"{col}_high")
         if pd.notna(point) or pd.isna(low):
-            return fmt(point, digits)
+            return fmt(point)
+        digits = max(decimals(float(low)), decimals(float(high))) if float(low) and float(high) else 2
         return f"{fmt(low, digits)}\u2013{fmt(high, digits)}"
 
     shares = [c for c in est.columns if c.startswith("share_")]
     opens = [c for c in est.columns if c.startswith("turnbull_open_at_") and not c.endswith(("_low", "_high"))]
     rows = []
     for _, r in est.iterrows():
-        row = {"LA": r["la_code"] if r["la_code"] == "all" else f"{r['la_name']} ({r['la_code']})".strip(),
+        name = r.get("la_name")
+        row = {"LA": r["la_code"] if r["la_code"] == "all" or pd.isna(name) or not str(name).strip()
+               else f"{name} ({r['la_code']})",
                "year": r["year"] if r["basis"] == "year" else f"pooled ({r['years']})",
                "plans ended": r[count]}
         row.update({c.replace("share_", "ended ").replace("_", " "): r[c] for c in shares})
-        row.update({c.replace("turnbull_open_at_", "still open at "): bounded(r, c, 3) for c in opens})
+        row.update({c.replace("turnbull_open_at_", "still open at "): bounded(r, c) for c in opens})
         median = ("weibull_median", "weibull_median_days")
+        point, lower, upper = (r.get(c) for c in (median[1], "weibull_median_lower95", "weibull_median_upper95"))
         row["Weibull median days (95% CI)"] = (
-            f"{bounded(r.rename({median[1]: median[0]}), median[0], 3)} "
-            f"({fmt(r.get('weibull_median_lower95'), 3)}\u2013{fmt(r.get('weibull_median_upper95'), 3)})")
+            fmt_interval(point, lower, upper) if pd.notna(point) else
+            f"{bounded(r.rename({median[1]: median[0]}), median[0])} ({fmt(lower)}\u2013{fmt(upper)})"
+            if pd.notna(lower) else bounded(r.rename({median[1]: median[0]}), median[0]))
         row["flags"] = r["status"]
         rows.append(row)
     source = ("DfE's published counts (public: shown as published, not suppressed again)" if count ==
@@ -604,6 +741,209 @@ def outcome_figures(epi: dict[str, Any], surv: dict[str, Any], err: dict[str, An
     return pd.DataFrame(rows, columns=["figure", "value", "what it counts"])
 
 
+def cohort_sentences(params: dict[str, Any], counts: dict[str, Any], logi: dict[str, Any], words: Labels,
+                     unit: str) -> list[str]:
+    """The cohort in sentences: who was analysed, the logistic outcome and how rows were
+    split (from ``metrics/episodes.json`` and ``metrics/logistic.json``)."""
+    def n(value: Any) -> str:
+        return html.unescape(fmt(value, kind="count"))
+
+    units = UNIT_PLURALS[unit]
+    out = []
+    if params["input"]["source"] != "analysis_table":
+        out.append(f"After cleaning, {n(counts.get('referrals'))} referrals; {n(counts.get('index_referrals'))} index "
+                   f"referrals (one per episode) in the survival analysis, {n(counts.get('events'))} of them followed "
+                   f"by a {words.outcome} before the extract date.")
+    else:
+        out.append(f"{n(counts.get('index_referrals'))} {words.subjects} in {n(counts.get('clusters'))} {units} in the "
+                   f"survival analysis; {n(counts.get('events'))} with a {words.outcome} observed.")
+    outcome, horizon = logi.get("outcome", {}), logi.get("horizon_days")
+    if horizon is not None:
+        known = (f"; {n(outcome['kept'])} of {n(outcome['rows'])} have a known status at {float(horizon):g} days"
+                 if "kept" in outcome and "rows" in outcome else "")
+        handling = f" ({outcome['handling']})" if outcome.get("handling") else ""
+        out.append(f"The logistic model's outcome: a {words.outcome} within {float(horizon):g} days of the "
+                   f"episode's end{known}{handling}.")
+    split, dev, val = logi.get("split", {}), logi.get("development", {}), logi.get("validation", {})
+    method = split.get("method")
+
+    def side(rows: Any, families: Any, events: Any) -> str:
+        return (f"{n(rows)} rows ({n(families)} {units}; {n(events)} with a {words.outcome})")
+
+    if method == "temporal" and "development_rows" in split:
+        left = split.get("left_out_rows_of_development_families_after_cutoff")
+        out.append(f"Split in time at {split.get('cutoff')}: development {side(split['development_rows'], split.get('development_families'), dev.get('events'))} "
+                   f"dated before it; validation {side(split.get('validation_rows'), split.get('validation_families'), val.get('events'))} "
+                   f"first seen on or after it"
+                   + (f"; {n(left)} later rows of development {units} left out, so that no {unit} is on both sides" if left else "")
+                   + ".")
+    elif method == "random_clusters" and "development_rows" in split:
+        out.append(f"A seeded random {float(split.get('validation_share', 0)):.0%} of {units} validate: development "
+                   f"{side(split['development_rows'], split.get('development_families'), dev.get('events'))}; validation "
+                   f"{side(split.get('validation_rows'), split.get('validation_families'), val.get('events'))}.")
+    elif method == "grouped_kfold" and "rows" in split:
+        out.append(f"Out-of-fold validation: {split.get('folds')} folds of whole {units}; each of the {n(split['rows'])} "
+                   f"rows ({n(split.get('families'))} {units}) is predicted by the model fitted without its {unit}.")
+    elif method:
+        out.append(f"Validation split: {str(method).replace('_', ' ')}.")
+    return out
+
+
+TABLE_ONE_GROUPS = ("all", "development", "validation", "outcome", "no_outcome")
+
+
+def table_one_frame(table1: pd.DataFrame, words: Labels = Labels(), horizon_days: Any = None) -> pd.DataFrame:
+    """Table 1 for reading (from ``reports/logistic/table1.csv``, ``pipeline/table_one.py``):
+    a row per characteristic (a categorical one: a heading row, then a row per level), a
+    column per group headed with its size; "n (%)" and "median (lower-upper quartile)"."""
+    if table1.empty:
+        return pd.DataFrame()
+    groups = [g for g in dict.fromkeys(table1["group"]) if g]
+    sizes = table1[table1["variable"] == "rows"].set_index("group")["n"]
+    within = {"outcome": f"{words.outcome} within {float(horizon_days):g} days",
+              "no_outcome": f"no {words.outcome} within {float(horizon_days):g} days"} if horizon_days is not None else {}
+
+    def head(g: str) -> str:
+        return f"{within.get(g) or field_labels.level('group', g, words)}, n = {html.unescape(fmt(sizes.get(g), kind='count'))}"
+
+    def count(r: pd.Series) -> str:
+        return WITHHELD if pd.isna(r["n"]) else f"{float(r['n']):,.0f} ({float(r['percent']):.1f}%)"
+
+    def median(r: pd.Series) -> str:
+        values = [r["median"], r["lower_quartile"], r["upper_quartile"]]
+        whole = all(pd.notna(x) and float(x).is_integer() for x in values)
+        return html.unescape(fmt_interval(*values, digits=0 if whole else 1))
+
+    cells = table1.set_index(["variable", "level", "group"])
+    rows: list[dict[str, str]] = []
+
+    def add(name: str, variable: str | None, level: str | None, how: Any) -> None:
+        rows.append({"characteristic": name, **{head(g): (how(cells.loc[(variable, level, g)])
+                                                          if variable is not None and (variable, level, g) in cells.index
+                                                          else "") for g in groups}})
+
+    for variable in [v for v in dict.fromkeys(table1["variable"]) if v != "rows"]:
+        part = table1[(table1["variable"] == variable) & (table1["group"] == groups[0])]
+        name = field_labels.label(variable, words)
+        levels = list(part["level"])
+        if "recorded" in levels:
+            add(f"{name}, median (IQR)", variable, "recorded", median)
+        elif set(levels) - {"missing"} == {"0", "1"}:    # a factor: the row with it
+            add(f"{name}, n (%)", variable, "1", count)
+        else:
+            add(f"{name}, n (%)", None, None, None)
+            for level in levels:
+                if level != "missing":
+                    add(f"\u2003{field_labels.level(variable, level, words)}", variable, level, count)
+        if "missing" in levels:
+            add(f"\u2003{field_labels.level(variable, 'missing', words)}", variable, "missing", count)
+    return pd.DataFrame(rows)
+
+
+def table_one_html(frame: pd.DataFrame, min_count: int, unit: str) -> str:
+    """Table 1 under its heading, with what its cells mean."""
+    if frame.empty:
+        return ""
+    return ("<h3>Table 1: characteristics of the rows the logistic model used</h3>"
+            f"<p>By split (development, validation) and by outcome at the horizon. n (%) of the column's rows; "
+            f"median (IQR: lower\u2013upper quartile). {WITHHELD}: fewer than {min_count}, or a count that would "
+            f"give one away by subtraction (withheld with it). A {unit} may have several rows.</p>" + table_html(frame, "table-one"))
+
+
+def group_error_table(by_group: pd.DataFrame, words: Labels = Labels()) -> pd.DataFrame:
+    """Error rates by group at the headline rule for reading: each with its 95% interval in
+    one column, the differences and ratios against the reference group ("reference" on its
+    own row)."""
+    keep = [c for m in ("variable", "level", "n", "false_negative_rate", "false_positive_rate", "ppv",
+                        "false_negative_rate_difference", "false_positive_rate_ratio")
+            for c in (m, f"{m}_lower", f"{m}_upper") if c in by_group and (c == m or m not in ("variable", "level", "n"))]
+    out = with_intervals(by_group[keep], rename=True, words=words)
+    if "reference_level" in by_group and len(by_group):
+        reference = (by_group["level"].astype(str) == by_group["reference_level"].astype(str)).to_numpy()
+        for column in out.columns:
+            if column.startswith((field_labels.label("false_negative_rate_difference", words),
+                                  field_labels.label("false_positive_rate_ratio", words))):
+                out.loc[reference, column] = "reference"
+    return readable(out, words)
+
+
+RILEY_CRITERIA = {
+    "shrinkage": "expected uniform shrinkage at least 0.9 (little overfitting)",
+    "optimism_r2": "apparent Nagelkerke R\u00b2 at most 0.05 above the adjusted",
+    "intercept": "overall risk estimated to within \u00b10.05",
+}
+
+
+def sample_size_html(logi: dict[str, Any], words: Labels = Labels()) -> str:
+    """Riley et al.'s minimum development size in words, and a row per criterion."""
+    size, dev = logi.get("sample_size", {}), logi.get("development", {})
+    if not size:
+        return not_estimated(logi, "logistic_model") or "<p>No sample-size calculation (no model was fitted).</p>"
+    criteria = pd.DataFrame([(RILEY_CRITERIA.get(k, k.replace("_", " ")), v) for k, v in size.get("criteria", {}).items()],
+                            columns=["criterion (Riley et al. 2020)", "rows needed"])
+    return (f"<p>The development data need at least {fmt(size.get('riley_minimum_n'), kind='count')} rows: the "
+            f"largest of the three criteria below, for {fmt(dev.get('parameters'), kind='count')} model parameters, "
+            f"an outcome share of {fmt(dev.get('event_rate'))} and the development model's own Cox-Snell "
+            f"R\u00b2 of {fmt(dev.get('r2_cox_snell'))}. They have {fmt(dev.get('n'), kind='count')} rows "
+            f"({fmt(dev.get('events'), kind='count')} with a {html.escape(words.outcome)}; "
+            f"{fmt(dev.get('events_per_parameter'))} per parameter): "
+            f"<strong>{'adequate' if size.get('adequate') else 'NOT adequate'}</strong>.</p>"
+            + table_html(criteria))
+
+
+# Which stage, module, function and files made each section's numbers: the footer of each
+# section (tests/test_report_reading.py checks that each function exists in its module and
+# each file after a run). Section id -> (stage, module, function, files) entries.
+MADE_BY: dict[str, list[tuple[str, str, str, list[str]]]] = {
+    "how-often-wrong": [("errors", "pipeline/errors.py", "run",
+                         ["reports/errors/headline.txt", "reports/errors/rules.csv", "reports/errors/default_rule.json",
+                          "metrics/errors.json"]),
+                        ("errors", "pipeline/headline_bootstrap.py", "percentile_intervals",
+                         ["reports/errors/headline_intervals.csv"])],
+    "data": [("clean", "pipeline/clean.py", "clean_extract", ["metrics/clean.json"])],
+    "cohort": [("episodes", "pipeline/derive.py", "derive_rereport", ["metrics/episodes.json"]),
+               ("logistic", "pipeline/table_one.py", "describe_split",
+                ["reports/logistic/table1.csv", "metrics/logistic.json"])],
+    "km": [("survival", "pipeline/survival.py", "plot_curves", ["reports/survival/plot_curves.csv"])],
+    "hazard-ratios": [("survival", "pipeline/survival.py", "hazard_ratio_table",
+                       ["reports/survival/hazard_ratios.csv", "reports/survival/frailty_hazard_ratios.csv",
+                        "reports/survival/ph_tests.csv", "metrics/survival.json"])],
+    "durations": [("durations", "pipeline/durations.py", "planner_tables",
+                   ["reports/durations/planner_summary.csv", "reports/durations/plot_open_share.csv"])],
+    "banded-durations": [("durations", "pipeline/durations.py", "banded_estimates",
+                          ["reports/durations/banded_estimates.csv"])],
+    "odds-ratios": [("logistic", "pipeline/logistic.py", "fit_logit", ["reports/logistic/odds_ratios.csv"])],
+    "calibration": [("calibration", "pipeline/calibration.py", "logistic_calibration",
+                     ["reports/calibration/curve.csv", "reports/calibration/deciles.csv",
+                      "reports/calibration/optimism.csv", "reports/calibration/recalibration.csv",
+                      "metrics/calibration.json"]),
+                    ("calibration", "pipeline/calibration.py", "cox_calibration",
+                     ["reports/calibration/cox_calibration.csv"])],
+    "subgroups": [("calibration", "pipeline/calibration.py", "subgroup_calibration",
+                   ["reports/calibration/subgroups.csv"]),
+                  ("errors", "pipeline/errors.py", "group_rates", ["reports/errors/by_group.csv"])],
+    "decision-curve": [("errors", "pipeline/errors.py", "decision_curve",
+                        ["reports/errors/decision_curve.csv", "reports/errors/plot_fp_fn.csv",
+                         "reports/errors/survival_ipcw.csv"])],
+    "sample-size": [("logistic", "pipeline/samplesize.py", "riley_binary", ["metrics/logistic.json"])],
+    "tripod": [("report", "pipeline/report.py", "TRIPOD_AI", [])],
+    "limitations": [("report", "pipeline/report.py", "build", [])],
+    "reproducibility": [("report", "pipeline/report.py", "provenance", ["dvc.lock"]),
+                        ("report", "pipeline/environment.py", "describe", ["metrics/environment.json"])],
+}
+
+
+def made_by_html(section: str) -> str:
+    """The section's footer: "made by: stage `x` (`pipeline/x.py`, `function`) -> files"."""
+    entries = MADE_BY.get(section, [])
+    if not entries:
+        return ""
+    parts = [f"stage <code>{stage}</code> (<code>{module}</code>, <code>{function}</code>)"
+             + (" \u2192 " + ", ".join(f"<code>{f}</code>" for f in files) if files else "")
+             for stage, module, function, files in entries]
+    return f"<p class='made-by'>made by: {'; '.join(parts)}</p>"
+
+
 def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     """(report.html, summary.md) from the pipeline's outputs under ``root``."""
     def metrics(name: str) -> dict[str, Any]:
@@ -635,59 +975,53 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
               "synthetic extract (England-like, generated from a seed), not from any real children. They show what "
               "the pipeline reports; they say nothing about real families.</p>" if synthetic else "")
     v = cal.get("validation", {})
-    def interval(key: str) -> str:
-        return f"{fmt(v[key + '_lower'], 4)}\u2013{fmt(v[key + '_upper'], 4)}" if f"{key}_lower" in v else ""
+
+    def estimate(key: str) -> str:
+        return fmt_interval(v.get(key), v.get(f"{key}_lower"), v.get(f"{key}_upper"))
 
     hierarchy = pd.DataFrame([
-        ("mean", "observed / expected", v.get("observed_expected"), interval("observed_expected"), "1"),
-        ("mean", "calibration-in-the-large", v.get("citl"), interval("citl"), "0"),
-        ("weak", "calibration slope", v.get("slope"), interval("slope"), "1"),
-        ("moderate", "ICI (mean absolute observed - predicted)", v.get("eavg"), interval("eavg"), "0"),
-        ("moderate", "E50", v.get("e50"), interval("e50"), "0"), ("moderate", "E90", v.get("e90"), interval("e90"), "0"),
-        ("moderate", "Emax", v.get("emax"), "", "0"),
-        ("discrimination", "C (AUC)", v.get("c"), interval("c"), "1"),
-        ("overall", "Brier score", v.get("brier"), "", f"scaled {fmt(v.get('scaled_brier'))}"),
-        ("mean", "Spiegelhalter z", v.get("spiegelhalter_z"), "", f"p = {fmt(v.get('spiegelhalter_p'))}"),
-    ], columns=["level (Van Calster 2016)", "measure", "value", "95% interval", "ideal / note"])
+        ("mean", field_labels.label("observed_expected"), estimate("observed_expected"), "1"),
+        ("mean", field_labels.label("citl"), estimate("citl"), "0"),
+        ("weak", field_labels.label("slope"), estimate("slope"), "1"),
+        *(("moderate", f"{field_labels.label(key)} ({MEASURE_DEFINITIONS[key]})", estimate(key), "0")
+          for key in ("eavg", "e50", "e90", "emax")),
+        ("discrimination", field_labels.label("c"), estimate("c"), "1"),
+        ("overall", field_labels.label("brier"), estimate("brier"), f"scaled {fmt(v.get('scaled_brier'))}"),
+        ("mean", field_labels.label("spiegelhalter_z"), estimate("spiegelhalter_z"),
+         html.unescape(p_words(v.get("spiegelhalter_p")))),
+    ], columns=["level (Van Calster 2016)", "measure", "value (95% interval)", "ideal / note"])
     reconciliation = pd.DataFrame([{"table": t, "rows in": d["rows_in"], "kept": d["rows_kept"],
                                     "rejected": d["rows_rejected"]} for t, d in clean.get("tables", {}).items()])
-    reasons = pd.DataFrame([{"table": t, "reason": r, "rows": n} for t, d in clean.get("tables", {}).items()
-                            for r, n in d.get("rejected_by_reason", {}).items()])
+    reasons = pd.DataFrame([{"table": t, "reason": field_labels.level("reason", r), "rows": n}
+                            for t, d in clean.get("tables", {}).items() for r, n in d.get("rejected_by_reason", {}).items()])
     counts = epi.get("counts", {})
     unit = cluster_word(params, clean)
     units = UNIT_PLURALS[unit]
     figs = figures(root, words, units, min_count)
-    split_words = "; ".join(f"{k.replace('_', ' ').replace('families', units)} {v}"
-                            for k, v in logi.get("split", {}).items())
-    cohort = pd.DataFrame([
-        *([("referrals after cleaning", counts.get("referrals")),
-           ("index referrals (survival analysis)", counts.get("index_referrals"))]
-          if params["input"]["source"] != "analysis_table" else
-          [(f"{words.subjects} (survival analysis)", counts.get("index_referrals")), (units, counts.get("clusters"))]),
-        (f"{words.outcome}s observed", counts.get("events")),
-        ("logistic development rows (events)",
-         f"{fmt(logi.get('development', {}).get('n'))} ({fmt(logi.get('development', {}).get('events'))})"),
-        ("logistic validation rows (events)",
-         f"{fmt(logi.get('validation', {}).get('n'))} ({fmt(logi.get('validation', {}).get('events'))})"),
-        ("outcome", f"{words.outcome} within {logi.get('horizon_days')} days; "
-                    f"{logi.get('outcome', {}).get('handling', '')}"),
-        ("validation split", split_words),
-    ], columns=["", "value"])
+    cohort = cohort_sentences(params, counts, logi, words, unit)
+    table1_path = root / "reports/logistic/table1.csv"
+    table1 = table_one_frame(read_csv(table1_path) if table1_path.exists() else pd.DataFrame(), words,
+                             logi.get("horizon_days"))
     figures_table = outcome_figures(epi, surv, err, cal, words)
     hr = csv("reports/survival/hazard_ratios.csv")
-    hr_cols = [c for c in ("covariate", "hr", "hr_lower", "hr_upper", "p", "true_hr") if c in hr]
+    hr_shown = readable(with_intervals(hr[[c for c in ("covariate", "hr", "hr_lower", "hr_upper", "p", "true_hr") if c in hr]],
+                                       rename=True), words)
     frailty_html = not_estimated(surv, "frailty")
     if surv.get("frailty"):   # the shared-frailty model's hazard ratios beside the Cox model's
         frailty = csv("reports/survival/frailty_hazard_ratios.csv").merge(
-            hr[["covariate", "hr"]].rename(columns={"hr": "hr_without_frailty"}), on="covariate", how="left")
+            hr[["covariate", "hr"]].rename(columns={"hr": "hr_without_frailty"}), on="covariate", how="left").rename(
+            columns={"lower": "hazard_ratio_lower", "upper": "hazard_ratio_upper"})
         frailty_html = (f"<h3>With a shared gamma frailty per {unit} (hazard ratios conditional on the {unit})</h3>"
-                        f"<p>{html.escape(surv['frailty']['sentence'])}</p>" + table_html(frailty[[
-                            c for c in ("covariate", "hr_without_frailty", "hazard_ratio", "lower", "upper", "p",
-                                        "true_hr") if c in frailty]]))
-    odds = csv("reports/logistic/odds_ratios.csv")[["term", "or", "or_lower", "or_upper", "p"]]
-    planner = csv("reports/durations/planner_summary.csv")
-    planner = planner[["variable", "level", "plans", "median_days", "median_lower", "median_upper", "open_at_12m",
-                       "lasting_2y_plus"]]
+                        f"<p>{html.escape(surv['frailty']['sentence'])}</p>" + table_html(readable(with_intervals(frailty[[
+                            c for c in ("covariate", "hr_without_frailty", "hazard_ratio", "hazard_ratio_lower",
+                                        "hazard_ratio_upper", "p", "true_hr") if c in frailty]], rename=True), words)))
+    odds = readable(with_intervals(csv("reports/logistic/odds_ratios.csv")[["term", "or", "or_lower", "or_upper", "p"]],
+                                   rename=True), words)
+    planner = csv("reports/durations/planner_summary.csv").rename(
+        columns={"median_lower": "median_days_lower", "median_upper": "median_days_upper"})
+    planner = readable(with_intervals(planner[[c for c in (
+        "variable", "level", "plans", "median_days", "median_days_lower", "median_days_upper", "open_at_12m",
+        "open_at_12m_lower", "open_at_12m_upper", "lasting_2y_plus") if c in planner]], rename=True), words)
     durations_html = (f"{image(figs, 'durations', 'Plans still open')}{table_html(planner)}" if len(planner)
                       else "<p>No child protection plans in this input: no plan durations.</p>"
                       if metrics("durations").get("status", "no plans in this input") == "no plans in this input"
@@ -695,15 +1029,15 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
     banded_html = banded_section(root)
     optimism = csv("reports/calibration/optimism.csv")
     subgroups = csv("reports/calibration/subgroups.csv")
-    by_group = csv("reports/errors/by_group.csv")
-    by_group = by_group[[c for c in ("variable", "level", "n", "sensitivity", "false_negative_rate",
-                                     "false_positive_rate", "ppv", "false_negative_rate_difference",
-                                     "false_negative_rate_difference_lower", "false_negative_rate_difference_upper",
-                                     "false_positive_rate_ratio", "false_positive_rate_ratio_lower",
-                                     "false_positive_rate_ratio_upper") if c in by_group]]
-    recal = csv("reports/calibration/recalibration.csv")
+    by_group = group_error_table(csv("reports/errors/by_group.csv"), words)
+    recal = readable(csv("reports/calibration/recalibration.csv"), words)
     cox_cal = csv("reports/calibration/cox_calibration.csv")
     size = logi.get("sample_size", {})
+    cox_calibration, cox_overall = (with_intervals(cox_cal[[c for c in cox_cal.columns if c == "horizon_months" or any(
+        c == k or c in (f"{k}_lower", f"{k}_upper") or (floors and c.startswith((f"{k}_floor", f"{k}_reading")))
+        for k in keys)]], rename=True, words=words, floor_values=False) for keys, floors in (
+        (("observed_expected", "citl", "slope", "ici", "e90"), True),   # (E50: in the CSV)
+        (("mean_predicted", "mean_observed", "auc", "brier", "null_brier", "ipa"), False)))
     tripod = pd.DataFrame(TRIPOD_AI, columns=["TRIPOD+AI item", "asks for", "where (section id)"])
     survival_ipcw = err.get("survival_model", {})
     head = err.get("at_default_rule", {})
@@ -713,7 +1047,8 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          f"<p>Every row read is kept or quarantined with its reason; rows in = kept + rejected for every table. "
          f"Rejected rows are never imputed; what a route estimates (an NCANDS birth date, say) is stated "
          f"below.</p>{source}{table_html(reconciliation)}{table_html(reasons)}"),
-        ("cohort", "Cohort", table_html(cohort) + (
+        ("cohort", "Cohort", "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in cohort) + "</ul>"
+         + table_one_html(table1, min_count, unit) + (
             f"<h3>How many {html.escape(words.have_outcome)} within a year? Each figure and what it counts</h3>"
             f"{table_html(figures_table)}" if len(figures_table) else "")),
         ("km", f"Time to {words.outcome} (Kaplan-Meier)",
@@ -721,38 +1056,41 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
         ("hazard-ratios", f"Hazard ratios (Cox model; {html.escape(strata_words(params, surv))}; "
                           f"robust CIs by {cluster_word(params, clean)})",
          f"{image(figs, 'forest', 'Forest plot of hazard ratios')}{not_estimated(surv, 'cox')}"
-         f"{not_estimated(surv, 'parametric_models')}{table_html(hr[hr_cols])}{frailty_html}"
+         f"{not_estimated(surv, 'parametric_models')}{table_html(hr_shown, words=words)}{frailty_html}"
          f"{ph_section(surv, csv('reports/survival/ph_tests.csv'), figs)}"),
         ("durations", "Plan durations for planners", durations_html),
         ("banded-durations", "Plan durations from published counts", banded_html),
         ("odds-ratios", f"Logistic model: odds ratios (95% CIs robust by {cluster_word(params, clean)})",
-         not_estimated(logi, "logistic_model") + table_html(odds)),
+         not_estimated(logi, "logistic_model") + table_html(odds, words=words)),
         ("calibration", "Calibration",
          f"{image(figs, 'calibration', 'Calibration curve')}{not_estimated(cal, 'logistic_calibration')}"
          f"{table_html(hierarchy)}{''.join(f'<p>{html.escape(t)}</p>' for t in floor_sentences(v, subgroups, cox_cal))}"
          f"<h3>Bootstrap optimism correction ({cal.get('bootstrap_replicates')} replicates of whole {units})</h3>"
-         f"{table_html(optimism)}<h3>Recalibration (fitted on half the validation {units})</h3>{table_html(recal)}"
+         f"{table_html(readable(optimism, words))}<h3>Recalibration (fitted on half the validation {units})</h3>"
+         f"{table_html(recal, words=words)}"
          f"<h3>Cox model calibration (Austin, Harrell and van Klaveren 2020)</h3>{not_estimated(cal, 'cox_calibration')}"
          f"<p>With each horizon: AUC(t) (cases: {words.outcome} by t; controls: the rest whose status at t is known, "
          f"a competing end counting as a control), the Brier score, the null model's (everyone given the "
          f"Kaplan-Meier/Aalen-Johansen risk) and IPA = 1 - Brier / null Brier; censoring by inverse probability "
          f"weights, 95% intervals from the influence function, as R's riskRegression::Score.</p>"
-         f"{table_html(with_intervals(cox_cal, 4))}"),
+         f"{table_html(cox_calibration, words=words)}{table_html(cox_overall, words=words)}"),
         ("subgroups", "Subgroups: calibration and error rates",
-         f"{table_html(with_intervals(subgroups, 4))}<h3>Error rates at the headline rule, by group (differences and ratios against "
-         f"the largest group, 95% intervals resampling whole {units})</h3>{table_html(by_group)}"),
+         f"<p>Calibration within each group of the validation {html.escape(words.subjects)} (mean calibration as "
+         f"observed / expected; calibration-in-the-large is in reports/calibration/subgroups.csv; 95% intervals "
+         f"resampling whole {units}; each ICI and E90 against what a perfectly calibrated model shows at the "
+         f"group's size: the noise floor, section Calibration).</p>"
+         f"{table_html(readable(with_intervals(subgroups.drop(columns=[c for c in subgroups if c.startswith('citl')]), rename=True, words=words, floor_values=False), words), words=words)}"
+         f"<h3>Error rates at the headline rule, by group (differences and ratios against "
+         f"the largest group, 95% intervals resampling whole {units})</h3>"
+         f"<p>The false-negative rate is 1 - sensitivity: the share of those with a {html.escape(words.outcome)} "
+         f"whom the rule does not flag.</p>{table_html(by_group, words=words)}"),
         ("decision-curve", "Decision curve and the threshold trade-off",
          f"{image(figs, 'decision', 'Decision curve')}"
          f"{image(figs, 'fp_fn', 'False positives and negatives by threshold')}{not_estimated(err, 'error_rates')}"
          f"{not_estimated(err, 'survival_model_error_rates')}"
          f"<p>Survival model at {fmt(survival_ipcw.get('horizon_months'))} months: {html.escape(str(survival_ipcw.get('method', '')))}"
          f" (reports/errors/survival_ipcw.csv).</p>"),
-        ("sample-size", "Sample size (Riley et al. 2020)",
-         f"<p>Minimum development size {fmt(size.get('riley_minimum_n'))} (criteria "
-         f"{html.escape(json.dumps(size.get('criteria', {})))}); development rows "
-         f"{fmt(logi.get('development', {}).get('n'))}; events per parameter "
-         f"{fmt(logi.get('development', {}).get('events_per_parameter'))}: "
-         f"{'adequate' if size.get('adequate') else 'NOT adequate'}.</p>"),
+        ("sample-size", "Sample size (Riley et al. 2020)", sample_size_html(logi, words)),
         ("tripod", "TRIPOD+AI checklist", table_html(tripod)),
         ("limitations", "Limitations",
          "<ul><li>Associations, not causes: no figure here says what would happen to a family if a factor changed."
@@ -777,7 +1115,8 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
          + f"<pre>{html.escape(yaml.safe_dump({k: params[k] for k in ('seed', 'input', 'logistic', 'errors', 'disclosure')}, sort_keys=False))}</pre>"),
     ]
     nav = "".join(f"<li><a href='#{sid}'>{html.escape(title)}</a></li>" for sid, title, _ in sections)
-    body = "".join(f"<section id='{sid}'><h2>{html.escape(title)}</h2>{content}</section>" for sid, title, content in sections)
+    body = "".join(f"<section id='{sid}'><h2>{html.escape(title)}</h2>{content}{made_by_html(sid)}</section>"
+                   for sid, title, content in sections)
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{CSP}">
@@ -787,7 +1126,11 @@ def build(root: Path, params: dict[str, Any]) -> tuple[str, str]:
 body {{ font-family: system-ui, sans-serif; margin: 1rem 2rem; max-width: 80rem; color: #111; }}
 h2 {{ margin-top: 0.4rem; }} table {{ border-collapse: collapse; margin: 0.5rem 0; font-size: 0.85rem; }}
 th, td {{ border: 1px solid #bbb; padding: 0.2rem 0.4rem; text-align: right; }} th {{ background: #eee; }}
-td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }}
+td:first-child, th:first-child, td.text, th.text {{ text-align: left; }} img {{ max-width: 100%; }}
+th {{ vertical-align: bottom; }} td {{ white-space: nowrap; }} td:first-child, td.text {{ white-space: normal; }}
+td:first-child {{ min-width: 7.5rem; }}
+.table {{ overflow-x: auto; max-width: 100%; }}
+.made-by {{ font-size: 0.8rem; color: #555; border-top: 1px solid #ddd; padding-top: 0.2rem; }}
 #how-often-wrong {{ border: 3px solid #b00; padding: 0.3rem 1rem; }} #natural-frequencies {{ font-size: 1.15rem; }}
 .warning {{ background: #fff3cd; padding: 0.4rem; }} .notice {{ background: #e7f0ff; padding: 0.4rem; }}
 </style></head>
@@ -805,6 +1148,7 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
 (Wilson intervals holding the fitted model fixed, which leave out the refit's uncertainty: PPV
 {fmt(head.get('ppv_wilson_lower'))}-{fmt(head.get('ppv_wilson_upper'))}).
 {WITHHELD} marks a value withheld because a count is below {min_count}, or not defined.</p>
+{made_by_html("how-often-wrong")}
 </section>
 <nav><h2>Contents</h2><ol>{nav}</ol></nav>
 {body}
@@ -820,11 +1164,14 @@ td:first-child, th:first-child {{ text-align: left; }} img {{ max-width: 100%; }
         *(["## Could not be estimated", "", *(f"- {stage}: {m['status']}" for stage, m in (
             ("survival", surv), ("logistic", logi), ("calibration", cal), ("errors", err)) if m.get("status")), ""]
           if any(m.get("status") for m in (surv, logi, cal, err)) else []),
+        *(["## Cohort", "", *cohort, "", "Table 1 (n (%), or median (IQR); "
+           f"{WITHHELD}: withheld, a count below {min_count} or one that would give it away):", "",
+           table_markdown(table1), ""] if len(table1) else []),
         "## Calibration on validation data", "", table_markdown(hierarchy), "",
         *(f"{t}\n" for t in floor_sentences(v, subgroups, cox_cal)),
-        "## Optimism-corrected (bootstrap)", "", table_markdown(optimism), "",
-        "## Sample size", "", f"Riley minimum n {fmt(size.get('riley_minimum_n'))}; development rows "
-        f"{fmt(logi.get('development', {}).get('n'))}.", "",
+        "## Optimism-corrected (bootstrap)", "", table_markdown(readable(optimism, words)), "",
+        "## Sample size", "", f"Riley minimum n {html.unescape(fmt(size.get('riley_minimum_n'), kind='count'))}; "
+        f"development rows {html.unescape(fmt(logi.get('development', {}).get('n'), kind='count'))}.", "",
         "## Reproducibility", "", f"Seed {params.get('seed')}; the code's git object ids, dvc.lock hashes and parameters are in the "
         "report's last section.", "",
         f"Python {software['python']} ({software['platform']}); libraries {as_locked}; their versions are in "

@@ -5,7 +5,7 @@ Reads ``data/analysis/rereport.parquet`` and writes, under ``reports/survival/``
 * ``km_overall.csv``, ``km_by_group.csv``: Kaplan-Meier cumulative re-report (1 - S) and
   Nelson-Aalen cumulative hazard with 95% CIs (lifelines: log(-log) intervals for S,
   log intervals for H) and numbers at risk; ``cumulative_rereport.csv`` at the horizons;
-  ``logrank.csv`` (lifelines multivariate log-rank test per grouping).
+  ``logrank.csv`` (multivariate log-rank test per grouping, ``nonparametric.logrank_test``).
 * ``hazard_ratios.csv``: Cox model (``pipeline.cox.CoxPH``; Efron ties, LA strata,
   family-cluster robust SEs) with the true hazard ratio beside each estimate when the
   input is the synthetic default; ``ph_tests.csv``: scaled-Schoenfeld tests as R's
@@ -48,12 +48,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from lifelines.statistics import multivariate_logrank_test
-from lifelines.utils import concordance_index
 
 from pipeline import config
 from pipeline.aft import DISTRIBUTIONS, AFTConvergenceWarning, AFTRegression
 from pipeline.cli import InputError, stage_entry
+from pipeline.concordance import concordance_index
 from pipeline import cox_model
 from pipeline.cox import CoxConvergenceWarning, CoxInputError, CoxPH, check_input
 from pipeline.cox_model import fit_cox
@@ -64,7 +63,8 @@ from pipeline.fit_warnings import FitWarnings
 from pipeline.frailty import TABLE_COLUMNS as FRAILTY_COLUMNS, fit_shared_frailty, frailty_problem
 from pipeline.io import write_csv, write_json
 from pipeline.settings import survival_settings
-from pipeline.nonparametric import DAYS_PER_MONTH, aalen_johansen, kaplan_meier, nelson_aalen, step_read
+from pipeline.nonparametric import (DAYS_PER_MONTH, aalen_johansen, kaplan_meier, logrank_test, nelson_aalen,
+                                    step_read)
 from pipeline.schoenfeld import COLUMNS as SCHOENFELD_COLUMNS
 from pipeline.schoenfeld import schoenfeld_table
 
@@ -148,14 +148,22 @@ def on_grid(curve: pd.DataFrame, times: np.ndarray, months: float = 72, step: fl
     return out[out[["cumulative_rereport"]].notna().all(axis=1)]
 
 
+def string_levels(values: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Each row's level as text (``astype(str)``) as a code into the distinct texts: the
+    conversion is done once per distinct value rather than once per row."""
+    raw, distinct_values = pd.factorize(values, use_na_sentinel=False)
+    text = pd.Series(distinct_values, dtype=object).astype(str).to_numpy()
+    merged, names = pd.factorize(text)        # two raw values may read the same as text
+    return merged[raw], list(names)
+
+
 def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], min_count: int
              ) -> dict[str, pd.DataFrame]:
     horizons_days = [m * DAYS_PER_MONTH for m in horizons_months]
     overall = km_table(df["time_days"], df["event"], min_count)
     by_group, cumulative, logrank = [], [], []
 
-    def horizon_rows(variable: str, level: str, sub: pd.DataFrame, curve: pd.DataFrame | None) -> None:
-        n, events = len(sub), int(sub["event"].sum())
+    def horizon_rows(variable: str, level: str, n: int, events: int, curve: pd.DataFrame | None) -> None:
         read = at_horizons(curve, horizons_days) if curve is not None else None
         for i, m in enumerate(horizons_months):
             row = {"variable": variable, "level": level, "n": n if n >= min_count else np.nan,
@@ -164,32 +172,37 @@ def describe(df: pd.DataFrame, groups: list[str], horizons_months: list[float], 
                        {"cumulative_rereport": np.nan, "lower": np.nan, "upper": np.nan, "at_risk": np.nan})
             cumulative.append(row)
 
-    horizon_rows("all", "all", df, overall)
+    time, event = df["time_days"].to_numpy(), df["event"].to_numpy()
+    horizon_rows("all", "all", len(df), int(event.sum()), overall)
+    levels_of = {}
     for var in groups:
         if var not in df.columns:
             continue
-        levels = df[var].astype(str)
-        for level in sorted(levels.unique()):
-            sub = df[levels == level]
-            curve = km_table(sub["time_days"], sub["event"], min_count) if len(sub) >= min_count else None
+        codes, names = string_levels(df[var])
+        levels_of[var] = sorted(names)
+        for level in levels_of[var]:
+            rows = codes == names.index(level)
+            t, e = time[rows], event[rows]
+            curve = km_table(t, e, min_count) if len(t) >= min_count else None
             if curve is not None and not curve.empty:
-                by_group.append(on_grid(curve, sub["time_days"].to_numpy()).assign(variable=var, level=level))
-            horizon_rows(var, level, sub, curve if curve is not None and not curve.empty else None)
-        if levels.nunique() > 1:
-            test = multivariate_logrank_test(df["time_days"], levels, df["event"])
-            logrank.append({"variable": var, "groups": int(levels.nunique()), "chisq": test.test_statistic,
-                            "df": int(levels.nunique() - 1), "p": test.p_value})
+                by_group.append(on_grid(curve, t).assign(variable=var, level=level))
+            horizon_rows(var, level, len(t), int(e.sum()), curve if curve is not None and not curve.empty else None)
+        if len(names) > 1:
+            chisq, dof, p = logrank_test(time, codes, event)
+            logrank.append({"variable": var, "groups": len(names), "chisq": chisq, "df": dof, "p": p})
     km_cols = ["variable", "level", "time_days", "time_months", "at_risk", "cumulative_rereport",
                "cumulative_lower", "cumulative_upper"]
     return {
         "km_overall": overall,
         "km_by_group": complementary_at_risk(
             pd.concat(by_group, ignore_index=True)[km_cols],
-            {v: sorted(df[v].astype(str).unique()) for v in groups if v in df.columns},
+            levels_of,
             float(overall["time_days"].max())) if by_group else pd.DataFrame(columns=km_cols),
-        "cumulative_rereport": complementary_suppression(
+        # Levels' counts add up to the "all" row's: a lone withheld n, events or number at risk
+        # would follow by subtraction, so each gets its secondary suppression.
+        "cumulative_rereport": complementary_suppression(complementary_suppression(
             complementary_suppression(pd.DataFrame(cumulative), ["variable", "horizon_months"], "n", ["n", "events"]),
-            ["variable", "horizon_months"], "events", ["events"]),
+            ["variable", "horizon_months"], "events", ["events"]), ["variable", "horizon_months"], "at_risk", ["at_risk"]),
         "logrank": pd.DataFrame(logrank, columns=["variable", "groups", "chisq", "df", "p"]),
     }
 
@@ -281,36 +294,52 @@ def parametric(df: pd.DataFrame, X: pd.DataFrame, names: list[str], horizons_mon
 def recurrent_data(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
     """Counting-process rows per child: time since the child's first index origin, one
     (start, stop] per index episode; gaps (open cases) are time not at risk. Rows whose
-    interval overlaps the previous one (a referral while a case was open) are left out."""
-    d = df.sort_values(["child_id", "origin_date"], kind="stable").copy()
-    first = d.groupby("child_id")["origin_date"].transform("min")
-    d["start"] = (d["origin_date"] - first).dt.days.astype(float)
-    d["stop"] = d["start"] + d["time_days"]
-    d["episode"] = d.groupby("child_id").cumcount() + 1
-    prev_stop = d.groupby("child_id")["stop"].shift(1)
-    overlap = (prev_stop > d["start"]).to_numpy()
-    d["episode_stratum"] = np.minimum(d["episode"], 4).astype(str).str.replace("4", "4+")
+    interval overlaps the previous one (a referral while a case was open) are left out.
+
+    Rows in (child_id, origin_date) order; the child's first origin, episode number and
+    previous stop are read off that order in numpy (no pandas group-by on the text ids)."""
+    codes = pd.factorize(df["child_id"], sort=True)[0]          # sorted codes: the ids' order
+    origin = df["origin_date"].to_numpy(dtype="datetime64[ns]").view(np.int64)
+    if (codes < 0).any() or df["origin_date"].isna().any():     # missing ids or dates sort last, as pandas does
+        order = df.reset_index(drop=True).sort_values(["child_id", "origin_date"], kind="stable").index.to_numpy()
+    else:
+        order = np.lexsort((origin, codes))
+    d = df.take(order)
+    child, origin = codes[order], origin[order]
+    new_child = np.r_[True, child[1:] != child[:-1]] if len(d) else np.zeros(0, dtype=bool)
+    first_row = np.maximum.accumulate(np.where(new_child, np.arange(len(d)), 0))   # each row's child's first row
+    start = ((origin - origin[first_row]) // 86_400_000_000_000).astype(float)   # whole days (.dt.days)
+    stop = start + d["time_days"].to_numpy()
+    episode = np.arange(len(d)) - first_row + 1
+    overlap = np.r_[False, stop[:-1] > start[1:]] & ~new_child if len(d) else new_child
+    d = d.assign(start=start, stop=stop, episode=episode,
+                 episode_stratum=np.array(["1", "2", "3", "4+"], dtype=object)[np.minimum(episode, 4) - 1])
     return d[~overlap], int(overlap.sum())
 
 
 def recurrent(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], log: FitWarnings | None = None
               ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    d, overlapping = recurrent_data(df)
+    d, overlapping = recurrent_data(df[["child_id", "origin_date", "time_days", "event"]])   # no copy of the rest
     Xd = X.loc[d.index]
     log = log or FitWarnings(FIT_WARNINGS)
     with log.fitting("andersen_gill"):
         ag = CoxPH(ties=s["ties"]).fit(Xd, d["stop"], d["event"], entry=d["start"], cluster=d["child_id"])
+    ag_table = hazard_ratio_table(ag).assign(model="andersen_gill")
+    del ag    # a fit keeps sorted copies of the design (~1 GB at a million rows): gone before the next
     with log.fitting("pwp_gap_time"):
         pwp = CoxPH(ties=s["ties"]).fit(Xd, d["time_days"], d["event"], strata=d["episode_stratum"],
                                         cluster=d["child_id"])
-    table = pd.concat([hazard_ratio_table(ag).assign(model="andersen_gill"),
-                       hazard_ratio_table(pwp).assign(model="pwp_gap_time")], ignore_index=True)
+    table = pd.concat([ag_table, hazard_ratio_table(pwp).assign(model="pwp_gap_time")], ignore_index=True)
     return table, {"rows": int(len(d)), "children": int(d["child_id"].nunique()),
                    "events": int(d["event"].sum()), "overlapping_rows_left_out": overlapping}
 
 
-def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: int, log: FitWarnings | None = None
-              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: int, log: FitWarnings | None = None,
+              full: CoxPH | None = None) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Aalen-Johansen curves of each cause and cause-specific Cox models. ``full``: the
+    full-data Cox model of re-referral, fitted without warnings on these rows and design;
+    when the re-referral cause is exactly its event, it is that model (the same fit on
+    the same numbers), not fitted twice."""
     code = {c: i + 1 for i, c in enumerate(CAUSES)}
     event_type = df["event_type"].map(code).fillna(0).astype(int).to_numpy()
     curves, tables, counts = [], [], {}
@@ -320,10 +349,14 @@ def competing(df: pd.DataFrame, X: pd.DataFrame, s: dict[str, Any], min_count: i
         cif = cif[cif["at_risk"] >= min_count]
         curves.append(cif.assign(cause=cause, time_months=(cif["time"] / DAYS_PER_MONTH).round(3)))
         if cause != "age_18" and counts[cause] >= min_count:
-            with (log or FitWarnings(FIT_WARNINGS)).fitting(f"cause_specific_{cause}"):
-                model = fit_cox(df, X, s, event=(df["event_type"] == cause).astype(int),
-                                what=f"cause-specific Cox model of {cause}")
+            event = (df["event_type"] == cause).astype(int)
+            if full is not None and np.array_equal(event.to_numpy(), df["event"].to_numpy()):
+                model = full
+            else:
+                with (log or FitWarnings(FIT_WARNINGS)).fitting(f"cause_specific_{cause}"):
+                    model = fit_cox(df, X, s, event=event, what=f"cause-specific Cox model of {cause}")
             tables.append(hazard_ratio_table(model).assign(cause=cause))
+            del model    # its sorted copies of the design go before the next cause's fit
     cif = pd.concat(curves, ignore_index=True).rename(columns={"time": "time_days"})
     cif = cif[["cause", "time_days", "time_months", "at_risk", "cif", "lower", "upper"]]
     published = {c: (n if n >= min_count else None) for c, n in counts.items()}
@@ -456,7 +489,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
         else:
             try:
                 tables["competing_cif"], tables["cause_specific_hazard_ratios"], metrics["competing_events"] = \
-                    competing(df, X, s, min_count, log)
+                    competing(df, X, s, min_count, log,
+                              full=model if not any(r["model"] == "cox" for r in log.records) else None)
                 rr = tables["competing_cif"][tables["competing_cif"]["cause"] == "re_referral"]
                 # The project's one observed risk by a horizon (competing ends a "no"), beside 1 - KM.
                 metrics["cumulative_incidence"] = {

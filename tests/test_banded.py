@@ -251,6 +251,6 @@ def test_report_section_shows_bounds_pooled_rows_and_flags(tmp_path, estimates):
     estimates.to_csv(tmp_path / "reports/durations/banded_estimates.csv", index=False)
     html = banded_section(tmp_path)
     assert "pooled (2024, 2025)" in html and "Synthetic LA B (E06900002)" in html
-    assert "0.640\u20130.800" in html                          # B 2024 open at 6 months: bounds
+    assert "0.64\u20130.80" in html                            # B 2024 open at 6 months: bounds (2 decimals: report.fmt)
     assert "not estimable: bands not shown and no published total" in html
     assert "not suppressed again" in html

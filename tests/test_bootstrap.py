@@ -102,3 +102,18 @@ def test_named_streams_never_meet_the_bootstrap_replicates():
     assert len(set(named)) == len(names) and not set(named) & replicate_states
     with _pytest.raises(ValueError):
         seed_sequence(seed, "7")
+
+
+def test_pooled_replicates_equal_row_by_row_replicates():
+    """Replicates on distinct (x, y) rows with summed weights give the row-by-row answer."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    X = np.column_stack([rng.integers(0, 2, n), rng.integers(0, 4, n), rng.integers(0, 2, n)]).astype(float)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(-1 + X @ [0.5, 0.3, -0.4])))).astype(float)
+    family = np.arange(n) // 3
+    code, first = bootstrap.distinct_rows(X, y)
+    assert len(first) <= 2 * 2 * 4 * 2 and np.array_equal(np.column_stack([X, y])[first][code], np.column_stack([X, y]))
+    args = (X, y, np.ones(n), family, logistic.fit_model, logistic.score_model)
+    rows = bootstrap.optimism(*args, replicates=20, seed=3, n_jobs=1, progress=False, pool=False)
+    pooled = bootstrap.optimism(*args, replicates=20, seed=3, n_jobs=1, progress=False, pool=True)
+    pd.testing.assert_frame_equal(rows, pooled, rtol=1e-9, atol=1e-12)

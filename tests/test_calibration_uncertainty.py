@@ -341,6 +341,6 @@ def test_report_shows_intervals_and_says_which_groups_are_beyond_their_floor():
     cox = pd.DataFrame({"horizon_months": [12], "ici": [0.003], "ici_reading": [cu.WITHIN], "e90_reading": [cu.WITHIN]})
     first, second = floor_sentences(validation, groups, cox)
     assert "ICI 0.0080 is within what a perfectly calibrated model shows" in first and "95th percentile 0.0124" in first
-    assert second == ("la_code LA02: ICI 0.0600 is beyond what a perfectly calibrated model shows at this size "
+    assert second == ("Local authority LA02: ICI 0.0600 is beyond what a perfectly calibrated model shows at this size "
                       "(95th percentile 0.0300).")
     assert floor_sentences({"eavg": 0.008}, groups, cox) == []

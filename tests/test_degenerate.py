@@ -28,7 +28,7 @@ import yaml
 from pipeline.cli import stage_entry
 from tests.conftest import ROOT
 
-STAGES = ("clean", "episodes", "survival", "durations", "logistic", "calibration", "errors", "report")
+STAGES = ("clean", "episodes", "survival", "durations", "logistic", "calibration", "errors", "report", "outputs")
 KEY_ENV = "PIPELINE_PSEUDONYM_KEY"
 
 

@@ -203,9 +203,12 @@ def test_report_table_shows_the_headline_rule_with_its_intervals():
                               "upper": [117.5, 96.2, 153.2, 666.9, 0.5874, 0.5880]})
     table = report.error_table(rules, "top 20%", intervals)
     row = table.iloc[1]
-    assert row["rule"] == "top 20% (headline)" and row["flagged, re-referred (true positives)"] == "111 (104-118)"
-    assert row["not flagged, not re-referred"] == "656 (647-667)"
-    assert row["share of flags that are wrong (1 - PPV)"] == "0.445 (0.413-0.480)"   # 1 - upper, 1 - lower
+    # Intervals written as the report writes every interval (report.fmt_interval: an en dash, the
+    # estimate's 2-3 significant figures): 1 - PPV = 1 - 0.555 = 0.44499999... in floating point,
+    # so 0.44; 1 - upper = 0.4126 -> 0.41; 1 - lower = 0.48.
+    assert row["rule"] == "top 20% (headline)" and row["flagged, re-referred (true positives)"] == "111 (104\u2013118)"
+    assert row["not flagged, not re-referred"] == "656 (647\u2013667)"
+    assert row["share of flags that are wrong (1 - PPV)"] == "0.44 (0.41\u20130.48)"   # 1 - upper, 1 - lower
     assert table.iloc[0]["flagged, re-referred (true positives)"] == 60                # other rules: no intervals
 
 

@@ -65,6 +65,7 @@ def test_repro_makes_every_output(project):
     assert all(truth["achieved_meets_target"].values()), truth["achieved"]
     for rel in ("reports/calibration/optimism.csv", "reports/calibration/deciles.csv", "metrics/calibration.json",
                 "metrics/logistic.json", "models/logistic.json", "reports/logistic/odds_ratios.csv",
+                "reports/logistic/table1.csv",
                 "reports/survival/hazard_ratios.csv", "reports/survival/ph_tests.csv",
                 "reports/survival/plot_curves.csv", "reports/durations/planner_summary.csv",
                 "reports/durations/banded_estimates.csv", "metrics/survival.json", "metrics/durations.json",
@@ -144,6 +145,16 @@ def test_report_leads_with_how_often_the_model_is_wrong(project):
     assert "src='http" not in page and 'src="http' not in page and "Content-Security-Policy" in page
     headline = (project / "reports/errors/headline.txt").read_text().strip()
     assert headline in (project / "reports/summary.md").read_text() and headline.startswith("Of 1,000 referrals")
+
+
+def test_report_made_by_footers_name_files_the_run_made(project):
+    from pipeline.report import MADE_BY
+
+    named = [path for entries in MADE_BY.values() for *_, files in entries for path in files]
+    assert "reports/logistic/table1.csv" in named
+    assert [path for path in named if not (project / path).is_file()] == []
+    page = (project / "reports/report.html").read_text()
+    assert page.count("<p class='made-by'>made by: stage") == len(MADE_BY)
 
 
 def test_report_in_headless_chromium(project):
