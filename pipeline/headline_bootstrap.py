@@ -71,7 +71,7 @@ from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from pipeline import compute
-from pipeline.bootstrap import family_multiplicity
+from pipeline.bootstrap import distinct_rows, family_multiplicity
 from pipeline.config import seed_sequence
 from pipeline.logistic_model import fit_model
 
@@ -104,13 +104,22 @@ def _predict(model: Any, X: np.ndarray) -> np.ndarray:
 
 
 def _split_replicate(dev: Rows, val: Rows, statistic: Statistic, fit: Fit, start: Any,
+                     pooled: tuple[np.ndarray, np.ndarray] | None,
                      dev_seed: np.random.SeedSequence, val_seed: np.random.SeedSequence) -> dict[str, float] | None:
-    """Steps 1-5 for a development / validation split; None when the refit is impossible."""
+    """Steps 1-5 for a development / validation split; None when the refit is impossible.
+    ``pooled``: ``bootstrap.distinct_rows`` of the development rows, whose replicate is then
+    fitted on its distinct (x, y) rows with summed weights (the same likelihood)."""
     w = dev.weight * family_multiplicity(np.random.default_rng(dev_seed), dev.family, int(dev.family.max()) + 1)
     drawn = w > 0
     if np.unique(dev.y[drawn]).size < 2:
         return None
-    model = fit(dev.X[drawn], dev.y[drawn], w[drawn], start=start)
+    if pooled is None:
+        model = fit(dev.X[drawn], dev.y[drawn], w[drawn], start=start)
+    else:
+        code, first = pooled
+        summed = np.bincount(code, weights=w, minlength=len(first))
+        rows = first[summed > 0]
+        model = fit(dev.X[rows], dev.y[rows], summed[summed > 0], start=start)
     p = _predict(model, val.X)
     v = val.weight * family_multiplicity(np.random.default_rng(val_seed), val.family, int(val.family.max()) + 1)
     keep = v > 0
@@ -152,12 +161,14 @@ def _chunk(task: tuple, seeds: list[tuple]) -> list[dict[str, float] | None]:
 
 def refit_replicates(dev: Rows, val: Rows | None, statistic: Statistic, replicates: int, seed: int,
                      folds: int | None = None, fit: Fit = fit_model, n_jobs: int = 1,
-                     progress: bool = False) -> pd.DataFrame:
+                     progress: bool = False, pool: bool = True) -> pd.DataFrame:
     """The statistic on each of ``replicates`` bootstrap replicates of the modelling process.
 
     ``val``: the validation rows (development / validation split); with ``folds`` (grouped
     k-fold), ``val`` is None and the statistic is of out-of-fold predictions of ``dev``.
-    ``n_jobs``: workers, used from ``PARALLEL_FROM_ROWS`` development rows.
+    ``n_jobs``: workers, used from ``PARALLEL_FROM_ROWS`` development rows. ``pool``
+    (split only): fit each replicate on the distinct development (x, y) rows with summed
+    weights (``fit`` must take weights as frequency weights, as the logistic model does).
     One row per successful replicate; ``attrs["failed_replicates"]`` counts the others.
     """
     start = fit(dev.X, dev.y, dev.weight)
@@ -166,7 +177,12 @@ def refit_replicates(dev: Rows, val: Rows | None, statistic: Statistic, replicat
         if val is None:
             raise ValueError("refit_replicates: validation rows are needed without folds")
         seeds = list(zip(dev_seeds, seed_sequence(seed, VALIDATION_STREAM).spawn(replicates)))
-        task = ("split", (dev, val, statistic, fit, start))
+        # Coded covariates: a replicate's fit on its distinct (x, y) rows, weights summed
+        # (at 1M children 661,315 development rows are 67,433 distinct: 8 times faster).
+        pooled = distinct_rows(dev.X, dev.y) if pool else None
+        if pooled is not None and len(pooled[1]) > len(dev.y) / 2:
+            pooled = None
+        task = ("split", (dev, val, statistic, fit, start, pooled))
     else:
         seeds = [(s,) for s in dev_seeds]
         task = ("kfold", (dev, int(folds), statistic, fit, start))
