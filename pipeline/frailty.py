@@ -368,15 +368,19 @@ class GammaFrailtyCox:
                 "converged": converged}
 
     # -- public API -----------------------------------------------------------------------
-    def fit(self, X, duration, event, cluster, strata=None, names=None) -> "GammaFrailtyCox":
+    def fit(self, X, duration, event, cluster, strata=None, names=None, null_fit: CoxPH | None = None
+            ) -> "GammaFrailtyCox":
         """Fit on covariates ``X`` (n x p), ``duration``, ``event`` (0/1), ``cluster`` labels
         (the frailty is shared within a cluster, across strata) and optional ``strata``.
+        ``null_fit``: the plain Cox model (theta = 0) already fitted to these very rows,
+        covariates, times, events and strata (any cluster: the variance it robustifies is
+        not used), taken instead of fitting it again.
 
         Runs with one BLAS thread: its products are thin (rows x ~20 columns), and threads
         cost far more than they give there (measured: 12 times slower with 2 threads on a
         shared 2-core machine)."""
         with threadpool_limits(limits=1, user_api="blas"):
-            return self._fit(X, duration, event, cluster, strata, names)
+            return self._fit(X, duration, event, cluster, strata, names, null_fit)
 
     def _setup(self, X, duration, event, cluster, strata, names):
         """Check the input and build what every fit reuses (sorted strata, cluster index)."""
@@ -415,12 +419,12 @@ class GammaFrailtyCox:
             self._dense_strata = [_prepare(Xa, stop, start, event, labels, efron)]
         return X, stop, event, strata, q
 
-    def _fit(self, X, duration, event, cluster, strata, names) -> "GammaFrailtyCox":
+    def _fit(self, X, duration, event, cluster, strata, names, null_fit=None) -> "GammaFrailtyCox":
         X, stop, event, strata, q = self._setup(X, duration, event, cluster, strata, names)
         n = len(stop)
 
         # theta = 0: the plain Cox model (the search's first point and the test's null)
-        cox = CoxPH(ties=self.ties).fit(X, stop, event, strata=strata)
+        cox = null_fit if null_fit is not None else CoxPH(ties=self.ties).fit(X, stop, event, strata=strata)
         self.loglik_cox_ = cox.loglik_
         fits = [{"theta": 0.0, "beta": cox.coef_, "omega": np.zeros(q), "pl": cox.loglik_,
                  "i_loglik": cox.loglik_, "var": cox.var_, "var2": cox.var_, "df": 0.0, "steps": cox.n_iter_,
@@ -513,12 +517,12 @@ def frailty_sentence(variance: float, p: float, alpha: float = 0.05) -> str:
 
 
 def fit_shared_frailty(X: pd.DataFrame, duration, event, cluster: pd.Series, strata=None, ties: str = "efron",
-                       true_log_hr: pd.Series | None = None, alpha: float = 0.05, min_count: int = 10
-                       ) -> tuple[pd.DataFrame, dict]:
+                       true_log_hr: pd.Series | None = None, alpha: float = 0.05, min_count: int = 10,
+                       null_fit: CoxPH | None = None) -> tuple[pd.DataFrame, dict]:
     """The survival stage's frailty model: the hazard-ratio table (with the true hazard ratio
     beside each estimate when ``true_log_hr`` is given) and its metrics (the number of clusters
     withheld below ``min_count``). Raises ValueError with a one-line reason when the fit fails."""
-    model = GammaFrailtyCox(ties=ties).fit(X, duration, event, cluster, strata=strata)
+    model = GammaFrailtyCox(ties=ties).fit(X, duration, event, cluster, strata=strata, null_fit=null_fit)
     table = model.summary(alpha)
     result = {
         "distribution": "gamma", "variance": round(float(model.theta_), 6),

@@ -449,7 +449,8 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
                 with log.fitting("frailty"):
                     tables["frailty_hazard_ratios"], metrics["frailty"] = fit_shared_frailty(
                         X, df["time_days"], df["event"], cluster, df[s["strata"]] if s.get("strata") else None,
-                        s["ties"], truth_for(list(X.columns), truth) if truth else None, min_count=min_count)
+                        s["ties"], truth_for(list(X.columns), truth) if truth else None, min_count=min_count,
+                        null_fit=model if not any(r["model"] == "cox" for r in log.records) else None)
                 say("frailty model fitted")
             except ValueError as err:   # (a CoxInputError's reason names no count)
                 frailty_reason = f"the fit failed ({getattr(err, 'reason', err)})"
