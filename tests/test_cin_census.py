@@ -20,7 +20,7 @@ from lxml import etree
 from pipeline import config, simulate
 from pipeline.clean import clean_extract
 from pipeline.cli import InputError
-from pipeline.episodes import derive_cpp_durations, derive_rereport
+from pipeline.derive import derive_cpp_durations, derive_rereport
 from pipeline.formats import cin_census
 
 HEADER = ("<Header><CollectionDetails><Collection>CIN</Collection><Year>{y}</Year>"
