@@ -508,7 +508,7 @@ def main() -> None:
             table = pd.DataFrame(columns=TABLES[name])
         write_csv(table, Path("reports/errors") / f"{name}.csv")
     # The sentence is report text, not a metric: `dvc metrics diff` and `dvc exp show` stay
-    # narrow, and the numbers it is made of are metrics (at_default_rule).
+    # narrow; its figures are the metrics' short "headline" block and reports/errors/default_rule.json.
     statement = metrics.pop("statement")
     write_text(statement + "\n", HEADLINE)
     # Every figure of the headline rule with its intervals is a report table; the metrics keep
