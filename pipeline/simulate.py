@@ -47,7 +47,7 @@ from scipy import special, stats
 from pipeline import config, faults, published
 from pipeline.cli import InputError, stage_entry
 from pipeline.formats import cin_census, ncands
-from pipeline.io import file_sha256, write_csv_fast, write_json
+from pipeline.io import file_sha256, write_csv_batches, write_csv_fast, write_json
 from pipeline.schema import DAYS_PER_YEAR, FACTORS, NO_SERVICE_OUTCOMES
 
 #: Covariates carrying a true effect on the re-referral hazard, in truth.json order.
@@ -313,7 +313,7 @@ def simulate_lean(params: dict[str, Any], progress: bool = False) -> Extract:
 
     # --- assemble tables ----------------------------------------------------------------
     # Lean columns: ids as Arrow strings (about 12 bytes a row, no Python object each), codes
-    # as categoricals (1 byte a row), so 10 million children fit; ``classic_frames`` gives
+    # as categoricals (1 byte a row), so 10 million children fit; ``classic_frame`` gives
     # the object-string tables the readers of ``simulate()`` always had.
     def cat(key: str, parts: list[dict[str, np.ndarray]]) -> np.ndarray:
         return np.concatenate([p[key] for p in parts]) if parts else np.array([])
@@ -457,35 +457,39 @@ def main() -> None:
     if not (cin_input or ncands_input) and params["input"]["dir"] != str(out_dir):
         raise InputError(f"params.yaml: input.source is synthetic but input.dir is "
                          f"'{params['input']['dir']}'; set it to '{out_dir}'")
-    result = simulate(params, progress=params["simulate"]["n_children"] >= 200_000)
+    result = simulate_lean(params, progress=params["simulate"]["n_children"] >= 200_000)
     result.truth["achieved"] = published.achieved_figures(
         result.children, result.referrals, result.plans, config.extract_date(params),
         int(params["episodes"]["same_episode_days"]))
     result.truth["achieved_meets_target"] = published.check_against_targets(result.truth["achieved"])
     result.truth["targets"] = published.TARGETS
+    classic: list[pd.DataFrame] = []   # the object-string tables, made once if a writer needs them
     if cin_input or params["simulate"].get("cin_census", False):
+        classic = classic or [classic_frame(t) for t in (result.children, result.referrals, result.plans)]
         # The clean, fault-free extract, written before faults are injected.
         cin_dir = in_dir if cin_input else CIN_CENSUS_DIR
         for old in cin_dir.glob("*.xml"):
             old.unlink()
-        lea = cin_census.write(result.children, result.referrals, result.plans, cin_dir,
+        lea = cin_census.write(*classic, cin_dir,
                                extract_date=config.extract_date(params), progress=params["simulate"]["n_children"] >= 200_000)
         print(f"simulate: CIN census returns ({len(set(lea.values()))} LAs) -> {cin_dir}")
     if ncands_input or params["simulate"].get("ncands", False):
         # The clean, fault-free extract as a Child File (closed referrals; one file per FFY).
         ncands_dir = in_dir if ncands_input else NCANDS_DIR
+        classic = classic or [classic_frame(t) for t in (result.children, result.referrals, result.plans)]
         for old in ncands_dir.glob(ncands.load_field_map()["writer"]["file_name"].format(year="*")):
             old.unlink()
-        states = ncands.write(result.children, result.referrals, result.plans, ncands_dir,
+        states = ncands.write(*classic, ncands_dir,
                               extract_date=config.extract_date(params),
                               progress=params["simulate"]["n_children"] >= 200_000)
         print(f"simulate: NCANDS Child File ({len(set(states.values()))} states) -> {ncands_dir}")
-    raw, fault_log = faults.inject(
+    del classic
+    raw, fault_log = faults.inject_lazy(
         {"children": result.children, "referrals": result.referrals, "plans": result.plans},
         config.rng(params, "faults"), float(params["simulate"]["fault_rate"]), config.extract_date(params))
     result.truth["faults"] = fault_log
-    for name, frame in raw.items():
-        write_csv_fast(frame, out_dir / params["input"][name])
+    for name, table in raw.items():   # in row batches: the text of a whole table is never held
+        write_csv_batches(table.batches(), table.columns, out_dir / params["input"][name])
     write_json(result.truth, out_dir / "truth.json")
     write_json({params["input"][name]: file_sha256(out_dir / params["input"][name]) for name in raw},
                out_dir / config.SIMULATED_MARKER)
