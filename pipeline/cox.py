@@ -630,6 +630,7 @@ class CoxPH:
             u = np.empty((p, codes.max() + 1))    # summed score residuals, covariate x cluster
             for column, residuals in zip(u, by_column):
                 column[:] = np.bincount(sorted_codes, weights=residuals, minlength=len(column))
+            del by_column    # (n x p: gone before the baseline hazard is computed)
             self.robust_var_ = self.var_ @ (u @ u.T) @ self.var_
             self.n_clusters_ = int(codes.max() + 1)
         else:
