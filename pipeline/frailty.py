@@ -267,7 +267,11 @@ class GammaFrailtyCox:
             ci.by_row.data = expected[ci.perm]
             ci.by_stop.data = w[ci.perm]
             ci.by_event.data = w[ci.event_rows]
-            cross += ci.by_row @ ci.X_perm - ci.by_stop @ _cum_table(s, B_k) + ci.by_event @ C_k
+            term = ci.by_row @ ci.X_perm          # (in place: one clusters x p temporary at a time)
+            term -= ci.by_stop @ _cum_table(s, B_k)
+            term += ci.by_event @ C_k
+            cross += term
+            del term
             m_sum += ci.members @ expected
             # sum_kl m_gkl^2: pairs of rows of a cluster both at risk (see the docstring)
             wp = w[ci.perm]
