@@ -88,3 +88,18 @@ def read_analysis(path: str | Path, columns: list[str]) -> pd.DataFrame:
     # its memory elsewhere.
     pa.default_memory_pool().release_unused()
     return frame
+
+
+def survival_columns(params: dict[str, Any], path: str | Path) -> list[str]:
+    """The analysis table's columns the survival model reads (the survival stage, and the
+    calibration stage's predictions from its development model): those its settings name
+    (resolved on the table's schema; every reference profile's keys, so that a profile naming
+    an unrecorded factor is dropped as before) and the core ones."""
+    from pipeline.settings import survival_settings
+
+    schema = settings_frame(path)
+    s = survival_settings(params, schema)
+    profiles = [*(params["survival"].get("reference_profiles") or {}).values(),
+                *((params["input"].get("analysis_table") or {}).get("reference_profiles") or {}).values()]
+    return columns_used(schema.columns, s["covariates"], s.get("categorical", []), [s.get("strata"), s.get("cluster")],
+                        s.get("km_groups", []), *(list(p) for p in profiles))

@@ -362,6 +362,7 @@ def main() -> None:
     model could not be fitted; a Cox model without events, say) writes its tables with
     their header and no rows, and ``status`` / ``not_estimated`` in the metrics say why."""
     from pipeline import compute, config
+    from pipeline.analysis_read import read_analysis, survival_columns
     from pipeline.cli import InputError
     from pipeline.estimable import binary_problem, empty, model_problem, record
     from pipeline.io import write_csv, write_json, write_parquet
@@ -385,7 +386,8 @@ def main() -> None:
         tables = {name: empty(TABLES[name]) for name in ("optimism", "subgroups", "recalibration", "deciles", "curve",
                                                          "intervals")}
     # The development Cox model's predicted risks at each horizon, on the validation families.
-    rereport = pd.read_parquet("data/analysis/rereport.parquet")
+    analysis = Path("data/analysis/rereport.parquet")
+    rereport = read_analysis(analysis, survival_columns(params, analysis))   # the columns the model reads
     months = [float(m) for m in params["calibration"]["cox_horizons_months"]]
     risk_columns = {risk_column(m): float for m in months}
     risks = pd.DataFrame({**{c: pd.Series(dtype=t) for c, t in risk_columns.items()},

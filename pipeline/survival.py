@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import config
-from pipeline.analysis_read import columns_used, read_analysis, settings_frame
+from pipeline.analysis_read import read_analysis, survival_columns
 from pipeline.aft import DISTRIBUTIONS, AFTConvergenceWarning, AFTRegression
 from pipeline.cli import InputError, stage_entry
 from pipeline.concordance import concordance_index
@@ -556,21 +556,9 @@ def development_model(df: pd.DataFrame, s: dict[str, Any], params: dict[str, Any
         return None, {}, str(err)
 
 
-def survival_columns(params: dict[str, Any]) -> list[str]:
-    """The analysis table's columns this stage reads (``pipeline.analysis_read``): those its
-    settings name (resolved on the table's schema; every reference profile's keys, so that a
-    profile naming an unrecorded factor is dropped as before) and the core ones."""
-    schema = settings_frame(ANALYSIS_TABLE)
-    s = survival_settings(params, schema)
-    profiles = [*(params["survival"].get("reference_profiles") or {}).values(),
-                *((params["input"].get("analysis_table") or {}).get("reference_profiles") or {}).values()]
-    return columns_used(schema.columns, s["covariates"], s.get("categorical", []), [s.get("strata"), s.get("cluster")],
-                        s.get("km_groups", []), *(list(p) for p in profiles))
-
-
 def main() -> None:
     params = config.load_params()
-    df = read_analysis(ANALYSIS_TABLE, survival_columns(params))
+    df = read_analysis(ANALYSIS_TABLE, survival_columns(params, ANALYSIS_TABLE))
     s = survival_settings(params, df)
     truth = None
     truth_file = config.SYNTHETIC_DIR / "truth.json"
