@@ -1,0 +1,199 @@
+"""The ``episodes`` derivation out of core: an extract too large for memory, read in
+partitions of children with Polars, derived one partition at a time by the in-memory rules
+(``pipeline.derive``) and written as it goes, with the in-memory result.
+
+* **Partitions follow the output order.** ``derive_rereport`` orders its rows by child (in
+  order of first appearance in the referrals table), then date, ties in input order;
+  ``derive_cpp_durations`` the same over the plans table. So the children are taken in that
+  order of first appearance and cut into consecutive runs holding at most ``max_rows`` rows
+  (more only when one child alone has more): the first partition's output rows are the
+  whole output's first rows, the second's the next, and so on. Each partition's rows are
+  written to the output file as a row group as soon as they are derived; nothing is merged
+  or sorted afterwards. Referrals and plans are partitioned separately (their orders of
+  first appearance differ); the re-referral table needs from the plans only each child's
+  first plan start (``prior_plan``), computed once.
+* **Exactness.** Every rule of the derivation (episodes, next episode start, prior
+  referrals, first plan, plan number, the DfE measure's previous referral) looks only at one
+  child's rows, and a child's rows are all in one partition, read in input order. So a
+  partition's output is exactly the whole output's rows for its children, in the whole
+  output's order. Counts are sums over partitions; the DfE share is the sum of its
+  numerators over the sum of its denominators (``derive.dfe_rereferral_counts``), the
+  same float64 division the whole-extract mean makes.
+* **Memory.** Polars scans the Parquet files lazily and reads only the columns the rules
+  use: one pass over each table's ``child_id`` to cut the partitions (a small frame of child
+  id and partition number), then per partition a filtered scan of the referrals (or plans)
+  and of the children. Peak memory is one partition's pandas frames plus that map, not
+  the extract. Partitions are frames of the same Arrow types the in-memory path reads
+  (``pd.read_parquet``), so the outputs have the same dtypes.
+* **Whole children, not families.** No rule looks across a family (``family_id`` is only
+  carried along), so a partition needs whole children only; cutting by families instead
+  would scatter each partition's rows over the output and need a merge of every partition.
+
+Things the in-memory path would fail on with a traceback are one-line errors here: a
+repeated child id, or a referral or plan whose child is not in the children table.
+The outputs are written atomically (``pipeline.io.atomic_path``). Object (string) columns
+are written as Parquet strings even when every value is missing (the in-memory writer
+would then write Arrow's null type; both read back as pandas ``None``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.cli import InputError
+from pipeline.derive import derive_cpp_durations, derive_rereport, dfe_rereferral_counts, episode_start_days
+from pipeline.io import atomic_path
+from pipeline.schema import FACTORS
+
+#: Default of ``episodes.max_rows_in_memory``: the in-memory derivation of 1M children
+#: (1.5M referrals) peaks at about 2 GB, so 2M referrals in one piece stay near 3 GB.
+MAX_ROWS_IN_MEMORY = 2_000_000
+
+#: The columns each table's rules read (those a file has; an absent optional one stays absent).
+CHILD_COLUMNS = ("child_id", "family_id", "la_code", "sex", "date_of_birth", "ethnicity", "disability",
+                 "looked_after_date")
+REFERRAL_COLUMNS = ("referral_id", "child_id", "referral_date", "closure_date", "outcome", "referral_source",
+                    *FACTORS)
+PLAN_COLUMNS = ("plan_id", "child_id", "start_date", "end_date", "category", "end_reason")
+
+
+def rows_in(path: Path) -> int:
+    """Rows of a Parquet file, from its footer."""
+    return int(pq.ParquetFile(path).metadata.num_rows)
+
+
+def child_partitions(path: Path, max_rows: int) -> pl.DataFrame:
+    """``child_id`` and ``part`` of every child in a table: children in order of first
+    appearance, a new partition when the rows of the children before it reach a multiple
+    of ``max_rows``. Partition numbers increase with the order (some may be skipped)."""
+    # A table without rows may store child_id as Arrow's null type.
+    table = pl.scan_parquet(path).select(pl.col("child_id").cast(pl.String)).with_row_index("row")
+    if table.select(pl.col("child_id").null_count()).collect().item():
+        raise InputError(f"{path}: child_id: missing in some rows (clean keeps no such row)")
+    return (table.group_by("child_id").agg(pl.col("row").min().alias("first_row"), pl.len().alias("rows"))
+            .sort("first_row")
+            .select("child_id", ((pl.col("rows").cum_sum() - pl.col("rows")) // max(int(max_rows), 1)).alias("part"))
+            .collect())
+
+
+def _columns(path: Path, wanted: tuple[str, ...]) -> list[str]:
+    present = set(pq.read_schema(path).names)
+    return [c for c in wanted if c in present]
+
+
+def _to_pandas(frame: pl.DataFrame, path: Path) -> pd.DataFrame:
+    """A Polars frame as ``pd.read_parquet(path)`` would give those columns: the file's own
+    Arrow types, converted the way pandas converts them."""
+    schema, table = pq.read_schema(path), frame.to_arrow()
+    # (A column of Arrow's null type, in a file without rows, keeps the frame's type: no value to cast.)
+    target = pa.schema([table.schema.field(name) if pa.types.is_null(schema.field(name).type) else schema.field(name)
+                        for name in frame.columns])
+    return table.cast(target).to_pandas(coerce_temporal_nanoseconds=True)
+
+
+def _rows_of(path: Path, columns: list[str], children: pl.DataFrame) -> pd.DataFrame:
+    """The rows of ``path`` whose child is in ``children``, in file order."""
+    key = pl.col("child_id").cast(pl.String)         # null type in a file without rows
+    found = (pl.scan_parquet(path).select(columns).with_row_index("_row")
+             .join(children.lazy().select("child_id"), left_on=key, right_on="child_id", how="semi")
+             .collect(engine="streaming").sort("_row").drop("_row"))
+    return _to_pandas(found, path)
+
+
+def _children_of(clean_dir: Path, children: pl.DataFrame, table: str) -> pd.DataFrame:
+    path = clean_dir / "children.parquet"
+    found = _rows_of(path, _columns(path, CHILD_COLUMNS), children)
+    if len(found) != len(children):
+        raise InputError(f"{clean_dir / f'{table}.parquet'}: child_id: {len(children) - len(found):,} children "
+                         f"not in {path} (clean keeps no such row)")
+    return found
+
+
+def _check_children_unique(path: Path) -> None:
+    ids = pl.scan_parquet(path).select(pl.len(), pl.col("child_id").n_unique()).collect().row(0)
+    if ids[0] != ids[1]:
+        raise InputError(f"{path}: child_id: {ids[0] - ids[1]:,} repeated ids (clean keeps one row per child)")
+
+
+@contextlib.contextmanager
+def _parquet_parts(path: Path) -> Iterator[Any]:
+    """A writer taking the output frame in parts (one or more row groups each), renamed into
+    place when all parts are written; Parquet as ``io.write_parquet`` writes it (no pandas
+    metadata, zstd)."""
+    state: dict[str, Any] = {"writer": None, "empty": None}
+
+    def write(frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+        if not len(frame):
+            state["empty"] = state["empty"] if state["empty"] is not None else table
+            return
+        if state["writer"] is None:
+            # A string column missing throughout one part is Arrow's null type there: strings.
+            state["schema"] = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                         for f in table.schema])
+            state["writer"] = pq.ParquetWriter(tmp, state["schema"], compression="zstd")
+        state["writer"].write_table(table.cast(state["schema"]))
+
+    with atomic_path(path) as tmp:
+        try:
+            yield write
+        finally:
+            if state["writer"] is not None:
+                state["writer"].close()
+        if state["writer"] is None:           # no rows at all: the derivation's empty frame
+            pq.write_table(state["empty"], tmp, compression="zstd")
+
+
+def _parts(partitions: pl.DataFrame) -> Iterator[pl.DataFrame]:
+    """Each partition's children, in partition order; a table without rows is one empty
+    partition (the derivation's own empty output and counts of nothing)."""
+    if not len(partitions):
+        yield partitions
+    for part in partitions.partition_by("part", maintain_order=True):
+        yield part
+
+
+def derive_to_files(clean_dir: Path, rereport_path: Path, durations_path: Path, *, extract_date: pd.Timestamp,
+                    max_rows: int, index: str = "every_closed", time_origin: str = "closure",
+                    same_episode_days: int = 14) -> tuple[dict[str, int], tuple[float, int]]:
+    """``derive_rereport`` and ``derive_cpp_durations`` on ``clean_dir``'s tables, in
+    partitions of at most ``max_rows`` referrals (plans), written to the two paths; returns
+    the counts (with ``plans`` and ``plans_ended``) and ``dfe_rereferral_share``'s answer."""
+    referrals_path, plans_path = clean_dir / "referrals.parquet", clean_dir / "plans.parquet"
+    _check_children_unique(clean_dir / "children.parquet")
+    rules = dict(extract_date=extract_date, index=index, time_origin=time_origin, same_episode_days=same_episode_days)
+    first_plan = (pl.scan_parquet(plans_path).group_by(pl.col("child_id").cast(pl.String))
+                  .agg(pl.col("start_date").min()).collect())
+    counts: dict[str, int] = {}
+    within, in_year = 0, 0
+    with _parquet_parts(rereport_path) as write:
+        for children in _parts(child_partitions(referrals_path, max_rows)):
+            referrals = _rows_of(referrals_path, _columns(referrals_path, REFERRAL_COLUMNS), children)
+            kids = _children_of(clean_dir, children, "referrals")
+            # derive_rereport reads from the plans only each child's first plan start.
+            plans = _to_pandas(first_plan.join(children.select("child_id"), on="child_id", how="semi"), plans_path)
+            table, part_counts = derive_rereport(kids, referrals, plans, **rules)
+            write(table)
+            for key, value in part_counts.items():
+                counts[key] = counts.get(key, 0) + int(value)
+            part_within, part_in_year = dfe_rereferral_counts(
+                *episode_start_days(referrals, same_episode_days), extract_date)
+            within, in_year = within + part_within, in_year + part_in_year
+            del referrals, kids, plans, table
+    plans_total, plans_ended = 0, 0
+    with _parquet_parts(durations_path) as write:
+        for children in _parts(child_partitions(plans_path, max_rows)):
+            plans = _rows_of(plans_path, _columns(plans_path, PLAN_COLUMNS), children)
+            table = derive_cpp_durations(_children_of(clean_dir, children, "plans"), plans, extract_date=extract_date)
+            write(table)
+            plans_total, plans_ended = plans_total + len(table), plans_ended + int(table["ended"].sum())
+    counts["plans"], counts["plans_ended"] = plans_total, plans_ended
+    return counts, ((within / in_year if in_year else float("nan")), in_year)
+
