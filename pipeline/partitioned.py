@@ -31,9 +31,11 @@ partitions of children with Polars, derived one partition at a time by the in-me
 
 Things the in-memory path would fail on with a traceback are one-line errors here: a
 repeated child id, or a referral or plan whose child is not in the children table.
-The outputs are written atomically (``pipeline.io.atomic_path``). Object (string) columns
-are written as Parquet strings even when every value is missing (the in-memory writer
-would then write Arrow's null type; both read back as pandas ``None``).
+The outputs are written atomically (``pipeline.io.atomic_path``), in the row groups
+``pq.write_table`` makes, so each file has the in-memory path's bytes. (One exception: an
+object column with no value in the first million rows but more rows to come is written
+as strings; the in-memory writer gives a column with no value at all Arrow's null type.
+Both read back as pandas ``None``.)
 """
 
 from __future__ import annotations
@@ -122,33 +124,56 @@ def _check_children_unique(path: Path) -> None:
         raise InputError(f"{path}: child_id: {ids[0] - ids[1]:,} repeated ids (clean keeps one row per child)")
 
 
+#: ``pq.write_table``'s row group (at most 1024 * 1024 rows): written in the same row groups,
+#: the output file has the in-memory writer's bytes.
+ROW_GROUP_ROWS = 1024 * 1024
+
+
+class _RowGroupWriter:
+    """Parquet as ``io.write_parquet`` writes the whole frame (no pandas metadata, zstd, row
+    groups of ``ROW_GROUP_ROWS``), from the frame's consecutive parts: parts are held until a
+    row group is full, then written."""
+
+    def __init__(self, path: Path):
+        self.path, self.held, self.rows, self.writer = path, [], 0, None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        self.held.append(pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None))
+        self.rows += len(frame)
+        while self.rows >= ROW_GROUP_ROWS:
+            self._write_group(ROW_GROUP_ROWS, last=False)
+
+    def _write_group(self, rows: int, last: bool) -> None:
+        # A string column with no value in a part is Arrow's null type there: "permissive" gives
+        # it the type the other parts have, as converting the whole frame would.
+        table = pa.concat_tables(self.held, promote_options="permissive")
+        if self.writer is None:
+            # All-missing so far and more to come: strings (only object columns can be null type).
+            schema = table.schema if last else pa.schema(
+                [f.with_type(pa.string()) if pa.types.is_null(f.type) else f for f in table.schema])
+            self.writer = pq.ParquetWriter(self.path, schema, compression="zstd")
+        self.writer.write_table(table.slice(0, rows).cast(self.writer.schema).combine_chunks())
+        self.held, self.rows = [table.slice(rows)], table.num_rows - rows
+
+    def close(self) -> None:
+        if self.rows or self.writer is None:
+            self._write_group(self.rows, last=True)
+        self.writer.close()
+
+
 @contextlib.contextmanager
 def _parquet_parts(path: Path) -> Iterator[Any]:
-    """A writer taking the output frame in parts (one or more row groups each), renamed into
-    place when all parts are written; Parquet as ``io.write_parquet`` writes it (no pandas
-    metadata, zstd)."""
-    state: dict[str, Any] = {"writer": None, "empty": None}
-
-    def write(frame: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
-        if not len(frame):
-            state["empty"] = state["empty"] if state["empty"] is not None else table
-            return
-        if state["writer"] is None:
-            # A string column missing throughout one part is Arrow's null type there: strings.
-            state["schema"] = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
-                                         for f in table.schema])
-            state["writer"] = pq.ParquetWriter(tmp, state["schema"], compression="zstd")
-        state["writer"].write_table(table.cast(state["schema"]))
-
+    """``write(part)`` for each consecutive part of the output frame; the file is renamed into
+    place when all parts are written (``io.atomic_path``)."""
     with atomic_path(path) as tmp:
+        writer = _RowGroupWriter(tmp)
         try:
-            yield write
-        finally:
-            if state["writer"] is not None:
-                state["writer"].close()
-        if state["writer"] is None:           # no rows at all: the derivation's empty frame
-            pq.write_table(state["empty"], tmp, compression="zstd")
+            yield writer.write
+        except BaseException:
+            if writer.writer is not None:      # release the file; atomic_path removes it
+                writer.writer.close()
+            raise
+        writer.close()
 
 
 def _parts(partitions: pl.DataFrame) -> Iterator[pl.DataFrame]:

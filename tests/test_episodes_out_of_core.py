@@ -18,11 +18,12 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from pipeline import episodes, simulate
+from pipeline import episodes, partitioned, simulate
 from pipeline.cli import InputError
 from pipeline.io import write_parquet
 from pipeline.partitioned import child_partitions
@@ -82,6 +83,12 @@ def assert_same_outputs(whole, parts):
     assert whole[2] == parts[2]
 
 
+def assert_same_files(tmp_path):
+    """The same bytes: the parts are written in the in-memory writer's row groups."""
+    for name in ("data/analysis/rereport.parquet", "data/analysis/cpp_durations.parquet", "metrics/episodes.json"):
+        assert (tmp_path / "whole" / name).read_bytes() == (tmp_path / "parts" / name).read_bytes(), name
+
+
 def test_out_of_core_stage_writes_the_in_memory_outputs(awkward_extract, params, tmp_path, monkeypatch):
     children, referrals, plans = awkward_extract
     whole = _run_stage(tmp_path / "whole", monkeypatch, params, awkward_extract, 10 ** 9)
@@ -95,10 +102,7 @@ def test_out_of_core_stage_writes_the_in_memory_outputs(awkward_extract, params,
     assert not rereport["child_id"].is_monotonic_increasing       # order of first appearance, not of id
     assert metrics["counts"]["same_episode_reports"] > 0 and metrics["dfe_rereferral_within_12_months"]["share"] > 0
     assert_same_outputs(whole, parts)
-    # The same Parquet schema as the in-memory writer's (Arrow types, no pandas metadata).
-    for name in ("rereport", "cpp_durations"):
-        schema = [pq.read_schema(tmp_path / run / f"data/analysis/{name}.parquet") for run in ("whole", "parts")]
-        assert schema[0].equals(schema[1], check_metadata=True) and schema[0].metadata is None
+    assert_same_files(tmp_path)
 
 
 def test_first_per_child_on_referral_origin_is_the_same(awkward_extract, params, tmp_path, monkeypatch):
@@ -118,6 +122,7 @@ def test_no_plans_and_no_index_referral_are_the_same(awkward_extract, params, tm
     parts = _run_stage(tmp_path / "parts", monkeypatch, params, tables, SMALL_PARTITION)
     assert len(whole[0]) == 0 and len(whole[1]) == 0 and "status" in whole[2]
     assert_same_outputs(whole, parts)
+    assert_same_files(tmp_path)
 
 
 def test_what_the_in_memory_path_crashes_on_is_one_line(awkward_extract, params, tmp_path, monkeypatch):
@@ -130,3 +135,20 @@ def test_what_the_in_memory_path_crashes_on_is_one_line(awkward_extract, params,
         _run_stage(tmp_path / "repeated", monkeypatch, params, repeated, SMALL_PARTITION)
     # Nothing half-written is left behind.
     assert not list((tmp_path / "orphan/data/analysis").glob("*.parquet"))
+
+
+def test_parts_are_written_in_the_whole_tables_row_groups(tmp_path, monkeypatch):
+    """Row groups of 4 rows (instead of about a million) from parts of 3, 0, 6, 2 and 1 rows,
+    a string column with no value in the first parts: the bytes ``pq.write_table`` writes
+    for the whole frame in row groups of 4."""
+    monkeypatch.setattr(partitioned, "ROW_GROUP_ROWS", 4)
+    whole = pd.DataFrame({"id": [f"r{k}" for k in range(12)], "n": np.arange(12, dtype=np.int8),
+                          "day": pd.date_range("2020-01-01", periods=12),
+                          "reason": [None] * 9 + ["age_18", None, "extract_date"]})
+    with partitioned._parquet_parts(tmp_path / "parts.parquet") as write:
+        for rows in (slice(0, 3), slice(3, 3), slice(3, 9), slice(9, 11), slice(11, 12)):
+            write(whole.iloc[rows].reset_index(drop=True))
+    table = pa.Table.from_pandas(whole, preserve_index=False).replace_schema_metadata(None)
+    pq.write_table(table, tmp_path / "whole.parquet", compression="zstd", row_group_size=4)
+    assert pq.ParquetFile(tmp_path / "parts.parquet").metadata.num_row_groups == 3
+    assert (tmp_path / "parts.parquet").read_bytes() == (tmp_path / "whole.parquet").read_bytes()
