@@ -20,11 +20,12 @@ partitions of children with Polars, derived one partition at a time by the in-me
   numerators over the sum of its denominators (``derive.dfe_rereferral_counts``), the
   same float64 division the whole-extract mean makes.
 * **Memory.** Polars scans the Parquet files lazily and reads only the columns the rules
-  use: one pass over each table's ``child_id`` to cut the partitions (a small frame of child
-  id and partition number), then per partition a filtered scan of the referrals (or plans)
-  and of the children. Peak memory is one partition's pandas frames plus that map, not
-  the extract. Partitions are frames of the same Arrow types the in-memory path reads
-  (``pd.read_parquet``), so the outputs have the same dtypes.
+  use: one pass over a table's ``child_id`` cuts the partitions (a frame of child id and
+  partition number); one streaming pass over each table writes its rows, partition by
+  partition, to temporary Parquet files beside the outputs; then each partition is read
+  back alone. Peak memory is one partition's pandas frames (and one output row group, below)
+  plus that map and Polars' streaming buffers, not the extract. Partitions are frames of the
+  Arrow types the in-memory path reads (``pd.read_parquet``), so the outputs have its dtypes.
 * **Whole children, not families.** No rule looks across a family (``family_id`` is only
   carried along), so a partition needs whole children only; cutting by families instead
   would scatter each partition's rows over the output and need a merge of every partition.
@@ -41,6 +42,8 @@ Both read back as pandas ``None``.)
 from __future__ import annotations
 
 import contextlib
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -81,7 +84,8 @@ def child_partitions(path: Path, max_rows: int) -> pl.DataFrame:
         raise InputError(f"{path}: child_id: missing in some rows (clean keeps no such row)")
     return (table.group_by("child_id").agg(pl.col("row").min().alias("first_row"), pl.len().alias("rows"))
             .sort("first_row")
-            .select("child_id", ((pl.col("rows").cum_sum() - pl.col("rows")) // max(int(max_rows), 1)).alias("part"))
+            .select("child_id", ((pl.col("rows").cast(pl.Int64).cum_sum() - pl.col("rows")) // max(int(max_rows), 1))
+                    .alias("part"))
             .collect())
 
 
@@ -100,22 +104,41 @@ def _to_pandas(frame: pl.DataFrame, path: Path) -> pd.DataFrame:
     return table.cast(target).to_pandas(coerce_temporal_nanoseconds=True)
 
 
-def _rows_of(path: Path, columns: list[str], children: pl.DataFrame) -> pd.DataFrame:
-    """The rows of ``path`` whose child is in ``children``, in file order."""
-    key = pl.col("child_id").cast(pl.String)         # null type in a file without rows
-    found = (pl.scan_parquet(path).select(columns).with_row_index("_row")
-             .join(children.lazy().select("child_id"), left_on=key, right_on="child_id", how="semi")
-             .collect(engine="streaming").sort("_row").drop("_row"))
-    return _to_pandas(found, path)
+class _Buckets:
+    """A table's rows by partition: one streaming Polars pass joins each row to its child's
+    partition and writes the rows to one folder per partition (``part=<k>/``, Parquet) under
+    ``folder``; ``rows(k)`` reads a partition back, in file order, as pandas."""
+
+    def __init__(self, path: Path, wanted: tuple[str, ...], partitions: pl.DataFrame, folder: Path):
+        self.path, self.columns, self.folder = path, _columns(path, wanted), folder
+        if rows_in(path):
+            (pl.scan_parquet(path).select(self.columns).with_row_index("_row")
+             .join(partitions.lazy(), on="child_id", how="inner")
+             .sink_parquet(pl.PartitionBy(folder, key="part", include_key=False), mkdir=True))
+
+    def rows(self, part: int | None) -> pd.DataFrame:
+        files = sorted(self.folder.glob(f"part={part}/*.parquet"))
+        if files:
+            found = pl.scan_parquet(files, hive_partitioning=False).collect().sort("_row").drop("_row")
+        else:       # no row in this partition
+            found = pl.scan_parquet(self.path).select(self.columns).head(0).collect()
+        return _to_pandas(found, self.path)
 
 
-def _children_of(clean_dir: Path, children: pl.DataFrame, table: str) -> pd.DataFrame:
-    path = clean_dir / "children.parquet"
-    found = _rows_of(path, _columns(path, CHILD_COLUMNS), children)
-    if len(found) != len(children):
-        raise InputError(f"{clean_dir / f'{table}.parquet'}: child_id: {len(children) - len(found):,} children "
-                         f"not in {path} (clean keeps no such row)")
+def _children_rows(children: _Buckets, part: int | None, expected: int, table: Path) -> pd.DataFrame:
+    """One partition's children; every child of the partition's referrals (plans) is there."""
+    found = children.rows(part)
+    if len(found) != expected:
+        raise InputError(f"{table}: child_id: {expected - len(found):,} children not in {children.path} "
+                         "(clean keeps no such row)")
     return found
+
+
+def _sizes(partitions: pl.DataFrame) -> list[tuple[int | None, int]]:
+    """Each partition's number and number of children, in order; a table without rows is one
+    empty partition (the derivation's own empty output and counts of nothing)."""
+    sizes = partitions.group_by("part", maintain_order=True).len().rows()
+    return sizes or [(None, 0)]
 
 
 def _check_children_unique(path: Path) -> None:
@@ -176,15 +199,6 @@ def _parquet_parts(path: Path) -> Iterator[Any]:
         writer.close()
 
 
-def _parts(partitions: pl.DataFrame) -> Iterator[pl.DataFrame]:
-    """Each partition's children, in partition order; a table without rows is one empty
-    partition (the derivation's own empty output and counts of nothing)."""
-    if not len(partitions):
-        yield partitions
-    for part in partitions.partition_by("part", maintain_order=True):
-        yield part
-
-
 def derive_to_files(clean_dir: Path, rereport_path: Path, durations_path: Path, *, extract_date: pd.Timestamp,
                     max_rows: int, index: str = "every_closed", time_origin: str = "closure",
                     same_episode_days: int = 14) -> tuple[dict[str, int], tuple[float, int]]:
@@ -198,27 +212,40 @@ def derive_to_files(clean_dir: Path, rereport_path: Path, durations_path: Path, 
                   .agg(pl.col("start_date").min()).collect())
     counts: dict[str, int] = {}
     within, in_year = 0, 0
-    with _parquet_parts(rereport_path) as write:
-        for children in _parts(child_partitions(referrals_path, max_rows)):
-            referrals = _rows_of(referrals_path, _columns(referrals_path, REFERRAL_COLUMNS), children)
-            kids = _children_of(clean_dir, children, "referrals")
-            # derive_rereport reads from the plans only each child's first plan start.
-            plans = _to_pandas(first_plan.join(children.select("child_id"), on="child_id", how="semi"), plans_path)
-            table, part_counts = derive_rereport(kids, referrals, plans, **rules)
-            write(table)
-            for key, value in part_counts.items():
-                counts[key] = counts.get(key, 0) + int(value)
-            part_within, part_in_year = dfe_rereferral_counts(
-                *episode_start_days(referrals, same_episode_days), extract_date)
-            within, in_year = within + part_within, in_year + part_in_year
-            del referrals, kids, plans, table
-    plans_total, plans_ended = 0, 0
-    with _parquet_parts(durations_path) as write:
-        for children in _parts(child_partitions(plans_path, max_rows)):
-            plans = _rows_of(plans_path, _columns(plans_path, PLAN_COLUMNS), children)
-            table = derive_cpp_durations(_children_of(clean_dir, children, "plans"), plans, extract_date=extract_date)
-            write(table)
-            plans_total, plans_ended = plans_total + len(table), plans_ended + int(table["ended"].sum())
+    rereport_path.parent.mkdir(parents=True, exist_ok=True)
+    # The partitions' rows, beside the outputs (same file system; removed however the stage ends).
+    with tempfile.TemporaryDirectory(prefix=".episodes-partitions.", dir=rereport_path.parent) as temp:
+        folder = Path(temp)
+        partitions = child_partitions(referrals_path, max_rows)
+        referral_rows = _Buckets(referrals_path, REFERRAL_COLUMNS, partitions, folder / "referrals")
+        child_rows = _Buckets(clean_dir / "children.parquet", CHILD_COLUMNS, partitions, folder / "children")
+        # derive_rereport reads from the plans only each child's first plan start.
+        first_plan = first_plan.join(partitions, on="child_id", how="inner")
+        with _parquet_parts(rereport_path) as write:
+            for part, n_children in _sizes(partitions):
+                referrals = referral_rows.rows(part)
+                kids = _children_rows(child_rows, part, n_children, referrals_path)
+                plans = _to_pandas(first_plan.filter(pl.col("part") == part).drop("part"), plans_path)
+                table, part_counts = derive_rereport(kids, referrals, plans, **rules)
+                write(table)
+                for key, value in part_counts.items():
+                    counts[key] = counts.get(key, 0) + int(value)
+                part_within, part_in_year = dfe_rereferral_counts(
+                    *episode_start_days(referrals, same_episode_days), extract_date)
+                within, in_year = within + part_within, in_year + part_in_year
+                del referrals, kids, plans, table
+        shutil.rmtree(folder / "referrals", ignore_errors=True)
+        shutil.rmtree(folder / "children", ignore_errors=True)
+
+        plans_total, plans_ended = 0, 0
+        partitions = child_partitions(plans_path, max_rows)
+        plan_rows = _Buckets(plans_path, PLAN_COLUMNS, partitions, folder / "plans")
+        child_rows = _Buckets(clean_dir / "children.parquet", CHILD_COLUMNS, partitions, folder / "plan_children")
+        with _parquet_parts(durations_path) as write:
+            for part, n_children in _sizes(partitions):
+                table = derive_cpp_durations(_children_rows(child_rows, part, n_children, plans_path),
+                                             plan_rows.rows(part), extract_date=extract_date)
+                write(table)
+                plans_total, plans_ended = plans_total + len(table), plans_ended + int(table["ended"].sum())
     counts["plans"], counts["plans_ended"] = plans_total, plans_ended
     return counts, ((within / in_year if in_year else float("nan")), in_year)
-

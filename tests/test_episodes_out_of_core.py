@@ -103,6 +103,8 @@ def test_out_of_core_stage_writes_the_in_memory_outputs(awkward_extract, params,
     assert metrics["counts"]["same_episode_reports"] > 0 and metrics["dfe_rereferral_within_12_months"]["share"] > 0
     assert_same_outputs(whole, parts)
     assert_same_files(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "parts/data/analysis").iterdir()) == ["cpp_durations.parquet",
+                                                                                  "rereport.parquet"]
 
 
 def test_first_per_child_on_referral_origin_is_the_same(awkward_extract, params, tmp_path, monkeypatch):
@@ -133,8 +135,8 @@ def test_what_the_in_memory_path_crashes_on_is_one_line(awkward_extract, params,
     repeated = (pd.concat([children, children.iloc[:2]], ignore_index=True), referrals, plans)
     with pytest.raises(InputError, match=r"children\.parquet: child_id: 2 repeated ids"):
         _run_stage(tmp_path / "repeated", monkeypatch, params, repeated, SMALL_PARTITION)
-    # Nothing half-written is left behind.
-    assert not list((tmp_path / "orphan/data/analysis").glob("*.parquet"))
+    # Nothing half-written is left behind, nor the partitions' temporary files.
+    assert not list((tmp_path / "orphan/data/analysis").iterdir())
 
 
 def test_parts_are_written_in_the_whole_tables_row_groups(tmp_path, monkeypatch):
