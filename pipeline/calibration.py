@@ -62,26 +62,41 @@ def c_interval_bootstrap(p: np.ndarray, y: np.ndarray, weights: np.ndarray, fami
 
 
 def curve(p: np.ndarray, y: np.ndarray, family: np.ndarray | None = None, replicates: int = 200,
-          seed: int = 0, points: int = 101, weights: np.ndarray | None = None) -> pd.DataFrame:
+          seed: int = 0, points: int = 101, weights: np.ndarray | None = None, n_jobs: int = 1) -> pd.DataFrame:
     """The lowess calibration curve on a grid of predicted risk, the ideal diagonal, and a
-    95% percentile band from resampling whole families (when ``family`` is given)."""
-    from pipeline.bootstrap import family_draws
+    95% percentile band from resampling whole families (when ``family`` is given; the
+    replicates of ``bootstrap.family_draws``, run in ``n_jobs`` processes)."""
+    from pipeline.bootstrap import family_seeds
+    from pipeline.calibration_uncertainty import in_chunks
 
     p, y = np.asarray(p, dtype=float), np.asarray(y, dtype=float)
     w = np.ones(len(p)) if weights is None else np.asarray(weights, dtype=float)
     grid = np.linspace(np.quantile(p, 0.01), np.quantile(p, 0.99), points)
-
-    def on_grid(ww: np.ndarray) -> np.ndarray:
-        used = ww > 0
-        pp = p[used]
-        order = np.argsort(pp, kind="stable")
-        return np.interp(grid, pp[order], lowess_calibration(pp, y[used], ww[used])[order])
-
-    out = pd.DataFrame({"predicted": grid, "observed": on_grid(w), "ideal": grid})
+    out = pd.DataFrame({"predicted": grid, "observed": _curve_on_grid(p, y, grid, w), "ideal": grid})
     if family is not None and replicates:
-        draws = np.array([on_grid(w * times) for times in family_draws(family, replicates, seed, stream="calibration_curve_band")])
+        code = pd.factorize(np.asarray(family))[0]          # as family_draws: the same multiplicities
+        draws = np.array(in_chunks(_curve_replicates, (p, y, grid, w, code),
+                                   family_seeds(replicates, seed, "calibration_curve_band"), n_jobs))
         out["lower"], out["upper"] = np.quantile(draws, [0.025, 0.975], axis=0)
     return out
+
+
+def _curve_on_grid(p: np.ndarray, y: np.ndarray, grid: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """The lowess smooth of y on p (weights w; rows weighted 0 left out) read on ``grid``."""
+    used = w > 0
+    pp = p[used]
+    order = np.argsort(pp, kind="stable")
+    return np.interp(grid, pp[order], lowess_calibration(pp, y[used], w[used])[order])
+
+
+def _curve_replicates(p: np.ndarray, y: np.ndarray, grid: np.ndarray, w: np.ndarray, family_code: np.ndarray,
+                      seeds: list) -> list:
+    """``_curve_on_grid`` of the family-bootstrap replicates of ``seeds`` (one task)."""
+    from pipeline.bootstrap import family_multiplicity
+
+    n_families = int(family_code.max()) + 1
+    return [_curve_on_grid(p, y, grid, w * family_multiplicity(np.random.default_rng(s), family_code, n_families))
+            for s in seeds]
 
 
 def survival_calibration(risk: np.ndarray, rows: pd.DataFrame, horizon: float
@@ -309,7 +324,8 @@ def logistic_calibration(pred: pd.DataFrame, dev: pd.DataFrame, params: dict[str
     metrics["optimism_corrected"] = {k: round(float(v), 4) for k, v in table["corrected"].items()}
     metrics["bootstrap_replicates"] = int(c["bootstrap_replicates"])
     tables["deciles"] = decile_table(pred["p"], pred["y"], min_count, weights=weights)
-    tables["curve"] = curve(pred["p"], pred["y"], pred["family"], replicates, int(params["seed"]), weights=weights)
+    tables["curve"] = curve(pred["p"], pred["y"], pred["family"], replicates, int(params["seed"]), weights=weights,
+                            n_jobs=int(c["n_jobs"]))
     return tables, metrics
 
 

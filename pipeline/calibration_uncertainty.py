@@ -188,8 +188,39 @@ def _reweighted_errors(p: np.ndarray, y: np.ndarray, w: np.ndarray, family_code:
                        seeds: list[np.random.SeedSequence]) -> list:
     """ICI, E50 and E90 of the family-bootstrap replicates of ``seeds`` (``family_draws``'s draws)."""
     n_families = int(family_code.max()) + 1
-    return [smoothed_errors(p, y, w * family_multiplicity(np.random.default_rng(s), family_code, n_families))
-            for s in seeds]
+    counted = _whole_counts(p, y, w)
+    out = []
+    for s in seeds:
+        drawn = w * family_multiplicity(np.random.default_rng(s), family_code, n_families)
+        exact = counted is not None and drawn.sum() < 2.0**53
+        out.append(_errors_on_distinct(*counted(drawn)) if exact else smoothed_errors(p, y, drawn))
+    return out
+
+
+def _whole_counts(p: np.ndarray, y: np.ndarray, w: np.ndarray) -> Callable[[np.ndarray], tuple] | None:
+    """When the weights are whole numbers and y is 0/1 (unweighted rows: the logistic model's
+    validation), a function giving ``distinct``'s distinct predictions, masses and events for
+    the same rows reweighted (a replicate's weight times multiplicity), from one sort made
+    here. Sums of whole numbers below 2^53 (checked per replicate) are exact in any order, so these are the numbers
+    ``distinct`` gives after its own sort, to the bit; None otherwise (IPCW weights: the
+    order of a sum moves its last bit, so each replicate keeps its own sort)."""
+    if not (np.all(w == np.floor(w)) and np.all((y == 0) | (y == 1))):
+        return None
+    order = np.argsort(p)
+    xs = p[order]
+    new = np.empty(len(xs), dtype=bool)
+    new[:1] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    group = np.cumsum(new) - 1
+    values, y_sorted, n_values = xs[new], y[order], int(new.sum())
+
+    def counted(weights: np.ndarray) -> tuple:
+        ws = weights[order]
+        mass = np.bincount(group, weights=ws, minlength=n_values)
+        events = np.bincount(group, weights=ws * y_sorted, minlength=n_values)
+        kept = mass > 0
+        return values[kept], mass[kept], events[kept]
+    return counted
 
 
 def _redrawn_errors(p: np.ndarray, w: np.ndarray, outcomes: np.ndarray) -> list:

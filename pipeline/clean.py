@@ -23,6 +23,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pandera.errors
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from pipeline import config, formats
 from pipeline.cli import InputError, stage_entry
-from pipeline.io import file_sha256, read_table, write_csv, write_json, write_parquet
+from pipeline.io import atomic_path, file_sha256, iter_table, read_table, write_csv, write_json, write_parquet
 from pipeline.schema import (CHILDREN, DAYS_PER_YEAR, DURATION_UNITS, FLAG, PLANS, REFERRALS, REJECT_COLUMNS,
                              REJECT_REASONS, Field, Table, analysis_table_schema, clean_schema)
 
@@ -186,13 +189,62 @@ def parse_dates(text: pd.Series, dayfirst: bool) -> tuple[pd.Series, dict[str, n
 
 
 def _wrong_type(path: Path, f: Field, bad: pd.Series, text: pd.Series, n_present: int,
-                max_share: float, expected: str, locations: pd.Series | None = None) -> None:
+                max_share: float, expected: str, locations: pd.Series | None = None,
+                deferred: "DeferredChecks | None" = None) -> None:
+    if deferred is not None:
+        deferred.wrong_type(f, bad, text, n_present, expected)
+        return
     if n_present and bad.sum() / n_present > max_share:
         first = int(np.flatnonzero(bad.to_numpy())[0])
         where = f"row {first + 1}" if locations is None else str(locations.iloc[first])
-        raise InputError(
-            f"{path}: column {f.name}, {where}: wrong type, expected {expected}, got "
-            f"{text.iloc[first]!r} ({bad.sum():,} of {n_present:,} values unreadable)")
+        raise InputError(_wrong_type_message(path, f.name, where, expected, text.iloc[first], int(bad.sum()),
+                                             n_present))
+
+
+def _wrong_type_message(path: Path, name: str, where: str, expected: str, value: Any, bad: int, present: int) -> str:
+    return (f"{path}: column {name}, {where}: wrong type, expected {expected}, got "
+            f"{value!r} ({bad:,} of {present:,} values unreadable)")
+
+
+def _mixed_order_message(path: Path, name: str, first_other: int, first_ambiguous: int, dayfirst: bool) -> str:
+    return (f"{path}: column {name}: day and month orders are mixed: row {first_other + 1} can only be "
+            f"{'month' if dayfirst else 'day'} first, so row {first_ambiguous + 1} and the like cannot "
+            f"be read safely (input.dayfirst is {str(dayfirst).lower()}): fix the column's format")
+
+
+class DeferredChecks:
+    """The whole-column checks of a table read in blocks (``clean_streamed``): counted over
+    every block, then raised, as ``validate_table`` raises them on the whole table, by
+    ``raise_first`` after the last block (rows named in the whole file)."""
+
+    def __init__(self, path: Path, max_share: float, dayfirst: bool):
+        self.path, self.max_share, self.dayfirst = path, max_share, dayfirst
+        self.rows_before = 0
+        self.checks: dict[tuple[str, str], list[Any]] = {}   # in the order validate_table makes them
+
+    def wrong_type(self, f: Field, bad: pd.Series, text: pd.Series, n_present: int, expected: str) -> None:
+        state = self.checks.setdefault((f.name, "type"), [0, 0, None, None, expected])
+        bad = bad.to_numpy()
+        state[0] += int(bad.sum())
+        state[1] += int(n_present)
+        if state[2] is None and bad.any():
+            first = int(np.flatnonzero(bad)[0])
+            state[2], state[3] = self.rows_before + first, text.iloc[first]
+
+    def day_month_order(self, f: Field, other_order: np.ndarray, ambiguous: np.ndarray, codes: np.ndarray) -> None:
+        """``other_order`` and ``ambiguous`` mark distinct values (``parse_dates``); ``codes`` maps rows to them."""
+        state = self.checks.setdefault((f.name, "order"), [None, None])
+        for k, mask in enumerate((other_order, ambiguous)):
+            if state[k] is None and mask.any():
+                state[k] = self.rows_before + int(np.flatnonzero(mask[codes])[0])
+
+    def raise_first(self) -> None:
+        for (name, kind), state in self.checks.items():
+            if kind == "order" and state[0] is not None and state[1] is not None:
+                raise InputError(_mixed_order_message(self.path, name, state[0], state[1], self.dayfirst))
+            if kind == "type" and state[1] and state[0] / state[1] > self.max_share:
+                raise InputError(_wrong_type_message(self.path, name, f"row {state[2] + 1}", state[4], state[3],
+                                                     state[0], state[1]))
 
 
 #: Column an adapter (``pipeline.formats``) adds: where in its source files each row came from.
@@ -222,6 +274,53 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
 
     Returns the typed frame (all rows), its ``Quarantine`` and normalisation counts.
     """
+    frame, raw_text, masks, norm = table_masks(
+        raw, table, path, extract_date=extract_date, dayfirst=dayfirst, max_unparseable_share=max_unparseable_share,
+        missing_values=missing_values, sentinel_dates=sentinel_dates)
+    q = Quarantine(raw_text)
+    for rule in REJECT_REASONS:
+        if rule == "duplicate_row":
+            keys = row_keys(frame)
+            dup, first = q.repeats(keys), q.first_row_of(keys)
+            q.flag(rule, "(row)", dup, same_as_notes(dup, first))
+        elif rule == "duplicate_id":
+            q.flag(rule, table.id_field, q.repeats(frame[table.id_field].to_numpy()))
+        else:
+            for fname, mask in masks.get(rule, []):
+                q.flag(rule, fname, mask)
+    return frame, q, finished(norm, table)
+
+
+def row_keys(frame: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each typed row: equal rows, equal keys."""
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def same_as_notes(dup: np.ndarray, first: np.ndarray) -> np.ndarray:
+    note = np.full(len(dup), None, dtype=object)
+    note[dup] = [f"same as row {r + 1}" for r in first[dup]]
+    return note
+
+
+def finished(norm: dict[str, Any], table: Table) -> dict[str, Any]:
+    """Normalisation counts as reported: fields in table order, formats never used left out."""
+    order = {f.name: k for k, f in enumerate(table.fields)}
+    out = {}
+    for key, by_field in norm.items():
+        fields = sorted(by_field, key=order.__getitem__)
+        out[key] = {name: ({k: v for k, v in by_field[name].items() if v} if key == "date_formats"
+                           else by_field[name]) for name in fields}
+    return out
+
+
+def table_masks(raw: pd.DataFrame, table: Table, path: Path, *, extract_date: pd.Timestamp,
+                dayfirst: bool, max_unparseable_share: float, missing_values: tuple[str, ...] = MISSING_VALUES,
+                sentinel_dates: tuple[str, ...] = SENTINEL_DATES, deferred: "DeferredChecks | None" = None,
+                ) -> tuple[pd.DataFrame, dict[str, pd.Series], dict[str, list[tuple[str, np.ndarray]]], dict]:
+    """Normalise one table: the typed frame, each field's raw text, each rule's row masks
+    (the rules that look at one row at a time) and normalisation counts (``finished`` orders
+    them). With ``deferred``, whole-column checks (wrong type, mixed day/month order) are
+    recorded there instead of raised, for a table read in blocks (``clean_streamed``)."""
     missing = [c for c in table.columns if c not in raw.columns]
     if missing:
         raise InputError(f"{path}: header (line 1): missing column '{missing[0]}'"
@@ -263,7 +362,7 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
             mapped = pd.Series(mapped_u[codes], dtype=object)
             bad = present & mapped.isna()
             _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
-                        "one of " + "/".join(str(c) for c in f.codes), locations)
+                        "one of " + "/".join(str(c) for c in f.codes), locations, deferred)
             recoded_u = np.array([m is not None and str(m) != v for m, v in zip(mapped_u, stripped_u)])
             recoded = int(np.bincount(codes[codes >= 0], minlength=len(stripped_u))[recoded_u].sum())
             if recoded:
@@ -287,19 +386,17 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
                 weights = np.append(counts_u, 0)
                 partial = counts_by_format.pop("partial")[codes]
                 other_order, ambiguous = counts_by_format.pop("other_order"), counts_by_format.pop("ambiguous")
-                if other_order.any() and ambiguous.any():
-                    first_other = int(np.flatnonzero(other_order[codes])[0])
-                    first_ambiguous = int(np.flatnonzero(ambiguous[codes])[0])
-                    raise InputError(
-                        f"{path}: column {f.name}: day and month orders are mixed: row {first_other + 1} can only be "
-                        f"{'month' if dayfirst else 'day'} first, so row {first_ambiguous + 1} and the like cannot "
-                        f"be read safely (input.dayfirst is {str(dayfirst).lower()}): fix the column's format")
+                if deferred is not None:
+                    deferred.day_month_order(f, other_order, ambiguous, codes)
+                elif other_order.any() and ambiguous.any():
+                    raise InputError(_mixed_order_message(path, f.name, int(np.flatnonzero(other_order[codes])[0]),
+                                                          int(np.flatnonzero(ambiguous[codes])[0]), dayfirst))
                 counts = {k: int(weights[mask].sum()) for k, mask in counts_by_format.items()}
                 masks["partial_date"].append((f.name, partial))
             bad = present & parsed.isna()
             _wrong_type(path, f, bad, stripped, int(present.sum()), max_unparseable_share,
-                        "dates like 2021-03-04", locations)
-            norm["date_formats"][f.name] = {k: v for k, v in counts.items() if v}
+                        "dates like 2021-03-04", locations, deferred)
+            norm["date_formats"][f.name] = counts
             typed[f.name] = parsed
             masks["unparseable_date"].append((f.name, bad.to_numpy() & ~partial))
             masks["date_after_extract"].append((f.name, (parsed > extract_date).to_numpy()))
@@ -308,21 +405,7 @@ def validate_table(raw: pd.DataFrame, table: Table, path: Path, *, extract_date:
     frame = pd.DataFrame(typed)
     for later, earlier, reason in table.date_order:
         masks[reason].append((later, (frame[later] < frame[earlier]).to_numpy()))
-
-    q = Quarantine(raw_text)
-    for rule in REJECT_REASONS:
-        if rule == "duplicate_row":
-            keys = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-            dup, first = q.repeats(keys), q.first_row_of(keys)
-            note = np.full(n, None, dtype=object)
-            note[dup] = [f"same as row {r + 1}" for r in first[dup]]
-            q.flag(rule, "(row)", dup, note)
-        elif rule == "duplicate_id":
-            q.flag(rule, table.id_field, q.repeats(frame[table.id_field].to_numpy()))
-        else:
-            for fname, mask in masks.get(rule, []):
-                q.flag(rule, fname, mask)
-    return frame, q, norm
+    return frame, raw_text, masks, norm
 
 
 def relational_rules(children: pd.DataFrame, child_kept: np.ndarray, other: pd.DataFrame,
@@ -460,6 +543,234 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
     return kept, pd.concat(rejects, ignore_index=True), metrics
 
 
+class _BlockQuarantine(Quarantine):
+    """A ``Quarantine`` over every row of a table read in blocks: the raw values of the few
+    fields the whole-table rules name are read back from the blocks only for the rows they
+    quarantine, so no whole column of raw text is held."""
+
+    def __init__(self, reason: np.ndarray, field: np.ndarray, value: np.ndarray, raw_value):
+        self.reason, self.field, self.value, self._raw_value = reason, field, value, raw_value
+
+    def flag(self, rule: str, field: str, mask: np.ndarray, values: np.ndarray | None = None) -> None:
+        hit = np.asarray(mask, dtype=bool) & self.kept
+        self.reason[hit] = rule
+        self.field[hit] = field
+        self.value[hit] = values[hit] if values is not None else self._raw_value(field, np.flatnonzero(hit))
+
+
+#: The row rules ``validate_table`` applies before the whole-table duplicate rules, and after.
+_RULES_BEFORE_DUPLICATES = REJECT_REASONS[:REJECT_REASONS.index("duplicate_row")]
+_RULES_AFTER_DUPLICATES = REJECT_REASONS[REJECT_REASONS.index("duplicate_id") + 1:]
+#: Raw text kept beside each block for the whole-table rules' rejects (their ``value``).
+_RAW = "__raw__"
+
+
+def _first_reasons(raw_text: dict[str, pd.Series], masks: dict[str, list[tuple[str, np.ndarray]]],
+                   rules: tuple[str, ...]) -> Quarantine:
+    q = Quarantine(raw_text)
+    for rule in rules:
+        for fname, mask in masks.get(rule, []):
+            q.flag(rule, fname, mask)
+    return q
+
+
+def _arrow_schema(table: Table) -> pa.Schema:
+    kinds = {"date": pa.timestamp("ns"), "flag": pa.int8()}
+    return pa.schema([(f.name, kinds.get(f.kind, pa.string())) for f in table.fields])
+
+
+def clean_streamed(paths: dict[str, Path], out_dir: Path, *, extract_date: pd.Timestamp, dayfirst: bool = True,
+                   max_unparseable_share: float = 0.5, key: bytes = SYNTHETIC_KEY, encoding: str = "utf-8",
+                   missing_values: tuple[str, ...] = MISSING_VALUES, sentinel_dates: tuple[str, ...] = SENTINEL_DATES,
+                   block_bytes: int = 128 * 2**20, progress: bool = False) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """``clean_extract`` for files larger than memory: the same kept rows, rejects and metrics,
+    with memory bounded by the blocks and a few columns of the whole tables.
+
+    Each file is read in blocks (``io.iter_table``: the same checks and errors). Pass 1
+    normalises a block and finds each row's first reason among the row rules before and
+    after the duplicate rules (``table_masks``), and writes the typed block to a work
+    folder. Then, over the whole table, in ``REJECT_REASONS`` order: the duplicate-row rule
+    (64-bit row keys), the duplicate-id rule (the typed ids), the later row rules, the rules
+    across tables (``relational_rules``) and overlapping plans (``overlapping_plans``), each
+    the very function ``clean_extract`` uses. Pass 2 writes the kept rows of each block,
+    pseudonymised and checked against the contract, as row groups of
+    ``out_dir/<table>.parquet`` (atomically; the id's uniqueness is checked on the whole
+    column). Writes the kept tables; returns the rejects and the metrics.
+    """
+    import polars as pl
+
+    out_dir = Path(out_dir)
+    kept_masks: dict[str, np.ndarray] = {}
+    metrics: dict[str, Any] = {"extract_date": extract_date.date().isoformat(), "tables": {}}
+    absent_by_table: dict[str, dict[str, list[str]]] = {}
+    rejects: list[pd.DataFrame] = []
+    work = tempfile.TemporaryDirectory(prefix=".clean-work-", dir=out_dir.parent)
+    work_dir = Path(work.name)
+    blocks: dict[str, list[Path]] = {}
+    quarantines: dict[str, _BlockQuarantine] = {}
+    norms_of: dict[str, list[dict[str, Any]]] = {}
+    column_of: dict[str, Any] = {}
+    tables: dict[str, Table] = {}
+    ignored: dict[str, list[str]] = {}
+    try:
+        for table in (CHILDREN, REFERRALS, PLANS):
+            t0 = time.perf_counter()
+            path = paths[table.name]
+            deferred = DeferredChecks(path, max_unparseable_share, dayfirst)
+            raw_fields = [table.id_field] + [name for name in ("child_id", "referral_date", "start_date")
+                                             if name != table.id_field and name in table.columns]
+            reasons: list[tuple[np.ndarray, ...]] = []
+            keys, norms, files = [], [], []
+            rows = 0
+            for rows_before, raw in iter_table(path, encoding=encoding, allow_empty=table is PLANS,
+                                               block_bytes=block_bytes):
+                raw = raw.reset_index(drop=True)
+                if table.name not in tables:
+                    ignored[table.name] = [c for c in raw.columns if c not in table.columns and c != SOURCE_LOCATION]
+                raw_table, tables[table.name], absent_by_table[table.name] = columns_present(raw, table)
+                deferred.rows_before = rows_before
+                frame, raw_text, masks, norm = table_masks(
+                    raw_table, tables[table.name], path, extract_date=extract_date, dayfirst=dayfirst,
+                    max_unparseable_share=max_unparseable_share, missing_values=missing_values,
+                    sentinel_dates=sentinel_dates, deferred=deferred)
+                before = _first_reasons(raw_text, masks, _RULES_BEFORE_DUPLICATES)
+                after = _first_reasons(raw_text, masks, _RULES_AFTER_DUPLICATES)
+                reasons.append((before.reason, before.field, before.value, after.reason, after.field, after.value))
+                keys.append(row_keys(frame))
+                norms.append(norm)
+                block = pa.Table.from_pandas(frame, schema=_arrow_schema(tables[table.name]), preserve_index=False)
+                for name in raw_fields:
+                    if name in raw_text:
+                        block = block.append_column(_RAW + name, pa.array(raw_text[name], pa.string(), from_pandas=True))
+                file = work_dir / f"{table.name}-{len(files):05d}.parquet"
+                pq.write_table(block, file, compression="zstd")
+                files.append(file)
+                rows += len(frame)
+                if progress:
+                    print(f"clean: {table.name}: {rows:,} rows normalised ({time.perf_counter() - t0:.0f}s)",
+                          file=sys.stderr)
+                del frame, raw_text, masks, raw, raw_table, block
+            deferred.raise_first()
+            blocks[table.name] = files
+            tables.setdefault(table.name, table)
+            absent_by_table.setdefault(table.name, {})
+            ignored.setdefault(table.name, [])
+
+            def column(name: str, files: list[Path] = files) -> pa.ChunkedArray:
+                """One column of the whole table, from its blocks."""
+                return pa.concat_tables([pq.read_table(f, columns=[name]) for f in files]).column(name)
+
+            def raw_value(name: str, rows: np.ndarray, column=column) -> np.ndarray:
+                return column(_RAW + name).take(pa.array(rows, pa.int64())).to_numpy(zero_copy_only=False)
+
+            stacked = [np.concatenate([r[k] for r in reasons]) for k in range(6)]
+            del reasons
+            q = _BlockQuarantine(*stacked[:3], raw_value)
+            later = stacked[3:]
+            del stacked
+            row_key = np.concatenate(keys) if keys else np.array([], dtype=np.uint64)
+            del keys
+            dup, first = q.repeats(row_key), q.first_row_of(row_key)
+            q.flag("duplicate_row", "(row)", dup, same_as_notes(dup, first))
+            del row_key, dup, first
+            ids = column(table.id_field).to_pandas().to_numpy()
+            q.flag("duplicate_id", table.id_field, q.repeats(ids))
+            del ids
+            take = q.kept & (later[0] != None)  # noqa: E711 - elementwise on an object array
+            q.reason[take], q.field[take], q.value[take] = later[0][take], later[1][take], later[2][take]
+            del later, take
+            quarantines[table.name] = q
+            norms_of[table.name], column_of[table.name] = norms, column
+            if progress:
+                print(f"clean: {table.name}: {rows:,} rows validated in {time.perf_counter() - t0:.1f}s",
+                      file=sys.stderr)
+
+        children_col = column_of["children"]
+        children = pd.DataFrame({"child_id": children_col("child_id").to_pandas(),
+                                 "date_of_birth": children_col("date_of_birth").to_pandas()})
+        child_kept = quarantines["children"].kept
+        for name, date_field, before_birth in (("referrals", "referral_date", "referral_before_birth"),
+                                               ("plans", "start_date", "plan_before_birth")):
+            col = column_of[name]
+            other = pd.DataFrame({"child_id": col("child_id").to_pandas(), date_field: col(date_field).to_pandas()})
+            relational_rules(children, child_kept, other, quarantines[name], date_field, before_birth)
+            del other
+        del children
+        col = column_of["plans"]
+        plans = pd.DataFrame({c: col(c).to_pandas() for c in ("child_id", "start_date", "end_date")})
+        overlapping_plans(plans, quarantines["plans"])
+        del plans
+
+        for table_name in ("children", "referrals", "plans"):
+            table = tables[table_name]
+            q = quarantines[table_name]
+            kept = q.kept
+            schema = clean_schema(table, extract_date)
+            ids_seen = []
+            target = out_dir / f"{table_name}.parquet"
+            n_kept, start = 0, 0
+            with atomic_path(target) as tmp:
+                writer = pq.ParquetWriter(tmp, _arrow_schema(table), compression="zstd")
+                for file in blocks[table_name]:
+                    block = pq.read_table(file, columns=table.columns)
+                    keep = kept[start:start + block.num_rows]
+                    start += block.num_rows
+                    frame = block.filter(pa.array(keep)).to_pandas().reset_index(drop=True)
+                    for f in table.fields:
+                        if f.kind == "id":
+                            frame[f.name] = pseudonymise(frame[f.name], key)
+                    try:
+                        frame = schema.validate(frame)
+                    except pandera.errors.SchemaError as err:  # a bug in the rules above, not bad input
+                        raise RuntimeError(f"clean {table_name} broke its own contract: {err}") from err
+                    writer.write_table(pa.Table.from_pandas(frame, schema=_arrow_schema(table), preserve_index=False))
+                    ids_seen.append(pa.array(frame[table.id_field].to_numpy(), pa.string()))
+                    n_kept += len(frame)
+                writer.close()
+                all_ids = pl.Series(pa.chunked_array(ids_seen, pa.string()))
+                if all_ids.n_unique() != len(all_ids):
+                    raise RuntimeError(f"clean {table_name} broke its own contract: {table.id_field} not unique")
+            kept_masks[table_name] = kept
+            rej = q.rejects(table_name)
+            rejects.append(rej)
+            rows_in = len(kept)
+            by_reason = rej["reason"].value_counts()
+            merged = _merged_norms(norms_of[table_name], table)
+            metrics["tables"][table_name] = {
+                "file": str(paths[table_name]), "rows_in": rows_in, "rows_kept": n_kept, "rows_rejected": int(len(rej)),
+                "rejected_by_reason": {r: int(by_reason.get(r, 0)) for r in REJECT_REASONS if by_reason.get(r, 0)},
+                "normalised": merged, "ignored_columns": ignored[table_name],
+            }
+            if absent_by_table[table_name]:
+                metrics["tables"][table_name]["absent_columns"] = absent_by_table[table_name]
+            if rows_in != n_kept + len(rej):
+                raise RuntimeError(f"{table_name}: rows in {rows_in} != kept {n_kept} + rejected {len(rej)}")
+    finally:
+        work.cleanup()
+    metrics["reconciled"] = True
+    metrics["not_recorded"] = absent_by_table["referrals"].get("not_recorded", [])
+    metrics["cluster"] = ("child (the input has no family id: each child is its own cluster)"
+                          if "family_id" in absent_by_table["children"].get("child_id", []) else "family")
+    return pd.concat(rejects, ignore_index=True), metrics
+
+
+def _merged_norms(norms: list[dict[str, Any]], table: Table) -> dict[str, Any]:
+    """The normalisation counts of a table's blocks as ``validate_table`` counts the whole:
+    counts summed, values in order of first appearance (``finished`` orders the fields)."""
+    merged: dict[str, Any] = {}
+    for norm in norms:
+        for key, by_field in norm.items():
+            target = merged.setdefault(key, {})
+            for name, value in by_field.items():
+                if isinstance(value, dict):
+                    inner = target.setdefault(name, {})
+                    for k, v in value.items():
+                        inner[k] = inner.get(k, 0) + v
+                else:
+                    target[name] = target.get(name, 0) + value
+    return finished(merged, table)
+
+
 def clean_analysis_table(raw: pd.DataFrame, spec: dict[str, Any], path: Path, *, key: bytes,
                          dayfirst: bool = True, missing_values: tuple[str, ...] = MISSING_VALUES,
                          max_duration_years: float = 120) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -561,6 +872,17 @@ def main() -> None:
             paths = {t: Path(inp["dir"]) / f"({inp['source']}: {t})" for t in raw}
         else:
             paths = {t: config.input_path(params, t) for t in ("children", "referrals", "plans")}
+            in_memory_bytes = float(params["clean"].get("in_memory_max_mb", 512)) * 2**20
+            if any(p.exists() and p.stat().st_size > in_memory_bytes for p in paths.values()):
+                # Larger than memory allows whole: in blocks, the same result (clean_streamed).
+                rejects, metrics = clean_streamed(
+                    paths, CLEAN_DIR, extract_date=extract_date, dayfirst=bool(inp["dayfirst"]),
+                    max_unparseable_share=float(params["clean"]["max_unparseable_share"]), key=key,
+                    encoding=inp["encoding"], missing_values=tuple(params["clean"].get("missing_values", MISSING_VALUES)),
+                    sentinel_dates=tuple(str(d) for d in params["clean"].get("sentinel_dates", SENTINEL_DATES)),
+                    block_bytes=int(float(params["clean"].get("block_mb", 32)) * 2**20), progress=True)
+                _finish(rejects, metrics)
+                return
             # An authority with no plans in the window is real: only the plans table may be empty.
             raw = {t: read_table(p, encoding=inp["encoding"], allow_empty=t == "plans") for t, p in paths.items()}
         big = len(raw["referrals"]) >= 500_000
@@ -575,6 +897,10 @@ def main() -> None:
             metrics = {"source": inp["source"], "adapter": adapted.metrics, **metrics}
         for name, frame in kept.items():
             write_parquet(frame, CLEAN_DIR / f"{name}.parquet")
+    _finish(rejects, metrics)
+
+
+def _finish(rejects: pd.DataFrame, metrics: dict[str, Any]) -> None:
     write_csv(rejects, CLEAN_DIR / "rejects.csv")
     write_json(metrics, METRICS_FILE)
     for name, m in metrics["tables"].items():

@@ -13,7 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,17 @@ def write_csv_fast(df: pd.DataFrame, path: str | Path) -> None:
     table = pa.Table.from_pandas(df, preserve_index=False).replace_schema_metadata(None)
     with atomic_path(path) as tmp:
         pacsv.write_csv(table, tmp, pacsv.WriteOptions(quoting_style="needed"))
+
+
+def write_csv_batches(batches: Iterable[dict[str, np.ndarray]], columns: list[str], path: str | Path) -> None:
+    """``write_csv_fast`` of an all-string table given in row batches (column -> values): the
+    same bytes, one header, and only one batch's text held at a time."""
+    schema = pa.schema([(name, pa.string()) for name in columns])
+    with atomic_path(path) as tmp:
+        with pacsv.CSVWriter(tmp, schema, write_options=pacsv.WriteOptions(quoting_style="needed")) as writer:
+            for batch in batches:
+                writer.write_table(pa.table([pa.array(batch[name], type=pa.string()) for name in columns],
+                                            schema=schema))
 
 
 def write_text(text: str, path: str | Path) -> None:
@@ -126,21 +137,25 @@ def _file_kind(raw: bytes) -> str | None:
     return None
 
 
-def csv_records(text: str, path: Path, header: list[str], delimiter: str = ",", data: bytes | None = None) -> int:
+def csv_records(text: str, path: Path, header: list[str], delimiter: str = ",", data: bytes | None = None,
+                rows_before: int = 0, lines_before: int = 0) -> int:
     """Data rows in a CSV text, checked record by record; a broken one stops with one line.
 
     Stops on: a NUL byte; a row with more or fewer fields than the header (a cut file's last
     row, an unquoted comma, a misplaced quote); a quote opened and never closed. A ragged row
     stops the file rather than being quarantined: its values cannot be assigned to columns,
     and the fault usually shifts more than one row. The count is what the file holds, so
-    "rows in" never depends on what a parser returned. Blank lines are not rows.
+    "rows in" never depends on what a parser returned. Blank lines are not rows. A block of a
+    streamed file (``iter_csv``: its header line, then the block) names rows and lines of the
+    whole file through ``rows_before`` and ``lines_before``.
     """
     nul = text.find("\x00")
     if nul >= 0:
         line = text.count("\n", 0, nul) + 1
         field = text[text.rfind("\n", 0, nul) + 1:nul].count(delimiter)
         name = header[field] if field < len(header) else f"field {field + 1}"
-        raise InputError(f"{path}: row {line - 1} (line {line}), field {name}: NUL byte in the file "
+        raise InputError(f"{path}: row {rows_before + line - 1} (line {lines_before + line}), field {name}: "
+                         "NUL byte in the file "
                          "(a corrupt or UTF-16 file read as UTF-8? set input.encoding)")
     width = len(header)
     if '"' not in text:   # fast path: one record per non-blank line
@@ -154,14 +169,15 @@ def csv_records(text: str, path: Path, header: list[str], delimiter: str = ",", 
             fields = line.count(delimiter) + 1
             if fields != width:
                 cut = fields < width and number - 1 == last and not text.endswith("\n")
-                raise InputError(f"{path}: row {rows} (line {number}): {fields} fields, the header has {width}"
+                raise InputError(f"{path}: row {rows_before + rows} (line {lines_before + number}): {fields} fields, "
+                                 f"the header has {width}"
                                  + (" (the file ends inside this row: cut short?)" if cut else ""))
         return rows
     data = text.encode("utf-8") if data is None else data
     stray = stray_quote(data, delimiter)
     if stray is not None:
         line = data.count(b"\n", 0, stray) + 1
-        raise InputError(f"{path}: line {line}: a quote inside an unquoted value (a value holding a quote "
+        raise InputError(f"{path}: line {lines_before + line}: a quote inside an unquoted value (a value holding a quote "
                          "must itself be quoted, with the quote doubled): the file's quoting is broken")
     reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     rows, start = 0, 1
@@ -176,12 +192,15 @@ def csv_records(text: str, path: Path, header: list[str], delimiter: str = ",", 
                 continue
             rows += 1
             if len(fields) != width:
-                raise InputError(f"{path}: row {rows} (line {start}): {len(fields)} fields, the header has {width}")
+                raise InputError(f"{path}: row {rows_before + rows} (line {lines_before + start}): {len(fields)} "
+                                 f"fields, the header has {width}")
     except csv.Error as err:
         if "end of data" in str(err):
-            raise InputError(f"{path}: row {rows + 1} (line {start}): a quote opened and never closed "
+            raise InputError(f"{path}: row {rows_before + rows + 1} (line {lines_before + start}): a quote opened "
+                             "and never closed "
                              "(the file ends inside a quoted field: cut short, or a stray quote)") from None
-        raise InputError(f"{path}: row {rows + 1} (line {start}): malformed CSV quoting ({err})") from None
+        raise InputError(f"{path}: row {rows_before + rows + 1} (line {lines_before + start}): malformed CSV "
+                         f"quoting ({err})") from None
 
 
 def stray_quote(data: bytes, delimiter: str = ",") -> int | None:
@@ -270,29 +289,165 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
                 raise InputError(f"{path}: header (line 1): column '{name}' appears twice (columns {seen[name]} "
                                  f"and {position})")
             seen[name] = position
-        data = text.encode("utf-8")
-        rows = csv_records(text, path, header, delimiter, data)
-        try:
-            table = pacsv.read_csv(
-                io.BytesIO(data),
-                # Quoted values may hold line breaks: without this, pyarrow's 1 MiB blocks can cut one.
-                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values='"' in text),
-                convert_options=pacsv.ConvertOptions(
-                    column_types={name: pa.string() for name in header},
-                    include_columns=[name for name in header if columns(name)] if columns else None,
-                    null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True),
-            )
-        except pa.ArrowInvalid as err:
-            raise InputError(f"{path}: not a readable CSV ({str(err).splitlines()[0][:120]})") from None
-        df = table.to_pandas(strings_to_categorical=categorical)
-        if len(df) != rows:
-            raise InputError(f"{path}: {rows:,} data rows in the file but {len(df):,} parsed: "
-                             "the file's structure is broken (check quoting)")
+        df = _parse_csv_text(text, path, header, delimiter, columns, categorical)
     else:
         raise InputError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
     if len(df) == 0 and not allow_empty:
         raise InputError(f"{path}: empty table (a header but no rows)")
     return df
+
+
+def _parse_csv_text(text: str, path: Path, header: list[str], delimiter: str,
+                    columns: Callable[[str], bool] | None, categorical: bool,
+                    rows_before: int = 0, lines_before: int = 0) -> pd.DataFrame:
+    """A CSV text (header line first) as a frame of strings, its records counted and checked first."""
+    data = text.encode("utf-8")
+    rows = csv_records(text, path, header, delimiter, data, rows_before, lines_before)
+    try:
+        table = pacsv.read_csv(
+            io.BytesIO(data),
+            # Quoted values may hold line breaks: without this, pyarrow's 1 MiB blocks can cut one.
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values='"' in text),
+            convert_options=pacsv.ConvertOptions(
+                column_types={name: pa.string() for name in header},
+                include_columns=[name for name in header if columns(name)] if columns else None,
+                null_values=[""], strings_can_be_null=True, quoted_strings_can_be_null=True),
+        )
+    except pa.ArrowInvalid as err:
+        raise InputError(f"{path}: not a readable CSV ({str(err).splitlines()[0][:120]})") from None
+    df = table.to_pandas(strings_to_categorical=categorical)
+    if len(df) != rows:
+        raise InputError(f"{path}: {rows:,} data rows in the file but {len(df):,} parsed: "
+                         "the file's structure is broken (check quoting)")
+    return df
+
+
+#: Bytes of a delimited file read at once by ``iter_table`` (the text, its checks and its
+#: frame of strings take several times this).
+BLOCK_BYTES = 128 * 1024 * 1024
+
+
+def _cut(block: bytes) -> int:
+    """End of the last whole record in ``block``: just after its last line break outside a
+    quoted value (one with an even count of quotes before it, RFC 4180), or 0 when none."""
+    arr = np.frombuffer(block, dtype=np.uint8)
+    breaks = np.flatnonzero(arr == ord("\n"))
+    if not len(breaks):
+        return 0
+    quotes = np.cumsum(arr == ord('"'), dtype=np.int64)[breaks]
+    outside = breaks[quotes % 2 == 0]
+    return int(outside[-1]) + 1 if len(outside) else 0
+
+
+def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",",
+               allow_empty: bool = False, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, pd.DataFrame]]:
+    """``read_table``'s rows in blocks: ``(rows before the block, frame of the block)``.
+
+    The same frames, checks and one-line errors as ``read_table`` (rows and lines named in
+    the whole file), with memory bounded by ``block_bytes`` rather than the file: a
+    delimited file is cut after a line break outside any quoted value (an even count of
+    quotes before it, RFC 4180) and each block is checked and parsed under the header; a
+    Parquet file is read one row group batch at a time. A file the blocks cannot read
+    exactly as a whole (a UTF-16 text, or classic Mac line ends) is read whole.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            file = pq.ParquetFile(path)
+        except (pa.ArrowInvalid, OSError) as err:
+            raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+        if not file.metadata.num_rows and not allow_empty:
+            raise InputError(f"{path}: empty table (a header but no rows)")
+        rows_before = 0
+        rows_per_batch = max(1, block_bytes // 64)
+        for batch in file.iter_batches(batch_size=rows_per_batch):
+            frame = _dates_as_text(pa.Table.from_batches([batch])).to_pandas()
+            yield rows_before, frame
+            rows_before += len(frame)
+        if not file.metadata.num_rows:
+            yield 0, _dates_as_text(file.schema_arrow.empty_table()).to_pandas()
+        return
+    utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
+    with open(path, "rb") as handle:
+        head = handle.read(4096)
+        single_byte_breaks = not head.startswith((b"\xff\xfe", b"\xfe\xff")) and (
+            b"\n" in head or len(head) < 4096)
+        if suffix not in TEXT_SUFFIXES or not single_byte_breaks or not (utf8 or _ascii_compatible(encoding)):
+            yield 0, read_table(path, encoding=encoding, delimiter=delimiter, allow_empty=allow_empty)
+            return
+        handle.seek(0)
+        first = handle.read(block_bytes)
+        kind = _file_kind(first)
+        if kind:
+            raise InputError(f"{path}: not a CSV text file but {kind}")
+        start = 3 if utf8 and first.startswith(b"\xef\xbb\xbf") else 0
+        end_of_header = first.find(b"\n", start)
+        header_bytes = first[start:end_of_header if end_of_header >= 0 else len(first)]
+        if end_of_header < 0 or not header_bytes.strip() or header_bytes.count(b'"') % 2:
+            yield 0, read_table(path, encoding=encoding, delimiter=delimiter, allow_empty=allow_empty)
+            return
+        header_text = _decode(header_bytes, path, encoding, 0).rstrip("\r")
+        try:
+            header = next(csv.reader(io.StringIO(header_text), delimiter=delimiter))
+        except csv.Error as err:
+            raise InputError(f"{path}: header (line 1): not readable as CSV ({err})") from None
+        seen: dict[str, int] = {}
+        for position, name in enumerate(header, start=1):
+            if name in seen:
+                raise InputError(f"{path}: header (line 1): column '{name}' appears twice (columns {seen[name]} "
+                                 f"and {position})")
+            seen[name] = position
+        buffer, eof = first[end_of_header + 1:], len(first) < block_bytes
+        rows_before, lines_before, any_rows = 0, 0, False
+        while buffer or not eof:
+            if not eof and len(buffer) < block_bytes:
+                more = handle.read(block_bytes - len(buffer))
+                eof, buffer = not more, buffer + more
+            # Each cut is outside a quoted value, so every buffer starts outside one.
+            cut = len(buffer) if eof else _cut(buffer)
+            if not cut:                  # no whole record yet (a very long one): read on
+                more = handle.read(block_bytes)
+                eof, buffer = not more, buffer + more
+                continue
+            piece, buffer = buffer[:cut], buffer[cut:]
+            if piece.strip(b"\r\n\t "):
+                text = header_text + "\n" + _decode(piece, path, encoding, lines_before + 2)
+                frame = _parse_csv_text(text, path, header, delimiter, None, False, rows_before, lines_before)
+                if len(frame):
+                    any_rows = True
+                    yield rows_before, frame
+                rows_before += len(frame)
+            lines_before += piece.count(b"\n")
+        if not any_rows:
+            if not allow_empty:
+                raise InputError(f"{path}: empty table (a header but no rows)")
+            yield 0, pd.DataFrame({name: pd.Series(dtype=object) for name in header})
+
+
+def _ascii_compatible(encoding: str) -> bool:
+    """A single-byte encoding in which a line break is the byte 0x0A and a quote 0x22."""
+    try:
+        return "\n\",".encode(encoding) == b'\n",' and len("é".encode(encoding, errors="replace")) == 1
+    except LookupError:
+        raise InputError(f"params.yaml: input.encoding '{encoding}' is not a known encoding") from None
+
+
+def _decode(raw: bytes, path: Path, encoding: str, first_line: int) -> str:
+    """Bytes of a block as text; an undecodable byte is named by its line in the whole file."""
+    utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
+    try:
+        return raw.decode("utf-8" if utf8 else encoding)
+    except UnicodeDecodeError as err:
+        line = first_line + raw[: err.start].count(b"\n")
+        raise InputError(
+            f"{path}: row {line - 1} (line {line}): unreadable encoding, byte "
+            f"0x{raw[err.start]:02x} is not {encoding}; set input.encoding in params.yaml"
+        ) from None
+    except LookupError:
+        raise InputError(f"params.yaml: input.encoding '{encoding}' is not a known encoding") from None
 
 
 def _dates_as_text(table: pa.Table) -> pa.Table:

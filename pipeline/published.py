@@ -57,8 +57,7 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
     Year-based figures use the 12 months to the extract date, so a window of several years
     gives every counted referral or plan its full history, as in the national returns.
     """
-    from pipeline.derive import (derive_rereport, dfe_rereferral_share, episode_start_days, order_by_child,
-                                 to_days)
+    from pipeline.derive import dfe_rereferral_share, episode_start_days, order_by_child, to_days
     from pipeline.schema import DAYS_PER_YEAR, age_in_years, years_before
 
     extract = pd.Timestamp(extract_date)
@@ -76,13 +75,11 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
 
     open_plans = p[p["end_date"].isna()].merge(children[["child_id", "date_of_birth"]], on="child_id")
     age_open = age_in_years(np.full(len(open_plans), extract.to_datetime64()), open_plans["date_of_birth"])
-    rereport, _ = derive_rereport(children, referrals, plans, extract_date=extract,
-                                  same_episode_days=same_episode_days)
+    t, event = _time_and_event(children, referrals, plans, extract, same_episode_days)
     hazards = {}
     for lo, hi in TARGETS["rereferral_hazard_per_1000_child_years"]["intervals_days"]:
-        t = rereport["time_days"].to_numpy()
         at_risk = np.clip(t - lo, 0, hi - lo).sum()
-        events = ((rereport["event"] == 1) & (t > lo) & (t <= hi)).sum()
+        events = ((event == 1) & (t > lo) & (t <= hi)).sum()
         hazards[f"{lo}-{hi}"] = round(float(1000 * DAYS_PER_YEAR * events / at_risk), 2)
     first_year = s_day[~has_prev] <= to_days(pd.Series([years_before(extract, 5)]))[0]
     child_has_second = np.bincount(s_code, minlength=s_code.max() + 1)[s_code[~has_prev]] > 1
@@ -101,6 +98,35 @@ def achieved_figures(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.
                     int(started_in_year.sum()), "plans_ended_in_final_year": int(len(durations)),
                     "plans_open_at_extract": int(len(open_plans))},
     }
+
+
+#: Children per ``derive_rereport`` call in ``achieved_figures``: its working memory is
+#: hundreds of bytes per referral, so 10 million children are taken a block at a time.
+CHILDREN_PER_BLOCK = 250_000
+
+
+def _time_and_event(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.DataFrame,
+                    extract: pd.Timestamp, same_episode_days: int) -> tuple[np.ndarray, np.ndarray]:
+    """``time_days`` and ``event`` of every index referral (``derive_rereport``), children
+    taken ``CHILDREN_PER_BLOCK`` at a time. A child's index referrals depend only on that
+    child's rows, so the rows are the same as one call's; only their order differs, and the
+    hazards are integer sums over them."""
+    from pipeline.derive import derive_rereport
+
+    position = pd.Index(children["child_id"])
+    def block_of(ids: pd.Series) -> np.ndarray:
+        # A child missing from ``children`` goes to the first block (derive_rereport reports it).
+        return np.maximum(position.get_indexer(ids), 0) // CHILDREN_PER_BLOCK
+    ref_block, plan_block = block_of(referrals["child_id"]), block_of(plans["child_id"])
+    times, events = [], []
+    for block in range(max(1, -(-len(children) // CHILDREN_PER_BLOCK))):
+        rereport, _ = derive_rereport(
+            children.iloc[block * CHILDREN_PER_BLOCK:(block + 1) * CHILDREN_PER_BLOCK],
+            referrals[ref_block == block], plans[plan_block == block],
+            extract_date=extract, same_episode_days=same_episode_days)
+        times.append(rereport["time_days"].to_numpy())
+        events.append(rereport["event"].to_numpy())
+    return np.concatenate(times), np.concatenate(events)
 
 
 def check_against_targets(achieved: dict[str, Any]) -> dict[str, bool]:

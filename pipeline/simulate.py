@@ -40,12 +40,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from scipy import special, stats
 
 from pipeline import config, faults, published
 from pipeline.cli import InputError, stage_entry
 from pipeline.formats import cin_census, ncands
-from pipeline.io import file_sha256, write_csv_fast, write_json
+from pipeline.io import file_sha256, write_csv_batches, write_csv_fast, write_json
 from pipeline.schema import DAYS_PER_YEAR, FACTORS, NO_SERVICE_OUTCOMES
 
 #: Covariates carrying a true effect on the re-referral hazard, in truth.json order.
@@ -60,6 +62,8 @@ SOURCE_SHARES = {"POLICE": 0.30, "SCHOOL": 0.20, "HEALTH": 0.15, "LA_SERVICES": 
 CATEGORY_SHARES = {"NEGLECT": 0.46, "EMOTIONAL": 0.27, "PHYSICAL": 0.09, "SEXUAL": 0.04, "MULTIPLE": 0.14}
 # Outcome model: baseline log-odds against NFA, and what tilts it.
 OUTCOME_CODES = ("NFA", "ASSESSED", "CIN", "CPP")
+SEX_CODES = ("M", "F")
+END_REASON_CODES = ("AGE_18", "LOOKED_AFTER", "NO_LONGER_REQUIRED")
 OUTCOME_BASE_LOGIT = np.array([0.0, 0.45, 0.15, -1.55])
 OUTCOME_PER_FACTOR = np.array([0.0, 0.10, 0.30, 0.45])
 CPP_AGE_LOGIT = {0: 0.8, 1: 0.3, 5: 0.0, 10: -0.55, 16: -1.2}   # plans concentrate on under-5s
@@ -129,7 +133,16 @@ def _plan_durations(rng: np.random.Generator, shift: np.ndarray, targets: list[f
 
 
 def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
-    """Generate the clean synthetic extract and its truth (pure: params in, tables out)."""
+    """Generate the clean synthetic extract and its truth (pure: params in, tables out):
+    ids and codes as Python strings (object columns), missing codes None."""
+    extract = simulate_lean(params, progress)
+    return Extract(*(classic_frame(frame) for frame in (extract.children, extract.referrals, extract.plans)),
+                   extract.truth)
+
+
+def simulate_lean(params: dict[str, Any], progress: bool = False) -> Extract:
+    """``simulate`` with ids as Arrow strings and codes as categoricals: the same values in
+    about a fifth of the memory (the stage's own form: 10 million children)."""
     sim = params["simulate"]
     rng = config.rng(params, "simulate")
     extract = config.extract_date(params)
@@ -170,7 +183,7 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
     # 18th birthday as a calendar date (29 Feb births turn 18 on 1 Mar).
     dob_dates = pd.to_datetime(dob_day, unit="D")
     day18 = (dob_dates + pd.DateOffset(years=18)).values.astype("datetime64[D]").astype(np.int64)
-    sex = np.where(rng.random(n) < 0.55, "M", "F")  # 55% boys among children in need (DCSF 2009)
+    sex = np.where(rng.random(n) < 0.55, 0, 1).astype(np.int8)  # SEX_CODES; 55% boys among children in need (DCSF 2009)
     disability = (rng.random(n) < sim["prevalence"]["disability"]).astype(np.int8)
 
     # --- referral chains, one round per referral --------------------------------------
@@ -182,10 +195,12 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
     z = rng.standard_normal((n, len(FACTORS)))
     rho = FACTOR_PERSISTENCE
 
+    # Codes stay integers (positions in the label tuples) until the tables are written.
     cat_codes = np.array(list(CATEGORY_SHARES))
     cat_p = np.array(list(CATEGORY_SHARES.values()))
     src_codes = np.array(list(SOURCE_SHARES))
     src_p = np.array(list(SOURCE_SHARES.values()))
+    no_service_codes = [OUTCOME_CODES.index(code) for code in NO_SERVICE_OUTCOMES]
 
     care = sim["care_entry"]
     looked_after_day = np.full(n, -1, dtype=np.int64)
@@ -204,8 +219,18 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
             print(f"simulate: round {round_no}, {len(child):,} referrals", file=sys.stderr)
         m = len(child)
         fam = family[child]
-        z[child] = rho * z[child] + math.sqrt(1 - rho**2) * rng.standard_normal((m, len(FACTORS)))
-        flags = (z[child] + FACTOR_FAMILY_LOADING * fam_adversity[fam, None] < cut).astype(np.int8)
+        # In place, the same floating-point operations as rho * z + sqrt(1 - rho^2) * e (a child
+        # appears once per round, so z[child] after the update is z_child).
+        z_child = z[child]
+        z_child *= rho
+        innovation = rng.standard_normal((m, len(FACTORS)))
+        innovation *= math.sqrt(1 - rho**2)
+        z_child += innovation
+        del innovation
+        z[child] = z_child
+        z_child += FACTOR_FAMILY_LOADING * fam_adversity[fam, None]
+        flags = (z_child < cut).astype(np.int8)
+        del z_child
         age = (day - dob_day[child]) / DAYS_PER_YEAR
         logits = (OUTCOME_BASE_LOGIT[None, :] + flags.sum(1, keepdims=True) * OUTCOME_PER_FACTOR[None, :])
         logits[:, 3] += _lookup_by_age(CPP_AGE_LOGIT, age) + CPP_PRIOR_PLAN_LOGIT * prior_plan[child]
@@ -230,22 +255,23 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
         turns18 = plan_end >= day18[child[pidx]]
         plan_end = np.where(turns18, day18[child[pidx]], plan_end)
         to_care = ~turns18 & (rng.random(len(pidx)) < care["plan_end_looked_after_share"])
-        end_reason = np.where(turns18, "AGE_18", np.where(to_care, "LOOKED_AFTER", "NO_LONGER_REQUIRED"))
+        end_reason = np.where(turns18, 0, np.where(to_care, 1, 2)).astype(np.int8)  # END_REASON_CODES
         # A plan ending because the child became looked after closes the case; care starts next day.
         closure[pidx] = plan_end + np.where(to_care, 0, rng.integers(0, 121, size=len(pidx)))
         started = plan_start <= extract_day
         plans.append({
             "child": child[pidx][started], "start": plan_start[started],
             "end": np.where(plan_end[started] <= extract_day, plan_end[started], -1),
-            "category": cat_codes[category[pidx][started]],
-            "end_reason": np.where(plan_end[started] <= extract_day, end_reason[started], ""),
+            "category": category[pidx][started].astype(np.int8),
+            "end_reason": np.where(plan_end[started] <= extract_day, end_reason[started], -1).astype(np.int8),
         })
         refs.append({
-            "child": child, "day": day, "closure": np.where(closure <= extract_day, closure, -1),
-            "source": src_codes[rng.choice(len(src_codes), size=m, p=src_p)],
-            "outcome": np.array(OUTCOME_CODES)[outcome], "flags": flags,
-            "category": np.where(has_category, cat_codes[category], ""),
-            "round": np.full(m, round_no), "duplicate": np.zeros(m, dtype=bool),
+            "child": child.astype(np.int32), "day": day.astype(np.int32),
+            "closure": np.where(closure <= extract_day, closure, -1).astype(np.int32),
+            "source": rng.choice(len(src_codes), size=m, p=src_p).astype(np.int8),
+            "outcome": outcome.astype(np.int8), "flags": flags,
+            "category": np.where(has_category, category, -1).astype(np.int8),
+            "round": np.full(m, round_no, dtype=np.int16),
         })
         # A second report of the same incident, inside the same-episode window.
         dup = np.flatnonzero(rng.random(m) < sim["same_episode_duplicate_share"])
@@ -254,16 +280,16 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
         dup, dup_day = dup[keep], dup_day[keep]
         dup_closure = dup_day + rng.integers(0, 4, size=len(dup))
         refs.append({
-            "child": child[dup], "day": dup_day,
-            "closure": np.where(dup_closure <= extract_day, dup_closure, -1),
-            "source": src_codes[rng.choice(len(src_codes), size=len(dup), p=src_p)],
-            "outcome": np.full(len(dup), "NFA"), "flags": flags[dup],
-            "category": np.where(has_category[dup], cat_codes[category[dup]], ""),
-            "round": np.full(len(dup), round_no), "duplicate": np.ones(len(dup), dtype=bool),
+            "child": child[dup].astype(np.int32), "day": dup_day.astype(np.int32),
+            "closure": np.where(dup_closure <= extract_day, dup_closure, -1).astype(np.int32),
+            "source": rng.choice(len(src_codes), size=len(dup), p=src_p).astype(np.int8),
+            "outcome": np.full(len(dup), OUTCOME_CODES.index("NFA"), dtype=np.int8), "flags": flags[dup],
+            "category": np.where(has_category[dup], category[dup], -1).astype(np.int8),
+            "round": np.full(len(dup), round_no, dtype=np.int16),
         })
 
         # Time to re-referral from the episode's end (Weibull PH, inverse transform).
-        no_service = np.isin(np.array(OUTCOME_CODES)[outcome], NO_SERVICE_OUTCOMES)
+        no_service = np.isin(outcome, no_service_codes)
         lp = (flags @ np.array([beta[f] for f in FACTORS])
               + beta["disability"] * disability[child] + beta["no_service"] * no_service
               + beta["prior_referrals"] * prior[child] + la_effect[fam_la[fam]])
@@ -286,40 +312,48 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
         child, day = child[go], nxt[go]
 
     # --- assemble tables ----------------------------------------------------------------
+    # Lean columns: ids as Arrow strings (about 12 bytes a row, no Python object each), codes
+    # as categoricals (1 byte a row), so 10 million children fit; ``classic_frame`` gives
+    # the object-string tables the readers of ``simulate()`` always had.
     def cat(key: str, parts: list[dict[str, np.ndarray]]) -> np.ndarray:
         return np.concatenate([p[key] for p in parts]) if parts else np.array([])
 
-    child_ids = _ids("C", n, 7)
+    child_ids = _id_array("C", n, 7)
     r_child = cat("child", refs).astype(np.int64)
     order = np.lexsort((cat("round", refs), cat("day", refs), r_child))
+    for part in refs:
+        del part["round"]
     referrals = pd.DataFrame({
-        "referral_id": _ids("R", len(order), 8),
-        "child_id": child_ids[r_child[order]],
-        "referral_date": pd.to_datetime(cat("day", refs)[order], unit="D"),
-        "referral_source": cat("source", refs)[order],
-        "closure_date": _nat_dates(cat("closure", refs)[order]),
-        "outcome": cat("outcome", refs)[order],
+        "referral_id": _id_series(_id_array("R", len(order), 8)),
+        "child_id": _id_series(child_ids.take(r_child[order])),
+        "referral_date": pd.to_datetime(cat("day", refs)[order].astype(np.int64), unit="D"),
+        "referral_source": _codes(cat("source", refs)[order], SOURCE_SHARES),
+        "closure_date": _nat_dates(cat("closure", refs)[order].astype(np.int64)),
+        "outcome": _codes(cat("outcome", refs)[order], OUTCOME_CODES),
         **{f: np.concatenate([p["flags"][:, j] for p in refs])[order] for j, f in enumerate(FACTORS)},
-        "abuse_category": _blank_to_none(cat("category", refs)[order]),
+        "abuse_category": _codes(cat("category", refs)[order], CATEGORY_SHARES),
     })
+    del refs, order
     p_child = cat("child", plans)
     porder = np.lexsort((cat("start", plans), p_child))
     plans_df = pd.DataFrame({
-        "plan_id": _ids("P", len(porder), 8),
-        "child_id": child_ids[p_child[porder].astype(np.int64)],
+        "plan_id": _id_series(_id_array("P", len(porder), 8)),
+        "child_id": _id_series(child_ids.take(p_child[porder].astype(np.int64))),
         "start_date": pd.to_datetime(cat("start", plans)[porder], unit="D"),
         "end_date": _nat_dates(cat("end", plans)[porder]),
-        "category": cat("category", plans)[porder],
-        "end_reason": _blank_to_none(cat("end_reason", plans)[porder]),
+        "category": _codes(cat("category", plans)[porder], CATEGORY_SHARES),
+        "end_reason": _codes(cat("end_reason", plans)[porder], END_REASON_CODES),
     })
     referred = np.unique(r_child)
+    del r_child
+    n_families = int(len(np.unique(family[referred])))
     children = pd.DataFrame({
-        "child_id": child_ids[referred],
-        "family_id": _ids("F", n_fam, 7)[family[referred]],
-        "la_code": _ids("LA", n_la, 2)[fam_la[family[referred]]],
-        "sex": sex[referred],
+        "child_id": _id_series(child_ids.take(referred)),
+        "family_id": _id_series(_id_array("F", n_fam, 7).take(family[referred])),
+        "la_code": _codes(fam_la[family[referred]], _ids("LA", n_la, 2)),
+        "sex": _codes(sex[referred], SEX_CODES),
         "date_of_birth": pd.to_datetime(dob_day[referred], unit="D"),
-        "ethnicity": eth_codes[fam_eth[family[referred]]],
+        "ethnicity": _codes(fam_eth[family[referred]], ETHNICITY_SHARES),
         "disability": disability[referred],
         "looked_after_date": _nat_dates(looked_after_day[referred]),
     })
@@ -349,7 +383,7 @@ def simulate(params: dict[str, Any], progress: bool = False) -> Extract:
             "plan_end_looked_after_share": care["plan_end_looked_after_share"],
         },
         "la_log_hazard_effects": {f"LA{i + 1:02d}": float(v) for i, v in enumerate(la_effect)},
-        "n_children": int(len(children)), "n_families": int(children["family_id"].nunique()),
+        "n_children": int(len(children)), "n_families": n_families,
         "n_referrals": int(len(referrals)), "n_plans": int(len(plans_df)),
     }
     return Extract(children, referrals, plans_df, truth)
@@ -361,13 +395,55 @@ def _ids(prefix: str, n: int, width: int) -> np.ndarray:
     return np.strings.add(prefix, numbers).astype(object)
 
 
-def _blank_to_none(codes: np.ndarray) -> np.ndarray:
-    return np.where(codes == "", None, codes).astype(object)
+def _id_array(prefix: str, n: int, width: int) -> pa.Array:
+    """``_ids`` as an Arrow string array (no Python object per id)."""
+    numbers = pc.utf8_lpad(pc.cast(pa.array(np.arange(1, n + 1)), pa.string()), width=width, padding="0")
+    return pc.binary_join_element_wise(prefix, numbers, "")
+
+
+def _id_series(ids: pa.Array) -> pd.Series:
+    return pd.Series(pd.arrays.ArrowStringArray(ids))
+
+
+def _codes(codes: np.ndarray, labels: Any) -> pd.Categorical:
+    """Integer codes (positions in ``labels``; -1 missing) as a categorical."""
+    return pd.Categorical.from_codes(codes.astype(np.int8), categories=list(labels))
+
+
+def classic_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """Arrow-string and categorical columns as object columns of Python strings, None where
+    missing (the form ``simulate`` returns)."""
+    out = {}
+    for name, column in frame.items():
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            values = np.asarray(column.cat.categories, dtype=object)[column.cat.codes.to_numpy()]
+            values[column.cat.codes.to_numpy() < 0] = None
+            out[name] = values
+        elif isinstance(column.dtype, pd.StringDtype):
+            out[name] = column.to_numpy(dtype=object)
+        else:
+            out[name] = column.to_numpy()
+    return pd.DataFrame(out, columns=frame.columns)
 
 
 def _nat_dates(days: np.ndarray) -> pd.Series:
     out = pd.Series(pd.to_datetime(np.where(days >= 0, days, 0), unit="D"))
     return out.where(days >= 0, pd.NaT).to_numpy()
+
+
+def integer_ids(frame: pd.DataFrame) -> pd.DataFrame:
+    """The Arrow-string id columns (``*_id``: a letter prefix, then digits) as their numbers.
+
+    The calibration figures only group and match rows by id, and the numbers keep the ids'
+    order and identity, so the figures are the same, without a Python string per row (the
+    episode derivation turns ids into Python objects: gigabytes at 10 million children).
+    """
+    out = frame.copy(deep=False)
+    for name, column in frame.items():
+        if name.endswith("_id") and isinstance(column.dtype, pd.StringDtype):
+            digits = pc.utf8_ltrim(pa.array(column.array), characters="ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+            out[name] = pc.cast(digits, pa.int64()).to_numpy()
+    return out
 
 
 #: Where ``simulate.cin_census: true`` writes the clean extract as CIN census returns.
@@ -396,35 +472,39 @@ def main() -> None:
     if not (cin_input or ncands_input) and params["input"]["dir"] != str(out_dir):
         raise InputError(f"params.yaml: input.source is synthetic but input.dir is "
                          f"'{params['input']['dir']}'; set it to '{out_dir}'")
-    result = simulate(params, progress=params["simulate"]["n_children"] >= 200_000)
+    result = simulate_lean(params, progress=params["simulate"]["n_children"] >= 200_000)
     result.truth["achieved"] = published.achieved_figures(
-        result.children, result.referrals, result.plans, config.extract_date(params),
+        *(integer_ids(t) for t in (result.children, result.referrals, result.plans)), config.extract_date(params),
         int(params["episodes"]["same_episode_days"]))
     result.truth["achieved_meets_target"] = published.check_against_targets(result.truth["achieved"])
     result.truth["targets"] = published.TARGETS
+    classic: list[pd.DataFrame] = []   # the object-string tables, made once if a writer needs them
     if cin_input or params["simulate"].get("cin_census", False):
+        classic = classic or [classic_frame(t) for t in (result.children, result.referrals, result.plans)]
         # The clean, fault-free extract, written before faults are injected.
         cin_dir = in_dir if cin_input else CIN_CENSUS_DIR
         for old in cin_dir.glob("*.xml"):
             old.unlink()
-        lea = cin_census.write(result.children, result.referrals, result.plans, cin_dir,
+        lea = cin_census.write(*classic, cin_dir,
                                extract_date=config.extract_date(params), progress=params["simulate"]["n_children"] >= 200_000)
         print(f"simulate: CIN census returns ({len(set(lea.values()))} LAs) -> {cin_dir}")
     if ncands_input or params["simulate"].get("ncands", False):
         # The clean, fault-free extract as a Child File (closed referrals; one file per FFY).
         ncands_dir = in_dir if ncands_input else NCANDS_DIR
+        classic = classic or [classic_frame(t) for t in (result.children, result.referrals, result.plans)]
         for old in ncands_dir.glob(ncands.load_field_map()["writer"]["file_name"].format(year="*")):
             old.unlink()
-        states = ncands.write(result.children, result.referrals, result.plans, ncands_dir,
+        states = ncands.write(*classic, ncands_dir,
                               extract_date=config.extract_date(params),
                               progress=params["simulate"]["n_children"] >= 200_000)
         print(f"simulate: NCANDS Child File ({len(set(states.values()))} states) -> {ncands_dir}")
-    raw, fault_log = faults.inject(
+    del classic
+    raw, fault_log = faults.inject_lazy(
         {"children": result.children, "referrals": result.referrals, "plans": result.plans},
         config.rng(params, "faults"), float(params["simulate"]["fault_rate"]), config.extract_date(params))
     result.truth["faults"] = fault_log
-    for name, frame in raw.items():
-        write_csv_fast(frame, out_dir / params["input"][name])
+    for name, table in raw.items():   # in row batches: the text of a whole table is never held
+        write_csv_batches(table.batches(), table.columns, out_dir / params["input"][name])
     write_json(result.truth, out_dir / "truth.json")
     write_json({params["input"][name]: file_sha256(out_dir / params["input"][name]) for name in raw},
                out_dir / config.SIMULATED_MARKER)
