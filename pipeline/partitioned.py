@@ -19,13 +19,13 @@ partitions of children with Polars, derived one partition at a time by the in-me
   output's order. Counts are sums over partitions; the DfE share is the sum of its
   numerators over the sum of its denominators (``derive.dfe_rereferral_counts``), the
   same float64 division the whole-extract mean makes.
-* **Memory.** Polars scans the Parquet files lazily and reads only the columns the rules
-  use: one pass over a table's ``child_id`` cuts the partitions (a frame of child id and
-  partition number); one streaming pass over each table writes its rows, partition by
-  partition, to temporary Parquet files beside the outputs; then each partition is read
-  back alone. Peak memory is one partition's pandas frames (and one output row group, below)
-  plus that map and Polars' streaming buffers, not the extract. Partitions are frames of the
-  Arrow types the in-memory path reads (``pd.read_parquet``), so the outputs have its dtypes.
+* **Memory.** Polars reads only the columns the rules use: one lazy pass over a table's
+  ``child_id`` cuts the partitions (a frame of child id and partition number); one pass
+  over each table, a million rows at a time, writes its rows partition by partition to
+  temporary Parquet files beside the outputs; then each partition is read back alone.
+  Peak memory is one partition's pandas frames (and one output row group, below) plus that
+  map, not the extract. Partitions are frames of the Arrow types the in-memory path reads
+  (``pd.read_parquet``), so the outputs have its dtypes.
 * **Whole children, not families.** No rule looks across a family (``family_id`` is only
   carried along), so a partition needs whole children only; cutting by families instead
   would scatter each partition's rows over the output and need a merge of every partition.
@@ -56,6 +56,9 @@ from pipeline.cli import InputError
 from pipeline.derive import derive_cpp_durations, derive_rereport, dfe_rereferral_counts, episode_start_days
 from pipeline.io import atomic_path
 from pipeline.schema import FACTORS
+
+#: Rows read at a time when the tables are cut into partitions.
+BATCH_ROWS = 1_000_000
 
 #: Default of ``episodes.max_rows_in_memory``: the in-memory derivation of 1M children
 #: (1.5M referrals) peaks at about 2 GB, so 2M referrals in one piece stay near 3 GB.
@@ -105,23 +108,28 @@ def _to_pandas(frame: pl.DataFrame, path: Path) -> pd.DataFrame:
 
 
 class _Buckets:
-    """A table's rows by partition: one streaming Polars pass joins each row to its child's
-    partition and writes the rows to one folder per partition (``part=<k>/``, Parquet) under
-    ``folder``; ``rows(k)`` reads a partition back, in file order, as pandas."""
+    """A table's rows by partition: one pass over the file in batches of ``BATCH_ROWS``
+    rows joins each row to its child's partition (Polars) and writes each batch's rows of
+    partition ``k`` to ``folder/<k>-<batch>.parquet``; ``rows(k)`` reads a partition back,
+    in file order, as pandas. (Plain Parquet files, no open file per partition.)"""
 
     def __init__(self, path: Path, wanted: tuple[str, ...], partitions: pl.DataFrame, folder: Path):
         self.path, self.columns, self.folder = path, _columns(path, wanted), folder
-        if rows_in(path):
-            (pl.scan_parquet(path).select(self.columns).with_row_index("_row")
-             .join(partitions.lazy(), on="child_id", how="inner")
-             .sink_parquet(pl.PartitionBy(folder, key="part", include_key=False), mkdir=True))
+        folder.mkdir(parents=True)
+        first_row = 0
+        for batch_number, batch in enumerate(pq.ParquetFile(path).iter_batches(BATCH_ROWS, columns=self.columns)):
+            rows = (pl.from_arrow(batch).with_row_index("_row", offset=first_row)
+                    .join(partitions, on="child_id", how="inner"))
+            first_row += batch.num_rows
+            for part in rows.partition_by("part"):
+                part.drop("part").write_parquet(folder / f"{part['part'][0]}-{batch_number}.parquet")
 
     def rows(self, part: int | None) -> pd.DataFrame:
-        files = sorted(self.folder.glob(f"part={part}/*.parquet"))
+        files = sorted(self.folder.glob(f"{part}-*.parquet"))
         if files:
-            found = pl.scan_parquet(files, hive_partitioning=False).collect().sort("_row").drop("_row")
+            found = pl.read_parquet(files).sort("_row").drop("_row")
         else:       # no row in this partition
-            found = pl.scan_parquet(self.path).select(self.columns).head(0).collect()
+            found = pl.from_arrow(pq.read_schema(self.path).empty_table().select(self.columns))
         return _to_pandas(found, self.path)
 
 

@@ -90,7 +90,7 @@ def assert_same_files(tmp_path):
 
 
 def test_out_of_core_stage_writes_the_in_memory_outputs(awkward_extract, params, tmp_path, monkeypatch):
-    children, referrals, plans = awkward_extract
+    monkeypatch.setattr(partitioned, "BATCH_ROWS", 1000)     # the tables read in several batches
     whole = _run_stage(tmp_path / "whole", monkeypatch, params, awkward_extract, 10 ** 9)
     parts = _run_stage(tmp_path / "parts", monkeypatch, params, awkward_extract, SMALL_PARTITION)
     # The test shows something: many partitions of each table, the awkward rows present.
