@@ -30,8 +30,9 @@ Rows that cannot be index referrals are counted by reason in ``metrics/episodes.
 The rules are pure functions in ``pipeline/derive.py`` (shared with ``pipeline.published``).
 With ``compute.scheduler`` set they run on partitions of whole families as Dask tasks, with
 the same result (``pipeline/family_partitions.py``). When the clean referrals exceed
-``episodes.max_rows_in_memory`` they run out of core, on partitions of children read with
-Polars and written as they come, with the same result (``pipeline/partitioned.py``).
+``episodes.max_rows_in_memory`` they run out of core on this machine (``compute.scheduler``
+or not), on partitions of children read with Polars and written as they come, with the
+same files (``pipeline/partitioned.py``).
 """
 
 from __future__ import annotations
