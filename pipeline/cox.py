@@ -309,6 +309,9 @@ def _segment_sums(values: np.ndarray, first: np.ndarray) -> np.ndarray:
 
 #: Rows per block of the blocked products: a block of X and its weighted copy stay in cache.
 CHUNK_ROWS = 8192
+#: Covariates whose score residuals are formed at a time for the robust variance (an n x 8
+#: array, not n x p, beside the clusters x p sums).
+RESIDUAL_COLUMNS = 8
 
 
 def _weighted_cross(X: np.ndarray, coef: np.ndarray) -> np.ndarray:
@@ -625,11 +628,14 @@ class CoxPH:
         self.linear_predictor_[self._rs.rows] = self._rs.X @ beta
         if cluster is not None:
             codes = pd.factorize(np.asarray(cluster))[0]
-            by_column = self._sorted_score_residuals(beta)   # p x n: contiguous columns
             sorted_codes = codes[self._rs.rows]
             u = np.empty((p, codes.max() + 1))    # summed score residuals, covariate x cluster
-            for column, residuals in zip(u, by_column):
-                column[:] = np.bincount(sorted_codes, weights=residuals, minlength=len(column))
+            # a few covariates' residuals at a time: never all n x p of them beside u
+            for lo in range(0, p, RESIDUAL_COLUMNS):
+                by_column = self._sorted_score_residuals(beta, slice(lo, lo + RESIDUAL_COLUMNS))
+                for column, residuals in zip(u[lo:lo + RESIDUAL_COLUMNS], by_column):
+                    column[:] = np.bincount(sorted_codes, weights=residuals, minlength=len(column))
+                del by_column
             self.robust_var_ = self.var_ @ (u @ u.T) @ self.var_
             self.n_clusters_ = int(codes.max() + 1)
         else:
@@ -677,24 +683,27 @@ class CoxPH:
         out[self._rs.rows] = self._sorted_score_residuals(self.coef_).T
         return out
 
-    def _sorted_score_residuals(self, beta: np.ndarray) -> np.ndarray:
-        """Score residuals in the sorted order, transposed (p x n: each covariate's contiguous)."""
+    def _sorted_score_residuals(self, beta: np.ndarray, columns: slice = slice(None)) -> np.ndarray:
+        """Score residuals in the sorted order, transposed (p x n: each covariate's contiguous);
+        of the covariates ``columns`` only (each covariate's residual is computed on its own,
+        so a subset gives exactly those rows of the whole)."""
         r = self._rs
         w, t = self._at(beta)
         ev, k = r.ev_rows, r.k_of_event
-        B_k = t.S1 * t.c0[:, None] - t.D1 * t.c1[:, None]        # sum_l xbar_kl / S0_kl
-        C_k = t.S1 * t.c1[:, None] - t.D1 * t.c2[:, None]        # sum_l f_l xbar_kl / S0_kl
-        mean_xbar = (t.S1 * t.a[:, None] - t.D1 * t.b[:, None]) / r.d[:, None]
+        B_k = (t.S1 * t.c0[:, None] - t.D1 * t.c1[:, None])[:, columns]        # sum_l xbar_kl / S0_kl
+        C_k = (t.S1 * t.c1[:, None] - t.D1 * t.c2[:, None])[:, columns]        # sum_l f_l xbar_kl / S0_kl
+        mean_xbar = ((t.S1 * t.a[:, None] - t.D1 * t.b[:, None]) / r.d[:, None])[:, columns]
         cum_a, cum_b = _cum_table(r, t.a), _cum_table(r, B_k)
-        out = np.empty(r.X.shape[::-1])
+        X, X_ev = r.X[:, columns], r.X_ev[:, columns]
+        out = np.empty(X.shape[::-1])
         ev_bounds = np.searchsorted(ev, np.arange(0, len(w) + CHUNK_ROWS, CHUNK_ROWS))
         for i, lo in enumerate(range(0, len(w), CHUNK_ROWS)):     # in blocks: no n x p temporaries
             rows = slice(lo, lo + CHUNK_ROWS)
-            block = r.X[rows] * _cum_at_risk(r, cum_a, rows)[:, None]
+            block = X[rows] * _cum_at_risk(r, cum_a, rows)[:, None]
             block -= _cum_at_risk(r, cum_b, rows)
             block *= -w[rows, None]
             e = slice(ev_bounds[i], ev_bounds[i + 1])     # the block's events
-            x_ev, k_ev, w_ev = r.X_ev[e], k[e], w[ev[e], None]
+            x_ev, k_ev, w_ev = X_ev[e], k[e], w[ev[e], None]
             block[ev[e] - lo] += x_ev - mean_xbar[k_ev] + w_ev * (x_ev * t.b[k_ev, None] - C_k[k_ev])
             out[:, rows] = block.T
         return out
@@ -790,6 +799,15 @@ class CoxPH:
         out = pd.DataFrame(rows, columns=["covariate", "chisq", "df"]).set_index("covariate")
         out["p"] = stats.chi2.sf(out["chisq"], out["df"])
         return out
+
+    def release_data(self) -> "CoxPH":
+        """Drop what the fit keeps of the data (its sorted copy, about 0.5 GB at a million
+        rows by 20 covariates; the linear predictor; the times and events) once no residual,
+        PH test or linear predictor is needed. The estimates, variances and baseline hazard
+        stay: ``summary``, ``predict_survival`` and saving the model work as before."""
+        for attr in ("_rs", "_last", "_stop", "_start", "_event", "linear_predictor_"):
+            self.__dict__.pop(attr, None)
+        return self
 
     def summary(self, robust: bool = True, alpha: float = 0.05) -> pd.DataFrame:
         """Coefficients, hazard ratios and Wald 95% CIs (robust SE when a cluster was given)."""

@@ -76,15 +76,18 @@ def _json_counts(obj: Any, key: str = "") -> Iterable[tuple[str, Any]]:
         yield key, obj
 
 
-def scan(folders: list[Path], min_count: int, identifiers: set[str]) -> list[str]:
-    """Problems found: one line each (file, where, what)."""
+def scan(folders: list[Path], min_count: int, identifiers: set[str] | Any) -> list[str]:
+    """Problems found: one line each (file, where, what).
+
+    ``identifiers``: a set, or anything with ``intersection(tokens) -> set`` (the outputs
+    stage looks the files' tokens up in the clean tables' id columns, never holding them all)."""
     problems = []
-    identifiers = {i for i in identifiers if not (i.isdigit() and len(i) < 6)}
     for folder in folders:
         for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in SCANNED):
             text = path.read_text(encoding="utf-8", errors="replace")
             tokens = set().union(*(pattern.findall(text) for pattern in ID_PATTERNS))
-            leaked = sorted(tokens & identifiers)
+            tokens = {t for t in tokens if not (t.isdigit() and len(t) < 6)}
+            leaked = sorted(identifiers.intersection(tokens))
             if leaked:
                 problems.append(f"{path}: identifier(s) of the input: {', '.join(leaked[:5])}")
             if path.suffix == ".csv":

@@ -267,7 +267,11 @@ class GammaFrailtyCox:
             ci.by_row.data = expected[ci.perm]
             ci.by_stop.data = w[ci.perm]
             ci.by_event.data = w[ci.event_rows]
-            cross += ci.by_row @ ci.X_perm - ci.by_stop @ _cum_table(s, B_k) + ci.by_event @ C_k
+            term = ci.by_row @ ci.X_perm          # (in place: one clusters x p temporary at a time)
+            term -= ci.by_stop @ _cum_table(s, B_k)
+            term += ci.by_event @ C_k
+            cross += term
+            del term
             m_sum += ci.members @ expected
             # sum_kl m_gkl^2: pairs of rows of a cluster both at risk (see the docstring)
             wp = w[ci.perm]
@@ -401,7 +405,7 @@ class GammaFrailtyCox:
         labels = np.zeros(n, dtype=np.int64) if strata is None else pd.factorize(np.asarray(strata))[0]
         start = np.full(n, -np.inf)
         efron = self.ties == "efron"
-        Xc = X - X.mean(axis=0)          # centred, as R and CoxPH (coefficients unchanged)
+        center = X.mean(axis=0)          # centred, as R and CoxPH (coefficients unchanged)
         # groups of clusters closed under shared strata: connected components of the
         # cluster-stratum graph
         link = sp.coo_matrix((np.ones(n), (codes, labels)), shape=(q, labels.max() + 1)).tocsr()
@@ -410,12 +414,13 @@ class GammaFrailtyCox:
         self._group_size = np.bincount(self._group).astype(float)
         self._sparse = (q > SPARSE_ABOVE) if self.sparse is None else bool(self.sparse)
         if self._sparse:
-            self._strata = [_prepare(Xc, stop, start, event, labels, efron)]   # every stratum at once
+            # every stratum at once; centred in the sorted copy (no centred copy of X besides it)
+            self._strata = [_prepare(X, stop, start, event, labels, efron, center=center)]
             self._index = [_cluster_index(s, codes, q) for s in self._strata]
         else:
             if q > DENSE_MAX:
                 raise ValueError(f"exact (non-sparse) frailty information is for at most {DENSE_MAX} clusters")
-            Xa = np.hstack([np.eye(q)[codes], Xc])
+            Xa = np.hstack([np.eye(q)[codes], X - center])
             self._dense_strata = [_prepare(Xa, stop, start, event, labels, efron)]
         return X, stop, event, strata, q
 

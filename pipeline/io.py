@@ -330,13 +330,14 @@ BLOCK_BYTES = 128 * 1024 * 1024
 def _cut(block: bytes) -> int:
     """End of the last whole record in ``block``: just after its last line break outside a
     quoted value (one with an even count of quotes before it, RFC 4180), or 0 when none."""
-    arr = np.frombuffer(block, dtype=np.uint8)
-    breaks = np.flatnonzero(arr == ord("\n"))
-    if not len(breaks):
-        return 0
-    quotes = np.cumsum(arr == ord('"'), dtype=np.int64)[breaks]
-    outside = breaks[quotes % 2 == 0]
-    return int(outside[-1]) + 1 if len(outside) else 0
+    quotes = block.count(b'"')
+    end, after = len(block), 0
+    while (at := block.rfind(b"\n", 0, end)) >= 0:
+        after += block.count(b'"', at + 1, end)
+        if (quotes - after) % 2 == 0:
+            return at + 1
+        end = at
+    return 0
 
 
 def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",",

@@ -217,18 +217,35 @@ def not_estimated(reason: str, s: dict[str, Any], outcome_counts: dict[str, Any]
                                             "validation_design": pd.DataFrame(), "model": model_json}
 
 
+ANALYSIS_TABLE = "data/analysis/rereport.parquet"
+
+
+def logistic_columns(params: dict[str, Any]) -> list[str]:
+    """The analysis table's columns this stage reads (``pipeline.analysis_read``): the core
+    ones, those its settings name (resolved on the table's schema) and those Table 1
+    describes whenever present (``table_one.PREFERRED_ORDER``)."""
+    from pipeline.analysis_read import columns_used, settings_frame
+    from pipeline.settings import logistic_settings
+
+    schema = settings_frame(ANALYSIS_TABLE)
+    s = logistic_settings(params, schema)
+    return columns_used(schema.columns, s["covariates"], s.get("categorical", []), s.get("groups", CASE_LEVEL_GROUPS),
+                        table_one.PREFERRED_ORDER)
+
+
 def main() -> None:
     from pathlib import Path
 
     from pipeline import compute, config
     from pipeline.cli import InputError
+    from pipeline.analysis_read import read_analysis
     from pipeline.io import write_csv, write_json, write_parquet
 
     from pipeline.settings import labels, logistic_settings
 
     params = config.load_params()
     compute.use(params)      # compute.scheduler: the tasks below run on that Dask cluster
-    df = pd.read_parquet("data/analysis/rereport.parquet")
+    df = read_analysis(ANALYSIS_TABLE, logistic_columns(params))
     s = logistic_settings(params, df)
     try:
         tables, metrics, out = run(df, s, config.extract_date(params), int(params["seed"]),

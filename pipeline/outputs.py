@@ -74,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pyarrow.parquet as pq
 import yaml
 
 from pipeline.cli import InputError
@@ -741,18 +742,40 @@ def rules_from(params: dict[str, Any]) -> Rules:
                  p_ratio=float(o.get("p_ratio", 0.1)))
 
 
-def input_identifiers(clean: Path, params: dict[str, Any]) -> set[str]:
+class InputIdentifiers:
     """Identifiers the analysis stages saw: every ``*_id`` column of data/clean (pseudonymised;
-    raw identifiers never get past clean) and a prepared table's id and cluster columns."""
-    table = params["input"].get("analysis_table") or {}
-    named = {table.get("id"), table.get("cluster")} - {None}
-    found: set[str] = set()
-    for path in sorted(clean.glob("*.parquet")):
-        frame = pd.read_parquet(path)
-        for column in frame.columns:
-            if column.endswith("_id") or column in named:
-                found |= set(frame[column].dropna().astype(str))
-    return found
+    raw identifiers never get past clean) and a prepared table's id and cluster columns.
+
+    Held as one sorted column of Arrow strings (Polars), not a Python set: a national
+    extract's tens of millions of identifiers take a fraction of the memory, and
+    ``intersection(tokens)`` finds a file's tokens among them by binary search."""
+
+    def __init__(self, clean: Path, params: dict[str, Any]):
+        import polars as pl
+
+        table = params["input"].get("analysis_table") or {}
+        named = {table.get("id"), table.get("cluster")} - {None}
+        parts = []
+        for path in sorted(Path(clean).glob("*.parquet")):
+            for column in pq.read_schema(path).names:
+                if column.endswith("_id") or column in named:
+                    parts.append(pl.scan_parquet(path).select(pl.col(column).cast(pl.String).alias("id")))
+        ids = pl.concat(parts).drop_nulls().unique().sort("id").collect() if parts else pl.DataFrame(
+            {"id": []}, schema={"id": pl.String})
+        self.sorted_ids = ids.to_series()
+
+    def intersection(self, tokens: set[str]) -> set[str]:
+        import polars as pl
+
+        if not tokens or not len(self.sorted_ids):
+            return set()
+        wanted = pl.Series(sorted(tokens), dtype=pl.String)
+        at = self.sorted_ids.search_sorted(wanted).clip(0, len(self.sorted_ids) - 1)
+        return set(wanted.filter(self.sorted_ids.gather(at) == wanted).to_list())
+
+
+def input_identifiers(clean: Path, params: dict[str, Any]) -> InputIdentifiers:
+    return InputIdentifiers(clean, params)
 
 
 def main() -> None:

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import config
+from pipeline.analysis_read import columns_used, read_analysis, settings_frame
 from pipeline.aft import DISTRIBUTIONS, AFTConvergenceWarning, AFTRegression
 from pipeline.cli import InputError, stage_entry
 from pipeline.concordance import concordance_index
@@ -377,7 +378,9 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
         raise InputError(f"params.yaml: survival.ties '{s['ties']}' must be efron or breslow")
     if s.get("frailty") not in (None, "gamma"):
         raise InputError(f"params.yaml: survival.frailty '{s['frailty']}' must be gamma or null")
-    df = with_groups(df.reset_index(drop=True))
+    if not df.index.equals(pd.RangeIndex(len(df))):   # (reset_index would copy every column)
+        df = df.reset_index(drop=True)
+    df = with_groups(df)
     X, reference = design_matrix(df, s["covariates"], s.get("categorical", []))
     try:   # invalid values stop the stage (one line on the terminal, so the count of rows may be said)
         check_input(X.to_numpy(dtype=float), df["time_days"].to_numpy(dtype=float), df["event"].to_numpy(),
@@ -429,6 +432,7 @@ def run(df: pd.DataFrame, s: dict[str, Any], min_count: int, truth: dict[str, An
                                     if flagged else empty(TABLES["schoenfeld"]))
         say("Cox model fitted")
         c_index = concordance_index(df["time_days"], -model.linear_predictor_, df["event"])
+        model.release_data()   # its sorted copy of the data (~0.5 GB at a million rows): not needed after this
         metrics["cox"] = {"concordance": round(float(c_index), 4), "loglik": model.loglik_,
                           "loglik_null": model.loglik_null_, "iterations": model.n_iter_,
                           "reference_levels": reference,
@@ -552,9 +556,21 @@ def development_model(df: pd.DataFrame, s: dict[str, Any], params: dict[str, Any
         return None, {}, str(err)
 
 
+def survival_columns(params: dict[str, Any]) -> list[str]:
+    """The analysis table's columns this stage reads (``pipeline.analysis_read``): those its
+    settings name (resolved on the table's schema; every reference profile's keys, so that a
+    profile naming an unrecorded factor is dropped as before) and the core ones."""
+    schema = settings_frame(ANALYSIS_TABLE)
+    s = survival_settings(params, schema)
+    profiles = [*(params["survival"].get("reference_profiles") or {}).values(),
+                *((params["input"].get("analysis_table") or {}).get("reference_profiles") or {}).values()]
+    return columns_used(schema.columns, s["covariates"], s.get("categorical", []), [s.get("strata"), s.get("cluster")],
+                        s.get("km_groups", []), *(list(p) for p in profiles))
+
+
 def main() -> None:
     params = config.load_params()
-    df = pd.read_parquet("data/analysis/rereport.parquet")
+    df = read_analysis(ANALYSIS_TABLE, survival_columns(params))
     s = survival_settings(params, df)
     truth = None
     truth_file = config.SYNTHETIC_DIR / "truth.json"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from conftest import with_changes
+from tests.conftest import with_changes
 from pipeline import config, faults, published, simulate
 from pipeline.io import write_csv_batches, write_csv_fast
 
