@@ -19,9 +19,10 @@ partitions of children with Polars, derived one partition at a time by the in-me
   output's order. Counts are sums over partitions; the DfE share is the sum of its
   numerators over the sum of its denominators (``derive.dfe_rereferral_counts``), the
   same float64 division the whole-extract mean makes.
-* **Memory.** Polars reads only the columns the rules use: one lazy pass over a table's
+* **Memory.** Only the columns the rules use are read: one lazy Polars pass over a table's
   ``child_id`` cuts the partitions (a frame of child id and partition number); one pass
-  over each table, a million rows at a time, writes its rows partition by partition to
+  over each table, a million rows at a time (pyarrow batches joined to that frame in
+  Polars), writes its rows partition by partition to
   temporary Parquet files beside the outputs; then each partition is read back alone.
   Peak memory is one partition's pandas frames (and one output row group, below) plus that
   map, not the extract. Partitions are frames of the Arrow types the in-memory path reads
@@ -61,7 +62,8 @@ from pipeline.schema import FACTORS
 BATCH_ROWS = 1_000_000
 
 #: Default of ``episodes.max_rows_in_memory``: the in-memory derivation of 1M children
-#: (1.5M referrals) peaks at about 2 GB, so 2M referrals in one piece stay near 3 GB.
+#: (1.5M referrals) peaks at 2.3 GB; out of core at 10M children (15.4M referrals, 8
+#: partitions of at most 2M) the stage peaks at 4.2 GB, well inside a 16 GB stage.
 MAX_ROWS_IN_MEMORY = 2_000_000
 
 #: The columns each table's rules read (those a file has; an absent optional one stays absent).
