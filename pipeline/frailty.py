@@ -102,6 +102,9 @@ from pipeline.cox import (CoxConvergenceWarning, CoxPH, _cum_table, _cumsum_with
 
 #: R's default: clusters above this number get the sparse (diagonal) frailty information.
 SPARSE_ABOVE = 5
+#: Covariates whose sums by cluster are formed at a time (clusters x 4 temporaries beside the
+#: clusters x p sums, not two more clusters x p arrays: 0.2 GB at a million children).
+CROSS_COLUMNS = 4
 #: The exact information holds a column per cluster: only for a few clusters.
 DENSE_MAX = 200
 
@@ -269,11 +272,16 @@ class GammaFrailtyCox:
             ci.by_row.data = expected[ci.perm]
             ci.by_stop.data = w[ci.perm]
             ci.by_event.data = w[ci.event_rows]
-            term = ci.by_row @ s.X          # (in place: one clusters x p temporary at a time)
-            term -= ci.by_stop @ _cum_table(s, B_k)
-            term += ci.by_event @ C_k
-            cross += term
-            del term
+            cum_B = _cum_table(s, B_k)
+            # a few covariates at a time (clusters x CROSS_COLUMNS temporaries, not clusters x p):
+            # a sparse product's column adds the same products in the same order either way
+            for lo in range(0, p, CROSS_COLUMNS):
+                c = slice(lo, lo + CROSS_COLUMNS)
+                term = ci.by_row @ s.X[:, c]
+                term -= ci.by_stop @ cum_B[:, c]
+                term += ci.by_event @ C_k[:, c]
+                cross[:, c] += term
+            del term, cum_B
             m_sum += ci.members @ expected
             # sum_kl m_gkl^2: pairs of rows of a cluster both at risk (see the docstring)
             wp = w[ci.perm]
@@ -361,15 +369,20 @@ class GammaFrailtyCox:
                 d_beta, d_om = d_beta / 2, d_om / 2
             beta, omega, cur = new_beta, new_omega, new
         ppl, pl, u_omega, u_beta, d_omega, cross, info_beta = cur
-        var = np.linalg.inv(info_beta - cross.T @ self._solve_d(d_omega, cross))
+        solved = self._solve_d(d_omega, cross)                    # D^-1 C (clusters x p), formed once
+        var = np.linalg.inv(info_beta - cross.T @ solved)
         pen = nu * np.exp(omega)
-        k = self._solve_d(d_omega, cross) @ var                  # D^-1 C var: minus (H^-1)_{omega,beta}
-        var2 = var - k.T @ (pen[:, None] * k)
+        cur = new = None
+        k = solved @ var                                          # D^-1 C var: minus (H^-1)_{omega,beta}
+        # (each clusters x p array freed once read: no more than two of them at a time)
         if d_omega.ndim == 1:
-            h_omega_diag = 1 / d_omega + np.einsum("ij,ij->i", k, self._solve_d(d_omega, cross))
+            cross = None
+            h_omega_diag = 1 / d_omega + np.einsum("ij,ij->i", k, solved)
         else:
             d_inv = np.linalg.inv(d_omega)
             h_omega_diag = np.diag(d_inv + k @ cross.T @ d_inv)
+        solved = None
+        var2 = var - k.T @ (pen[:, None] * k)
         i_loglik = pl + nu * float(omega.sum()) + gamma_correction(self._events_per_cluster, nu)
         return {"theta": theta, "beta": beta, "omega": omega, "pl": pl, "i_loglik": i_loglik, "var": var,
                 "var2": var2, "df": float(len(omega) - np.sum(h_omega_diag * pen)), "steps": steps,
