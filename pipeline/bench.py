@@ -160,11 +160,34 @@ def bench_pipeline(sizes: list[int], project: Path, source: str, cox_at: int | N
             for r in size_rows:
                 r.update(counts, load=[round(load_start, 1), round(load_end, 1)])
             rows += size_rows
+            store_size(project, source, n, size_rows)
             if cox_at == n and "survival" in stages:
                 say(f"{source}, {n:,} children: the survival stage's main Cox fit ...")
                 subprocess.run([sys.executable, "-m", "pipeline.bench", "--only", "pipeline-cox", "--workdir",
                                 str(work)], cwd=project, check=True)
     return rows
+
+
+def store_size(project: Path, source: str, children: int, rows: list[dict]) -> None:
+    """Keep one size's stage rows (``.bench/stages-<source>-<children>.json``) with when and
+    at which commit they were measured: a 10M run takes most of an hour, so the published
+    table shows its last one beside later runs of the other sizes (``earlier_sizes``)."""
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=project, capture_output=True,
+                            text=True).stdout.strip() or "unknown"
+    stamp = f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
+    for r in rows:
+        r.update(measured=stamp, commit=commit)
+    (project / BENCH_DIR / f"stages-{source}-{children}.json").write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def earlier_sizes(project: Path, measured: set[tuple[str, int]]) -> list[dict]:
+    """Stage rows kept from earlier runs, for the sizes and inputs this run did not measure."""
+    rows = []
+    for file in sorted((project / BENCH_DIR).glob("stages-*.json")):
+        kept = json.loads(file.read_text())
+        if kept and (kept[0]["source"], kept[0]["children"]) not in measured:
+            rows += kept
+    return sorted(rows, key=lambda r: (r["source"], r["children"]))
 
 
 # -- the Cox fitter beside others -------------------------------------------------------------
@@ -391,7 +414,8 @@ def machine() -> str:
             f"{versions}")
 
 
-def markdown(rows: list[dict], cox: list[dict], main_cox: dict | None, command: str) -> str:
+def markdown(rows: list[dict], cox: list[dict], main_cox: dict | None, command: str,
+             earlier: list[dict] | None = None) -> str:
     loads = sorted({(r["source"], r["children"], tuple(r["load"])) for r in rows}, key=lambda x: (x[0], x[1]))
     parts = [f"Measured {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC with `{command}` on {machine()}."]
     if loads:
@@ -403,6 +427,12 @@ def markdown(rows: list[dict], cox: list[dict], main_cox: dict | None, command: 
         parts += ["", "Each stage of dvc.yaml in its own process, in a scratch copy of the project "
                   "(peak memory: the largest resident set of the stage's process or of any of its workers, from "
                   "`wait4`; CPU: user + system time of the stage and its workers):", "", stage_table(rows)]
+    if earlier:
+        for (source, children), group in {(r["source"], r["children"]): None for r in earlier}.items():
+            kept = [r for r in earlier if (r["source"], r["children"]) == (source, children)]
+            parts += ["", f"Kept from an earlier run ({source}, {children:,} children: measured {kept[0]['measured']} "
+                      f"at commit {kept[0]['commit']}; load average {kept[0]['load'][0]} to {kept[0]['load'][1]}):",
+                      "", stage_table(kept)]
     if main_cox:
         parts += ["", f"The survival stage's main Cox fit on that run's analysis table: {main_cox['rows']:,} "
                   f"index referrals x {main_cox['terms']} terms, {main_cox['events']:,} events, "
@@ -414,7 +444,7 @@ def markdown(rows: list[dict], cox: list[dict], main_cox: dict | None, command: 
                   "times) beside lifelines' `CoxPHFitter` without clusters and statsmodels' `PHReg` with "
                   f"`groups=`, on the same data in one run; statsmodels only up to {STATSMODELS_MAX_ROWS:,} rows "
                   "(it takes minutes at 1M):", "", cox_table(cox)]
-    checks = verdicts(rows, cox, main_cox)
+    checks = verdicts(rows + (earlier or []), cox, main_cox)
     if checks:
         parts += ["", "Targets:", ""] + [f"* {line}" for line in checks]
     return "\n".join(parts) + "\n"
@@ -482,7 +512,8 @@ def main() -> None:
         for n in args.cox_rows:
             say(f"robust Cox on {n:,} rows x 15 covariates, beside lifelines and statsmodels ...")
             cox.append(_in_subprocess(project, ["--only", "cox", "--rows", str(n)], f"cox_{n}.json"))
-    text = markdown(rows, cox, main_cox, command)
+    earlier = earlier_sizes(project, {(r["source"], r["children"]) for r in rows}) if "stages" in args.parts else []
+    text = markdown(rows, cox, main_cox, command, earlier)
     if "bootstrap" in args.parts:
         say("family bootstrap, 200 replicates on 800,000 rows ...")
         b = _in_subprocess(project, ["--only", "bootstrap", "--replicates", str(args.replicates)], "bootstrap.json")

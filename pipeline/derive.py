@@ -90,12 +90,21 @@ def dfe_rereferral_share(start_code: np.ndarray, start_day: np.ndarray, extract_
 
     A backward-looking share of referrals: not a child's risk of being re-referred, which
     the Kaplan-Meier and Aalen-Johansen curves estimate forward from each episode's end."""
+    within, in_year = dfe_rereferral_counts(start_code, start_day, extract_date)
+    # within / in_year is the float64 mean of the 0/1 flags (an exact integer sum, one division).
+    return (within / in_year if in_year else float("nan")), in_year
+
+
+def dfe_rereferral_counts(start_code: np.ndarray, start_day: np.ndarray, extract_date: pd.Timestamp
+                          ) -> tuple[int, int]:
+    """The two counts behind ``dfe_rereferral_share``: referrals in the year within 12 months of
+    the child's previous one, and referrals in the year. Each looks at one child's episode
+    starts only, so partitions of children add up to the whole extract's counts."""
     has_prev = np.r_[False, start_code[1:] == start_code[:-1]]
     previous = pd.Series(pd.to_datetime(np.r_[start_day[:1], start_day[:-1]], unit="D"))
     within_year = start_day <= to_days(previous + pd.DateOffset(years=1))
     in_year = start_day > to_days(pd.Series([years_before(pd.Timestamp(extract_date))]))[0]
-    share = float((has_prev & within_year)[in_year].mean()) if in_year.any() else float("nan")
-    return share, int(in_year.sum())
+    return int((has_prev & within_year)[in_year].sum()), int(in_year.sum())
 
 
 def derive_rereport(children: pd.DataFrame, referrals: pd.DataFrame, plans: pd.DataFrame, *,

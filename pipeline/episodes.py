@@ -29,7 +29,10 @@ plan's sequence for the child (``first`` / ``second_or_subsequent``).
 Rows that cannot be index referrals are counted by reason in ``metrics/episodes.json``.
 The rules are pure functions in ``pipeline/derive.py`` (shared with ``pipeline.published``).
 With ``compute.scheduler`` set they run on partitions of whole families as Dask tasks, with
-the same result (``pipeline/family_partitions.py``).
+the same result (``pipeline/family_partitions.py``). When the clean referrals exceed
+``episodes.max_rows_in_memory`` they run out of core on this machine (``compute.scheduler``
+or not), on partitions of children read with Polars and written as they come, with the
+same files (``pipeline/partitioned.py``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from pipeline.derive import (_empty_children_plans, analysis_table_to_rereport, 
                              dfe_rereferral_share, episode_start_days, no_rows_reason)
 from pipeline.family_partitions import cpp_durations_by_family, rereport_by_family
 from pipeline.io import write_json, write_parquet
+from pipeline.partitioned import MAX_ROWS_IN_MEMORY, derive_to_files, rows_in
 
 ANALYSIS_DIR = Path("data/analysis")
 CLEAN_DIR = Path("data/clean")
@@ -57,28 +61,38 @@ def main() -> None:
     ep = params["episodes"]
     extract_date = config.extract_date(params)
     measures: dict[str, Any] = {}
+    rules = dict(extract_date=extract_date, index=ep["index"], time_origin=ep["time_origin"],
+                 same_episode_days=int(ep["same_episode_days"]))
+    max_rows = int(ep.get("max_rows_in_memory", MAX_ROWS_IN_MEMORY))
+    out_of_core = (params["input"]["source"] != "analysis_table"
+                   and rows_in(CLEAN_DIR / "referrals.parquet") > max_rows)
     if params["input"]["source"] == "analysis_table":
         table = pd.read_parquet(CLEAN_DIR / "analysis_table.parquet")
         rereport, counts = analysis_table_to_rereport(table, params["input"]["analysis_table"])
         durations = derive_cpp_durations(*_empty_children_plans(), extract_date=extract_date)
+    elif out_of_core:
+        # Too large for memory: partitions of children, written as they are derived.
+        counts, (share, in_year) = derive_to_files(CLEAN_DIR, ANALYSIS_DIR / "rereport.parquet",
+                                                   ANALYSIS_DIR / "cpp_durations.parquet",
+                                                   max_rows=max_rows, **rules)
     else:
         children, referrals, plans = (pd.read_parquet(CLEAN_DIR / f"{name}.parquet")
                                       for name in ("children", "referrals", "plans"))
-        rereport, counts = rereport_by_family(
-            children, referrals, plans, extract_date=extract_date, index=ep["index"],
-            time_origin=ep["time_origin"], same_episode_days=int(ep["same_episode_days"]))
+        rereport, counts = rereport_by_family(children, referrals, plans, **rules)
         durations = cpp_durations_by_family(children, plans, extract_date=extract_date)
         share, in_year = dfe_rereferral_share(*episode_start_days(referrals, int(ep["same_episode_days"])),
                                               extract_date)
+    if params["input"]["source"] != "analysis_table":
         measures["dfe_rereferral_within_12_months"] = {
             "share": None if np.isnan(share) else round(share, 4), "referrals_in_final_year": in_year,
             "definition": "of the referrals in the 12 months to the extract date, the share within 12 months "
                           "of the child's previous referral (DfE's published measure; backward-looking)"}
-    counts["plans"] = int(len(durations))
-    counts["plans_ended"] = int(durations["ended"].sum())
+    if not out_of_core:
+        counts["plans"] = int(len(durations))
+        counts["plans_ended"] = int(durations["ended"].sum())
+        write_parquet(rereport, ANALYSIS_DIR / "rereport.parquet")
+        write_parquet(durations, ANALYSIS_DIR / "cpp_durations.parquet")
     status = no_rows_reason(counts, params["input"]["source"] == "analysis_table")
-    write_parquet(rereport, ANALYSIS_DIR / "rereport.parquet")
-    write_parquet(durations, ANALYSIS_DIR / "cpp_durations.parquet")
     write_json({"definition": {k: ep[k] for k in ("index", "time_origin", "same_episode_days")},
                 "counts": counts, **measures, **({"status": status} if status else {})}, Path("metrics/episodes.json"))
     print(f"episodes: {counts['index_referrals']:,} index referrals, {counts['events']:,} re-referrals; "

@@ -71,3 +71,21 @@ def test_totals_and_targets_by_hand():
     big = [dict(r, children=10_000_000) for r in rows]
     assert "10,000,000 children, whole pipeline: 303.0 s, 5,000 MB (meets the target of 3,600 s and 16,384 MB)" \
         in bench.verdicts(big, [], None)[1]
+
+
+def test_a_size_measured_earlier_is_kept_beside_this_runs_sizes(tmp_path):
+    """A 10M run (most of an hour) is stored and shown, with its date and commit, when a later
+    run measures only 25k and 1M; a size this run measured replaces its stored rows."""
+    (tmp_path / bench.BENCH_DIR).mkdir()
+    big = [row(stage, 600.0, 500.0, 9000, children=10_000_000) for stage in ("simulate", "clean", "episodes",
+                                                                              "survival")]
+    bench.store_size(tmp_path, "synthetic", 10_000_000, big)
+    bench.store_size(tmp_path, "synthetic", 1_000_000, [row("simulate", 1.0, 1.0, 10)])
+    earlier = bench.earlier_sizes(tmp_path, {("synthetic", 1_000_000)})
+    assert [r["children"] for r in earlier] == [10_000_000] * 4
+    assert earlier[0]["measured"].endswith("UTC") and earlier[0]["commit"]
+    text = bench.markdown([row("simulate", 1.0, 1.0, 10)], [], None, "python -m pipeline.bench", earlier)
+    assert "Kept from an earlier run (synthetic, 10,000,000 children: measured " in text
+    # 4 x 600 s = 2,400 s <= 3,600 s and 9,000 MB <= 16,384 MB
+    assert "10,000,000 children, whole pipeline: 2400.0 s, 9,000 MB (meets the target of 3,600 s and 16,384 MB)" in text
+    assert bench.earlier_sizes(tmp_path, {("synthetic", 1_000_000), ("synthetic", 10_000_000)}) == []
