@@ -561,7 +561,8 @@ class CoxPH:
         ``entry``: start times for counting-process (start, stop] data; ``strata``: labels
         (baseline hazard per stratum); ``cluster``: labels for the robust variance; ``rows``:
         positions of the rows of X to fit, in the order of the other arguments (None: all),
-        the same fit as on ``X[rows]`` without that copy of X.
+        the same fit to the bit as on a column-major ``X[rows]`` (a DataFrame's row subset, as
+        ``X.loc[rows]`` of ``design_matrix``'s) without that copy of X.
 
         Runs with one BLAS thread (``_one_blas_thread``).
         """
