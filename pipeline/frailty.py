@@ -102,6 +102,9 @@ from pipeline.cox import (CoxConvergenceWarning, CoxPH, _cum_table, _cumsum_with
 
 #: R's default: clusters above this number get the sparse (diagonal) frailty information.
 SPARSE_ABOVE = 5
+#: Covariates whose sums by cluster are formed at a time (clusters x 4 temporaries beside the
+#: clusters x p sums, not two more clusters x p arrays: 0.2 GB at a million children).
+CROSS_COLUMNS = 4
 #: The exact information holds a column per cluster: only for a few clusters.
 DENSE_MAX = 200
 
@@ -172,8 +175,10 @@ class _ClusterIndex:
     # Sums by cluster of products with row weights, as sparse products (no n x p temporary);
     # each holds one entry per row (of ``perm``; ``by_event``: per event row, ``event_rows``)
     # whose values are set to the weights before use:
-    by_row: sp.csr_matrix     # q x n: by_row @ X_perm = sum_{j in g} v_j x_j
-    X_perm: np.ndarray        # the covariates in ``perm`` order (so by_row reads them in sequence)
+    # q x n: by_row @ X = sum_{j in g} v_j x_j (X in sorted order); its entries are the rows of
+    # ``perm`` in that order, so each cluster's sum adds the same products in the same order as
+    # a cluster-ordered copy of X would (no such copy: n x p, 0.2 GB at a million rows)
+    by_row: sp.csr_matrix
     by_stop: sp.csr_matrix    # q x (K + strata): by_stop @ _cum_table(per_k) = sum_{j in g} v_j (cumulated per_k)_j
     by_event: sp.csr_matrix   # q x K: by_event @ per_k = sum over g's events of v_j per_k(j)
     event_rows: np.ndarray    # sorted position of each event entry of ``by_event``
@@ -203,13 +208,13 @@ def _cluster_index(s: _RiskSets, codes: np.ndarray, q: int) -> _ClusterIndex:
     run_k = s.stop_idx[perm[first]] - 1    # an event time of the run's stratum: the last counted
     members = sp.csr_matrix((np.ones(n), (g, np.arange(n))), shape=(q, n))
     by_cluster = np.searchsorted(gp, np.arange(q + 1))       # perm is in cluster order
-    by_row = sp.csr_matrix((np.ones(n), np.arange(n), by_cluster), shape=(q, n))
+    by_row = sp.csr_matrix((np.ones(n), perm, by_cluster), shape=(q, n))
     by_stop = sp.csr_matrix((np.ones(n), s.stop_at[perm], by_cluster), shape=(q, len(s.d) + len(s.row_bounds) - 1))
     ev_entries = np.flatnonzero(s.event[perm])
     event_rows = perm[ev_entries]
     by_event = sp.csr_matrix((np.ones(len(ev_entries)), s.stop_idx[event_rows] - 1,
                               np.searchsorted(gp[ev_entries], np.arange(q + 1))), shape=(q, len(s.d)))
-    return _ClusterIndex(g, members, by_row, np.take(s.X, perm, axis=0), by_stop, by_event, event_rows, perm,
+    return _ClusterIndex(g, members, by_row, by_stop, by_event, event_rows, perm,
                          group_bounds, run_start,
                          has_event, gp[first], first, run_k, event_perm)
 
@@ -267,11 +272,16 @@ class GammaFrailtyCox:
             ci.by_row.data = expected[ci.perm]
             ci.by_stop.data = w[ci.perm]
             ci.by_event.data = w[ci.event_rows]
-            term = ci.by_row @ ci.X_perm          # (in place: one clusters x p temporary at a time)
-            term -= ci.by_stop @ _cum_table(s, B_k)
-            term += ci.by_event @ C_k
-            cross += term
-            del term
+            cum_B = _cum_table(s, B_k)
+            # a few covariates at a time (clusters x CROSS_COLUMNS temporaries, not clusters x p):
+            # a sparse product's column adds the same products in the same order either way
+            for lo in range(0, p, CROSS_COLUMNS):
+                c = slice(lo, lo + CROSS_COLUMNS)
+                term = ci.by_row @ s.X[:, c]
+                term -= ci.by_stop @ cum_B[:, c]
+                term += ci.by_event @ C_k[:, c]
+                cross[:, c] += term
+            del term, cum_B
             m_sum += ci.members @ expected
             # sum_kl m_gkl^2: pairs of rows of a cluster both at risk (see the docstring)
             wp = w[ci.perm]
@@ -348,24 +358,31 @@ class GammaFrailtyCox:
             if 0.5 * (u_beta @ d_beta + u_omega @ d_om) <= self.inner_tol * (1 + abs(ppl)):
                 converged = True
                 break
+            cur = cross = None    # only ppl is needed from here: its clusters x p sums go before the next fit's
             for _ in range(40):     # step halving: the PPL is concave, an ascent step exists
                 new_beta, new_omega = beta + d_beta, omega + d_om
                 new_omega = self._recentre(new_omega)
+                new = None     # (the last fit's, or a rejected step's, sums: not kept beside the next)
                 new = derivs(new_beta, new_omega, nu)
                 if new[0] >= ppl - 1e-13 * abs(ppl):
                     break
                 d_beta, d_om = d_beta / 2, d_om / 2
             beta, omega, cur = new_beta, new_omega, new
         ppl, pl, u_omega, u_beta, d_omega, cross, info_beta = cur
-        var = np.linalg.inv(info_beta - cross.T @ self._solve_d(d_omega, cross))
+        solved = self._solve_d(d_omega, cross)                    # D^-1 C (clusters x p), formed once
+        var = np.linalg.inv(info_beta - cross.T @ solved)
         pen = nu * np.exp(omega)
-        k = self._solve_d(d_omega, cross) @ var                  # D^-1 C var: minus (H^-1)_{omega,beta}
-        var2 = var - k.T @ (pen[:, None] * k)
+        cur = new = None
+        k = solved @ var                                          # D^-1 C var: minus (H^-1)_{omega,beta}
+        # (each clusters x p array freed once read: no more than two of them at a time)
         if d_omega.ndim == 1:
-            h_omega_diag = 1 / d_omega + np.einsum("ij,ij->i", k, self._solve_d(d_omega, cross))
+            cross = None
+            h_omega_diag = 1 / d_omega + np.einsum("ij,ij->i", k, solved)
         else:
             d_inv = np.linalg.inv(d_omega)
             h_omega_diag = np.diag(d_inv + k @ cross.T @ d_inv)
+        solved = None
+        var2 = var - k.T @ (pen[:, None] * k)
         i_loglik = pl + nu * float(omega.sum()) + gamma_correction(self._events_per_cluster, nu)
         return {"theta": theta, "beta": beta, "omega": omega, "pl": pl, "i_loglik": i_loglik, "var": var,
                 "var2": var2, "df": float(len(omega) - np.sum(h_omega_diag * pen)), "steps": steps,
