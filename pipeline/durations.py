@@ -51,6 +51,7 @@ from lifelines.statistics import multivariate_logrank_test
 from pipeline import config
 from pipeline.cli import InputError, stage_entry
 from pipeline.disclosure import complementary_at_risk, complementary_suppression
+from pipeline.plot_tables import WITHHELD
 from pipeline.formats import field_map
 from pipeline.io import read_table, write_csv, write_json
 from pipeline.nonparametric import (
@@ -90,6 +91,22 @@ def km_summary(duration: pd.Series, ended: pd.Series, horizons_months: list[floa
     curve = curve[curve["at_risk"] >= min_count]
     curve.insert(1, "time_months", (curve["time_days"] / DAYS_PER_MONTH).round(3))
     return row, curve
+
+
+def complementary_on_grid(plot: pd.DataFrame, parts: list[str]) -> pd.DataFrame:
+    """Secondary suppression at each time of a plot table whose ``parts`` series add up to
+    a published total (first + repeat plans = all plans): where exactly one part's number at
+    risk is withheld at a time, the other parts' are withheld there too, else the total minus
+    them gives it. (``complementary_at_risk`` withholds from the time a part's curve stops;
+    a grid time just before it reads the number at risk over the gap, found at a 10M-children
+    run by the outputs stage's secondary-suppression check.)"""
+    out = plot.copy()
+    rows = out["series"].isin(parts)
+    withheld = rows & (out["at_risk"] == WITHHELD)
+    shown = rows & (out["at_risk"] != WITHHELD)
+    lone = withheld.groupby(out["time_months"]).transform("sum").eq(1)
+    out.loc[shown & lone, "at_risk"] = WITHHELD
+    return out
 
 
 def planner_tables(plans: pd.DataFrame, horizons_months: list[float], min_count: int
@@ -135,7 +152,9 @@ def planner_tables(plans: pd.DataFrame, horizons_months: list[float], min_count:
                              ("plan_sequence", "second_or_subsequent", "repeat_plans")):
         c = curves_table[(curves_table["variable"] == var) & (curves_table["level"] == level)]
         plot.append(step_series(c, name, grid, "open_share", 1.0, "open_share"))
-    return {"plot_open_share": pd.concat(plot, ignore_index=True), "planner_summary": summary_table,
+    return {"plot_open_share": complementary_on_grid(pd.concat(plot, ignore_index=True),
+                                                     ["first_plans", "repeat_plans"]),
+            "planner_summary": summary_table,
             "la_comparison": la.reset_index(drop=True),
             "km_curves": curves_table, "logrank": pd.DataFrame(tests)}
 

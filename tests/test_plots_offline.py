@@ -302,3 +302,17 @@ def test_dvc_plots_diff_draws_one_curve_per_revision(tmp_path):
     charts = _render(repo / "dvc_plots/index.html")["charts"]
     calibration = next(marks for title, marks in charts.items() if title.startswith("Calibration"))
     assert calibration["mark-line layer_1_marks"] == 1
+
+
+def test_open_share_withholds_the_other_part_where_one_part_is_withheld():
+    """Found at 10M children: at 42.5 months first plans' number at risk was withheld (from the
+    repeat curve's stop on) while repeat plans (10) and all plans (510) were shown, so first
+    plans = 510 - 10 = 500 followed by subtraction. By hand: at 42.5 the repeat count goes too;
+    at 42.0 (both shown) and 43.0 (repeat has no row) nothing changes; all plans never change."""
+    plot = pd.DataFrame({
+        "time_months": [42.0, 42.5, 43.0, 42.0, 42.5, 43.0, 42.0, 42.5],
+        "series": ["all_plans"] * 3 + ["first_plans"] * 3 + ["repeat_plans"] * 2,
+        "open_share": [0.1] * 8,
+        "at_risk": [567, 510, 467, 556, "withheld", "withheld", 11, 10]})
+    out = durations.complementary_on_grid(plot, ["first_plans", "repeat_plans"])
+    assert out["at_risk"].tolist() == [567, 510, 467, 556, "withheld", "withheld", 11, "withheld"]
