@@ -106,7 +106,8 @@ def _g_terms(z: np.ndarray, event: np.ndarray, dist: str):
 def _survival_w(z: np.ndarray, dist: str) -> np.ndarray:
     """S_W(z) = P(W > z)."""
     if dist == "weibull":
-        return np.exp(-np.exp(z))
+        with np.errstate(over="ignore"):   # exp(z) = inf for a far-out row: S = exp(-inf) = 0, its limit
+            return np.exp(-np.exp(z))
     if dist == "loglogistic":
         return special.expit(-z)
     return special.ndtr(-z)
