@@ -104,13 +104,16 @@ class Quarantine:
                              "value": self.value[bad], "reason": self.reason[bad]}, columns=REJECT_COLUMNS)
 
 
-def as_text(series: pd.Series) -> pd.Series:
-    """Any input column as stripped text, with missing values as NA (Parquet numbers too)."""
+def as_text(series: pd.Series, whole: bool | None = None) -> pd.Series:
+    """Any input column as stripped text, with missing values as NA (Parquet numbers too).
+    Floats are written as whole numbers when every value of the column is whole (``whole``:
+    that verdict for the whole column, when ``series`` is one block of it)."""
     if pd.api.types.is_datetime64_any_dtype(series):
         days = series.to_numpy().astype("datetime64[D]")
         return pd.Series(np.datetime_as_string(days, unit="D"), index=series.index).where(series.notna())
     if pd.api.types.is_float_dtype(series):
-        whole = series.dropna().eq(series.dropna().round()).all()
+        if whole is None:
+            whole = series.dropna().eq(series.dropna().round()).all()
         text = series.map(lambda v: f"{v:.0f}" if whole else repr(v), na_action="ignore")
         return text.astype(object)
     s = series.astype(object).where(series.notna())
@@ -316,6 +319,7 @@ def finished(norm: dict[str, Any], table: Table) -> dict[str, Any]:
 def table_masks(raw: pd.DataFrame, table: Table, path: Path, *, extract_date: pd.Timestamp,
                 dayfirst: bool, max_unparseable_share: float, missing_values: tuple[str, ...] = MISSING_VALUES,
                 sentinel_dates: tuple[str, ...] = SENTINEL_DATES, deferred: "DeferredChecks | None" = None,
+                whole_floats: dict[str, bool] | None = None,
                 ) -> tuple[pd.DataFrame, dict[str, pd.Series], dict[str, list[tuple[str, np.ndarray]]], dict]:
     """Normalise one table: the typed frame, each field's raw text, each rule's row masks
     (the rules that look at one row at a time) and normalisation counts (``finished`` orders
@@ -333,7 +337,7 @@ def table_masks(raw: pd.DataFrame, table: Table, path: Path, *, extract_date: pd
     missing = {m.lower() for m in missing_values}
     raw_text: dict[str, pd.Series] = {}
     for f in table.fields:
-        original = as_text(raw[f.name]).reset_index(drop=True)
+        original = as_text(raw[f.name], (whole_floats or {}).get(f.name)).reset_index(drop=True)
         raw_text[f.name] = original
         # Normalise each distinct value once, then broadcast: extracts repeat codes and dates.
         codes, uniques = pd.factorize(original, use_na_sentinel=True)
@@ -348,8 +352,11 @@ def table_masks(raw: pd.DataFrame, table: Table, path: Path, *, extract_date: pd
         if changed:
             norm["whitespace_stripped"][f.name] = changed
         if said_missing.any():   # "NULL", "N/A", 9999-12-31 ...: missing, never a value (counted)
-            norm.setdefault("read_as_missing", {})[f.name] = {
-                str(v): int(c) for v, c, gone in zip(trimmed, counts_u, said_missing) if gone}
+            found: dict[str, int] = {}
+            for v, c, gone in zip(trimmed, counts_u, said_missing):
+                if gone:   # " NULL" and "NULL" are one spelling once trimmed: their counts add up
+                    found[str(v)] = found.get(str(v), 0) + int(c)
+            norm.setdefault("read_as_missing", {})[f.name] = found
         stripped = pd.Series(stripped_u[codes], dtype=object)
         present = stripped.notna()
         if f.kind in ("id", "text"):
@@ -574,6 +581,23 @@ def _first_reasons(raw_text: dict[str, pd.Series], masks: dict[str, list[tuple[s
     return q
 
 
+def _whole_floats(path: Path) -> dict[str, bool]:
+    """For a Parquet file's float columns: is every value (NaN and missing aside) whole? The
+    verdict ``as_text`` makes on a whole column, made once for a file read in blocks."""
+    if path.suffix.lower() != ".parquet":
+        return {}
+    import pyarrow.compute as pc
+
+    out = {}
+    schema = pq.read_schema(path)
+    for field in schema:
+        if pa.types.is_floating(field.type):
+            column = pq.read_table(path, columns=[field.name]).column(field.name)
+            values = column.filter(pc.invert(pc.fill_null(pc.is_nan(column), True)))
+            out[field.name] = bool(pc.all(pc.equal(values, pc.round(values))).as_py() in (True, None))
+    return out
+
+
 def _arrow_schema(table: Table) -> pa.Schema:
     kinds = {"date": pa.timestamp("ns"), "flag": pa.int8()}
     return pa.schema([(f.name, kinds.get(f.kind, pa.string())) for f in table.fields])
@@ -621,6 +645,7 @@ def clean_streamed(paths: dict[str, Path], out_dir: Path, *, extract_date: pd.Ti
                                              if name != table.id_field and name in table.columns]
             reasons: list[tuple[np.ndarray, ...]] = []
             keys, norms, files = [], [], []
+            whole_floats = _whole_floats(path)
             rows = 0
             for rows_before, raw in iter_table(path, encoding=encoding, allow_empty=table is PLANS,
                                                block_bytes=block_bytes):
@@ -632,7 +657,7 @@ def clean_streamed(paths: dict[str, Path], out_dir: Path, *, extract_date: pd.Ti
                 frame, raw_text, masks, norm = table_masks(
                     raw_table, tables[table.name], path, extract_date=extract_date, dayfirst=dayfirst,
                     max_unparseable_share=max_unparseable_share, missing_values=missing_values,
-                    sentinel_dates=sentinel_dates, deferred=deferred)
+                    sentinel_dates=sentinel_dates, deferred=deferred, whole_floats=whole_floats)
                 before = _first_reasons(raw_text, masks, _RULES_BEFORE_DUPLICATES)
                 after = _first_reasons(raw_text, masks, _RULES_AFTER_DUPLICATES)
                 reasons.append((before.reason, before.field, before.value, after.reason, after.field, after.value))

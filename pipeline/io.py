@@ -6,6 +6,7 @@ so a crash never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import csv
 import io
@@ -154,7 +155,7 @@ def csv_records(text: str, path: Path, header: list[str], delimiter: str = ",", 
         line = text.count("\n", 0, nul) + 1
         field = text[text.rfind("\n", 0, nul) + 1:nul].count(delimiter)
         name = header[field] if field < len(header) else f"field {field + 1}"
-        raise InputError(f"{path}: row {rows_before + line - 1} (line {lines_before + line}), field {name}: "
+        raise InputError(f"{path}: row {lines_before + line - 1} (line {lines_before + line}), field {name}: "
                          "NUL byte in the file "
                          "(a corrupt or UTF-16 file read as UTF-8? set input.encoding)")
     width = len(header)
@@ -177,8 +178,7 @@ def csv_records(text: str, path: Path, header: list[str], delimiter: str = ",", 
     stray = stray_quote(data, delimiter)
     if stray is not None:
         line = data.count(b"\n", 0, stray) + 1
-        raise InputError(f"{path}: line {lines_before + line}: a quote inside an unquoted value (a value holding a quote "
-                         "must itself be quoted, with the quote doubled): the file's quoting is broken")
+        raise InputError(_stray_quote_message(path, lines_before + line))
     reader = csv.reader(io.StringIO(text, newline=""), strict=True, delimiter=delimiter)
     rows, start = 0, 1
     try:
@@ -201,6 +201,11 @@ def csv_records(text: str, path: Path, header: list[str], delimiter: str = ",", 
                              "(the file ends inside a quoted field: cut short, or a stray quote)") from None
         raise InputError(f"{path}: row {rows_before + rows + 1} (line {lines_before + start}): malformed CSV "
                          f"quoting ({err})") from None
+
+
+def _stray_quote_message(path: Path, line: int) -> str:
+    return (f"{path}: line {line}: a quote inside an unquoted value (a value holding a quote must itself be "
+            "quoted, with the quote doubled): the file's quoting is broken")
 
 
 def stray_quote(data: bytes, delimiter: str = ",") -> int | None:
@@ -364,7 +369,14 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
             raise InputError(f"{path}: empty table (a header but no rows)")
         rows_before = 0
         rows_per_batch = max(1, block_bytes // 64)
-        for batch in file.iter_batches(batch_size=rows_per_batch):
+        batches = file.iter_batches(batch_size=rows_per_batch)
+        while True:
+            try:
+                batch = next(batches, None)
+            except (pa.ArrowInvalid, OSError) as err:
+                raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+            if batch is None:
+                break
             frame = _dates_as_text(pa.Table.from_batches([batch])).to_pandas()
             yield rows_before, frame
             rows_before += len(frame)
@@ -373,9 +385,9 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
         return
     utf8 = encoding.lower().replace("-", "").replace("_", "") == "utf8"
     with open(path, "rb") as handle:
-        head = handle.read(4096)
+        head = handle.read(1 << 20)
         single_byte_breaks = not head.startswith((b"\xff\xfe", b"\xfe\xff")) and (
-            b"\n" in head or len(head) < 4096)
+            b"\n" in head or len(head) < 1 << 20)
         if suffix not in TEXT_SUFFIXES or not single_byte_breaks or not (utf8 or _ascii_compatible(encoding)):
             yield 0, read_table(path, encoding=encoding, delimiter=delimiter, allow_empty=allow_empty)
             return
@@ -390,7 +402,7 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
         if end_of_header < 0 or not header_bytes.strip() or header_bytes.count(b'"') % 2:
             yield 0, read_table(path, encoding=encoding, delimiter=delimiter, allow_empty=allow_empty)
             return
-        header_text = _decode(header_bytes, path, encoding, 0).rstrip("\r")
+        header_text = _decode(header_bytes, path, encoding, 1).rstrip("\r")
         try:
             header = next(csv.reader(io.StringIO(header_text), delimiter=delimiter))
         except csv.Error as err:
@@ -410,11 +422,17 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
             # Each cut is outside a quoted value, so every buffer starts outside one.
             cut = len(buffer) if eof else _cut(buffer)
             if not cut:                  # no whole record yet (a very long one): read on
+                if len(buffer) >= block_bytes:
+                    # A stray quote leaves every later line break "inside quotes": name it now
+                    # rather than read the rest of the file in (read_table's own check and words).
+                    stray = stray_quote(buffer, delimiter)
+                    if stray is not None:
+                        raise InputError(_stray_quote_message(path, lines_before + 2 + buffer.count(b"\n", 0, stray)))
                 more = handle.read(block_bytes)
                 eof, buffer = not more, buffer + more
                 continue
             piece, buffer = buffer[:cut], buffer[cut:]
-            if piece.strip(b"\r\n\t "):
+            if piece.strip(b"\r\n"):          # blank lines are not rows; spaces are (read_table's rule)
                 text = header_text + "\n" + _decode(piece, path, encoding, lines_before + 2)
                 frame = _parse_csv_text(text, path, header, delimiter, None, False, rows_before, lines_before)
                 if len(frame):
@@ -429,9 +447,12 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
 
 
 def _ascii_compatible(encoding: str) -> bool:
-    """A single-byte encoding in which a line break is the byte 0x0A and a quote 0x22."""
+    """A single-byte encoding in which a line break is the byte 0x0A and a quote 0x22 (not a
+    stateful one such as ISO-2022, whose escapes hold those bytes)."""
     try:
-        return "\n\",".encode(encoding) == b'\n",' and len("é".encode(encoding, errors="replace")) == 1
+        name = codecs.lookup(encoding).name
+        return ("\n\",".encode(encoding) == b'\n",' and len("é".encode(encoding, errors="replace")) == 1
+                and not name.startswith(("iso2022", "utf_7", "hz", "utf_16", "utf_32")))
     except LookupError:
         raise InputError(f"params.yaml: input.encoding '{encoding}' is not a known encoding") from None
 

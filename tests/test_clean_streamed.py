@@ -158,6 +158,10 @@ def test_wrong_type_is_judged_on_the_whole_column(tmp_path):
     "a,a\n1,2\n",                                          # a repeated column
     "a,b\n",                                               # a header alone
     "a,b\n1,2\n3,4\n5",                                    # cut short
+    "a,b\n1,2\n3,4\n  ",                                   # a last line of spaces: a row (cut short)
+    "a\n1\n2\n ",                                          # one column: a row of a space
+    "a,b\n\n\n1,2\n3,\x00\n",                              # NUL after blank lines: row named as whole names it
+    "a,b\n1,2\n3,4\n5,O\"Brien\n" + "6,7\n" * 40,            # a stray quote, then many lines
 ])
 @pytest.mark.parametrize("block_bytes", [7, 11, 1000])
 def test_blocks_read_as_the_whole_file_reads(tmp_path, text, block_bytes):
@@ -178,6 +182,50 @@ def test_blocks_read_as_the_whole_file_reads(tmp_path, text, block_bytes):
         pd.testing.assert_frame_equal(whole, streamed)
         assert [offset for offset, _ in parts] == list(pd.Series([len(f) for _, f in parts]).cumsum().shift(
             fill_value=0))
+
+
+def test_a_stray_quote_stops_the_file_without_reading_the_rest(tmp_path, monkeypatch):
+    """With a stray quote no later line break is "outside quotes", so no block could be cut:
+    the reader names the quote once its buffer passes a block instead of reading on."""
+    from pipeline import io as pipeline_io
+
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b\n1,2\n3,O\"Brien\n" + b"5,6\n" * 10_000)
+    reads = []
+    real_open = open
+
+    class Counting:
+        def __init__(self, handle):
+            self.handle = handle
+
+        def read(self, n=-1):
+            data = self.handle.read(n)
+            reads.append(len(data))
+            return data
+
+        def seek(self, *a):
+            return self.handle.seek(*a)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            self.handle.close()
+
+    monkeypatch.setattr(pipeline_io, "open", lambda *a, **k: Counting(real_open(*a, **k)), raising=False)
+    with pytest.raises(InputError, match=r"line 3: a quote inside an unquoted value"):
+        list(iter_table(path, block_bytes=64))
+    assert sum(reads[1:]) < 1_000     # the 40 KB file was not read to its end (the first read is the 1 MB head)
+
+
+def test_an_unreadable_byte_in_the_header_is_line_1(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b"a,b\xff\n1,2\n")
+    with pytest.raises(InputError) as whole:
+        read_table(path)
+    with pytest.raises(InputError) as blocks:
+        list(iter_table(path, block_bytes=5))
+    assert str(whole.value) == str(blocks.value) and "row 0 (line 1)" in str(blocks.value)
 
 
 def test_an_unreadable_byte_is_named_by_its_line_in_the_whole_file(tmp_path):
@@ -201,3 +249,38 @@ def test_clean_main_takes_the_block_route_above_the_size_limit(params, monkeypat
     with pytest.raises(SystemExit, match="streamed"):
         clean.main()
     assert calls == [2**20]
+
+
+def test_parquet_in_blocks_judges_whole_numbers_on_the_whole_column(tmp_path):
+    """Excel serial birth dates as Parquet floats: 42370.5 is not whole, so no value of the
+    column is written as a whole number ("50000.0", as whole); a block of 2 rows holding only
+    whole values must not write "50000". (Review finding; batches of block_bytes // 64 rows.)"""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.read_csv(pd.io.common.StringIO(CHILDREN), dtype=str)
+    frame["date_of_birth"] = [42005.0, 50000.0, 42005.0, 41820.0, 42370.5]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "children.parquet")
+    paths = _write(folder, {"referrals": REFERRAL_HEADER + "R1,C1,2020-01-01,POLICE,,NFA,0,0,0,0,0,0,0,\n",
+                            "plans": "plan_id,child_id,start_date,end_date,category,end_reason\n"})
+    paths["children"] = folder / "children.parquet"
+    whole, streamed = _both(paths, tmp_path / "clean", 128)
+    _assert_same(whole, streamed)
+    values = streamed[1].loc[streamed[1]["field"] == "date_of_birth", "value"].tolist()
+    assert "50000.0" in values      # 50000 days after 1899-12-30 is after the extract date: rejected
+
+
+def test_missing_spellings_that_trim_to_one_are_counted_together(tmp_path):
+    """ "NULL" twice and " NULL" once in ethnicity: read_as_missing says NULL: 3 (both paths;
+    before, the trimmed spelling's count overwrote the other's: NULL: 1 or 2)."""
+    children = (CHILDREN.replace("C2,F1,LA01,F,2016-01-01,WHITE", "C2,F1,LA01,F,2016-01-01,NULL")
+                .replace("C3,F2,LA02,F,2014-06-30,ASIAN", "C3,F2,LA02,F,2014-06-30, NULL")
+                .replace("C2,F9,LA02,F,2016-01-01,WHITE", "C2,F9,LA02,F,2016-01-01,NULL"))
+    paths = _write(tmp_path / "in", {"children": children, "referrals": REFERRAL_HEADER
+                                     + "R1,C1,2020-01-01,POLICE,,NFA,0,0,0,0,0,0,0,\n",
+                                     "plans": "plan_id,child_id,start_date,end_date,category,end_reason\n"})
+    whole, streamed = _both(paths, tmp_path / "clean", 60)
+    _assert_same(whole, streamed)
+    assert streamed[2]["tables"]["children"]["normalised"]["read_as_missing"]["ethnicity"] == {"NULL": 3}
