@@ -257,7 +257,7 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
         try:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+            raise InputError(_unreadable_parquet(path, err)) from None
         if columns is not None:
             table = table.select([c for c in table.column_names if columns(c)])
         df = _dates_as_text(table).to_pandas(strings_to_categorical=categorical)
@@ -268,38 +268,38 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
             raise InputError(f"{path}: not a CSV text file but {kind}")
         if raw.startswith((b"\xff\xfe", b"\xfe\xff")) and not encoding.lower().replace("-", "").startswith("utf16"):
             raise InputError(f"{path}: a UTF-16 text file: set input.encoding: utf-16 in params.yaml")
-        try:
-            text = raw.decode("utf-8-sig" if encoding.lower().replace("-", "").replace("_", "") == "utf8"
-                              else encoding)
-        except UnicodeDecodeError as err:
-            line = raw[: err.start].count(b"\n") + 1
-            raise InputError(
-                f"{path}: row {line - 1} (line {line}): unreadable encoding, byte "
-                f"0x{raw[err.start]:02x} is not {encoding}; set input.encoding in params.yaml"
-            ) from None
-        except LookupError:
-            raise InputError(f"params.yaml: input.encoding '{encoding}' is not a known encoding") from None
+        text = _decode(raw, path, encoding, 1)
         text = text.removeprefix("\ufeff")
         if not text.strip():
             raise InputError(f"{path}: empty file (no header, no rows)")
         if "\r" in text and "\n" not in text:   # classic Mac line ends (Excel "CSV (Macintosh)"): lines, not values
             text = text.replace("\r", "\n")
-        try:
-            header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=delimiter))
-        except csv.Error as err:
-            raise InputError(f"{path}: header (line 1): not readable as CSV ({err})") from None
-        seen: dict[str, int] = {}
-        for position, name in enumerate(header, start=1):
-            if name in seen:
-                raise InputError(f"{path}: header (line 1): column '{name}' appears twice (columns {seen[name]} "
-                                 f"and {position})")
-            seen[name] = position
+        header = _header(text.split("\n", 1)[0].rstrip("\r"), path, delimiter)
         df = _parse_csv_text(text, path, header, delimiter, columns, categorical)
     else:
         raise InputError(f"{path}: unsupported file type '{suffix}' (use .csv or .parquet)")
     if len(df) == 0 and not allow_empty:
         raise InputError(f"{path}: empty table (a header but no rows)")
     return df
+
+
+def _unreadable_parquet(path: Path, err: Exception) -> str:
+    return f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})"
+
+
+def _header(line: str, path: Path, delimiter: str) -> list[str]:
+    """The column names of a delimited file's first line; a repeated name stops the file."""
+    try:
+        header = next(csv.reader(io.StringIO(line), delimiter=delimiter))
+    except csv.Error as err:
+        raise InputError(f"{path}: header (line 1): not readable as CSV ({err})") from None
+    seen: dict[str, int] = {}
+    for position, name in enumerate(header, start=1):
+        if name in seen:
+            raise InputError(f"{path}: header (line 1): column '{name}' appears twice (columns {seen[name]} "
+                             f"and {position})")
+        seen[name] = position
+    return header
 
 
 def _parse_csv_text(text: str, path: Path, header: list[str], delimiter: str,
@@ -364,7 +364,7 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
         try:
             file = pq.ParquetFile(path)
         except (pa.ArrowInvalid, OSError) as err:
-            raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+            raise InputError(_unreadable_parquet(path, err)) from None
         if not file.metadata.num_rows and not allow_empty:
             raise InputError(f"{path}: empty table (a header but no rows)")
         rows_before = 0
@@ -374,7 +374,7 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
             try:
                 batch = next(batches, None)
             except (pa.ArrowInvalid, OSError) as err:
-                raise InputError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
+                raise InputError(_unreadable_parquet(path, err)) from None
             if batch is None:
                 break
             frame = _dates_as_text(pa.Table.from_batches([batch])).to_pandas()
@@ -403,16 +403,7 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
             yield 0, read_table(path, encoding=encoding, delimiter=delimiter, allow_empty=allow_empty)
             return
         header_text = _decode(header_bytes, path, encoding, 1).rstrip("\r")
-        try:
-            header = next(csv.reader(io.StringIO(header_text), delimiter=delimiter))
-        except csv.Error as err:
-            raise InputError(f"{path}: header (line 1): not readable as CSV ({err})") from None
-        seen: dict[str, int] = {}
-        for position, name in enumerate(header, start=1):
-            if name in seen:
-                raise InputError(f"{path}: header (line 1): column '{name}' appears twice (columns {seen[name]} "
-                                 f"and {position})")
-            seen[name] = position
+        header = _header(header_text, path, delimiter)
         buffer, eof = first[end_of_header + 1:], len(first) < block_bytes
         rows_before, lines_before, any_rows = 0, 0, False
         while buffer or not eof:
