@@ -518,36 +518,50 @@ def clean_extract(raw: dict[str, pd.DataFrame], paths: dict[str, Path], *, extra
     kept, rejects, metrics = {}, [], {"extract_date": extract_date.date().isoformat(), "tables": {}}
     for name in ("children", "referrals", "plans"):
         table = tables[name]
-        frame = frames[name].loc[quarantine[name].kept].reset_index(drop=True)
-        for f in table.fields:
-            if f.kind == "id":
-                frame[f.name] = pseudonymise(frame[f.name], key)
-        try:
-            frame = clean_schema(table, extract_date).validate(frame)
-        except pandera.errors.SchemaError as err:  # a bug in the rules above, not bad input
-            raise RuntimeError(f"clean {name} broke its own contract: {err}") from err
+        frame = kept_contract(frames[name].loc[quarantine[name].kept].reset_index(drop=True), table, key,
+                              extract_date)
         kept[name] = frame
         locations = raw[name][SOURCE_LOCATION].to_numpy() if SOURCE_LOCATION in raw[name].columns else None
         rej = quarantine[name].rejects(name, locations)
         rejects.append(rej)
-        rows_in = len(raw[name])
-        by_reason = rej["reason"].value_counts()
-        metrics["tables"][name] = {
-            "file": str(paths[name]), "rows_in": rows_in, "rows_kept": int(len(frame)),
-            "rows_rejected": int(len(rej)),
-            "rejected_by_reason": {r: int(by_reason.get(r, 0)) for r in REJECT_REASONS if by_reason.get(r, 0)},
-            "normalised": norms[name],
-            "ignored_columns": [c for c in raw[name].columns if c not in table.columns and c != SOURCE_LOCATION],
-        }
-        if absent[name]:
-            metrics["tables"][name]["absent_columns"] = absent[name]
-        if rows_in != len(frame) + len(rej):
-            raise RuntimeError(f"{name}: rows in {rows_in} != kept {len(frame)} + rejected {len(rej)}")
+        metrics["tables"][name] = table_metrics(
+            paths[name], len(raw[name]), len(frame), rej, norms[name],
+            [c for c in raw[name].columns if c not in table.columns and c != SOURCE_LOCATION], absent[name], name)
+    return kept, pd.concat(rejects, ignore_index=True), extract_metrics(metrics, absent)
+
+
+def kept_contract(frame: pd.DataFrame, table: Table, key: bytes, extract_date: pd.Timestamp) -> pd.DataFrame:
+    """Kept rows with their identifiers pseudonymised, checked against the clean contract."""
+    for f in table.fields:
+        if f.kind == "id":
+            frame[f.name] = pseudonymise(frame[f.name], key)
+    try:
+        return clean_schema(table, extract_date).validate(frame)
+    except pandera.errors.SchemaError as err:  # a bug in the rules above, not bad input
+        raise RuntimeError(f"clean {table.name} broke its own contract: {err}") from err
+
+
+def table_metrics(path: Path, rows_in: int, rows_kept: int, rejects: pd.DataFrame, normalised: dict[str, Any],
+                  ignored: list[str], absent: dict[str, list[str]], name: str) -> dict[str, Any]:
+    """One table's entry of metrics/clean.json; rows in = kept + rejected is asserted."""
+    if rows_in != rows_kept + len(rejects):
+        raise RuntimeError(f"{name}: rows in {rows_in} != kept {rows_kept} + rejected {len(rejects)}")
+    by_reason = rejects["reason"].value_counts()
+    out = {"file": str(path), "rows_in": int(rows_in), "rows_kept": int(rows_kept), "rows_rejected": int(len(rejects)),
+           "rejected_by_reason": {r: int(by_reason.get(r, 0)) for r in REJECT_REASONS if by_reason.get(r, 0)},
+           "normalised": normalised, "ignored_columns": ignored}
+    if absent:
+        out["absent_columns"] = absent
+    return out
+
+
+def extract_metrics(metrics: dict[str, Any], absent: dict[str, dict[str, list[str]]]) -> dict[str, Any]:
+    """The three-table extract's closing entries of metrics/clean.json."""
     metrics["reconciled"] = True
     metrics["not_recorded"] = absent["referrals"].get("not_recorded", [])
     metrics["cluster"] = ("child (the input has no family id: each child is its own cluster)"
                           if "family_id" in absent["children"].get("child_id", []) else "family")
-    return kept, pd.concat(rejects, ignore_index=True), metrics
+    return metrics
 
 
 class _BlockQuarantine(Quarantine):
@@ -730,7 +744,6 @@ def clean_streamed(paths: dict[str, Path], out_dir: Path, *, extract_date: pd.Ti
             table = tables[table_name]
             q = quarantines[table_name]
             kept = q.kept
-            schema = clean_schema(table, extract_date)
             ids_seen = []
             target = out_dir / f"{table_name}.parquet"
             n_kept, start = 0, 0
@@ -740,14 +753,8 @@ def clean_streamed(paths: dict[str, Path], out_dir: Path, *, extract_date: pd.Ti
                     block = pq.read_table(file, columns=table.columns)
                     keep = kept[start:start + block.num_rows]
                     start += block.num_rows
-                    frame = block.filter(pa.array(keep)).to_pandas().reset_index(drop=True)
-                    for f in table.fields:
-                        if f.kind == "id":
-                            frame[f.name] = pseudonymise(frame[f.name], key)
-                    try:
-                        frame = schema.validate(frame)
-                    except pandera.errors.SchemaError as err:  # a bug in the rules above, not bad input
-                        raise RuntimeError(f"clean {table_name} broke its own contract: {err}") from err
+                    frame = kept_contract(block.filter(pa.array(keep)).to_pandas().reset_index(drop=True), table,
+                                          key, extract_date)
                     writer.write_table(pa.Table.from_pandas(frame, schema=_arrow_schema(table), preserve_index=False))
                     ids_seen.append(pa.array(frame[table.id_field].to_numpy(), pa.string()))
                     n_kept += len(frame)
@@ -758,25 +765,12 @@ def clean_streamed(paths: dict[str, Path], out_dir: Path, *, extract_date: pd.Ti
             kept_masks[table_name] = kept
             rej = q.rejects(table_name)
             rejects.append(rej)
-            rows_in = len(kept)
-            by_reason = rej["reason"].value_counts()
-            merged = _merged_norms(norms_of[table_name], table)
-            metrics["tables"][table_name] = {
-                "file": str(paths[table_name]), "rows_in": rows_in, "rows_kept": n_kept, "rows_rejected": int(len(rej)),
-                "rejected_by_reason": {r: int(by_reason.get(r, 0)) for r in REJECT_REASONS if by_reason.get(r, 0)},
-                "normalised": merged, "ignored_columns": ignored[table_name],
-            }
-            if absent_by_table[table_name]:
-                metrics["tables"][table_name]["absent_columns"] = absent_by_table[table_name]
-            if rows_in != n_kept + len(rej):
-                raise RuntimeError(f"{table_name}: rows in {rows_in} != kept {n_kept} + rejected {len(rej)}")
+            metrics["tables"][table_name] = table_metrics(
+                paths[table_name], len(kept), n_kept, rej, _merged_norms(norms_of[table_name], table),
+                ignored[table_name], absent_by_table[table_name], table_name)
     finally:
         work.cleanup()
-    metrics["reconciled"] = True
-    metrics["not_recorded"] = absent_by_table["referrals"].get("not_recorded", [])
-    metrics["cluster"] = ("child (the input has no family id: each child is its own cluster)"
-                          if "family_id" in absent_by_table["children"].get("child_id", []) else "family")
-    return pd.concat(rejects, ignore_index=True), metrics
+    return pd.concat(rejects, ignore_index=True), extract_metrics(metrics, absent_by_table)
 
 
 def _merged_norms(norms: list[dict[str, Any]], table: Table) -> dict[str, Any]:

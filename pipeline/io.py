@@ -249,10 +249,7 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
     is still checked whole); ``categorical`` returns text as pandas categories (a column of
     codes holds a few distinct strings, not one object per cell).
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    suffix = path.suffix.lower()
+    path, suffix = _existing(path)
     if suffix == ".parquet":
         try:
             table = pq.read_table(path)
@@ -281,6 +278,14 @@ def read_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
     if len(df) == 0 and not allow_empty:
         raise InputError(f"{path}: empty table (a header but no rows)")
     return df
+
+
+def _existing(path: str | Path) -> tuple[Path, str]:
+    """The input file's path and its lower-case suffix; a missing file stops with one line."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: file not found")
+    return path, path.suffix.lower()
 
 
 def _unreadable_parquet(path: Path, err: Exception) -> str:
@@ -356,10 +361,7 @@ def iter_table(path: str | Path, *, encoding: str = "utf-8", delimiter: str = ",
     Parquet file is read one row group batch at a time. A file the blocks cannot read
     exactly as a whole (a UTF-16 text, or classic Mac line ends) is read whole.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: file not found")
-    suffix = path.suffix.lower()
+    path, suffix = _existing(path)
     if suffix == ".parquet":
         try:
             file = pq.ParquetFile(path)
