@@ -638,7 +638,6 @@ def clean_streamed(paths: dict[str, Path], out_dir: Path, *, extract_date: pd.Ti
     import polars as pl
 
     out_dir = Path(out_dir)
-    kept_masks: dict[str, np.ndarray] = {}
     metrics: dict[str, Any] = {"extract_date": extract_date.date().isoformat(), "tables": {}}
     absent_by_table: dict[str, dict[str, list[str]]] = {}
     rejects: list[pd.DataFrame] = []
@@ -762,7 +761,6 @@ def clean_streamed(paths: dict[str, Path], out_dir: Path, *, extract_date: pd.Ti
                 all_ids = pl.Series(pa.chunked_array(ids_seen, pa.string()))
                 if all_ids.n_unique() != len(all_ids):
                     raise RuntimeError(f"clean {table_name} broke its own contract: {table.id_field} not unique")
-            kept_masks[table_name] = kept
             rej = q.rejects(table_name)
             rejects.append(rej)
             metrics["tables"][table_name] = table_metrics(
